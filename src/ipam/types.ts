@@ -1,0 +1,29 @@
+/** Domain types for address management. Pure data: serialisable to the state file as is. */
+
+export type Family = 4 | 6;
+
+/** Why an address is held. */
+export type AllocKind = 'gateway' | 'aux' | 'endpoint';
+
+/** One address pool handed to Docker by RequestPool. */
+export interface PoolRecord {
+  /** PoolID returned to Docker. Stable, derived from the pool: `tsb-v4-10.10.0.0/24`. */
+  id: string;
+  family: Family;
+  /** Canonical CIDR (network address, lower-case, RFC 5952 for IPv6). */
+  pool: string;
+  /** Canonical CIDR inside `pool` from which dynamic addresses are picked (`--ip-range`), or null. */
+  subPool: string | null;
+  /** True when tsbridge picked the pool itself (no --subnet). */
+  auto: boolean;
+  /** Canonical address -> why it is held. */
+  allocated: Record<string, AllocKind>;
+  /** The last address handed out dynamically (round robin continues after it), or null. */
+  cursor: string | null;
+}
+
+/** A default pool: carve `base` into subnets of prefix length `size`. */
+export interface DefaultPool {
+  base: string;
+  size: number;
+}
