@@ -1,0 +1,78 @@
+/**
+ * Host-port reservation: pure. Decides which host port each binding gets and
+ * refuses one that tsbridge already published or that a host process listens on.
+ */
+import { fail } from '../errors.js';
+import type { PortRequest } from '../protocol/network.js';
+import type { PortMapping, Proto } from '../state/types.js';
+
+export interface Listener {
+  proto: Proto;
+  /** Local address, '' for a wildcard (0.0.0.0 or ::). */
+  ip: string;
+  port: number;
+}
+
+export interface PortContext {
+  /** Mappings already published by tsbridge (other endpoints). */
+  taken: { mapping: PortMapping; owner: string }[];
+  /** Sockets listening on the host. */
+  listening: Listener[];
+  /** Range for HostPort 0 (the kernel's ip_local_port_range). */
+  ephemeral: [number, number];
+  /** The network's com.docker.network.bridge.host_binding_ipv4, '' = none. */
+  defaultHostIp: string;
+}
+
+function fam(ip: string): 0 | 4 | 6 {
+  if (ip === '') return 0;
+  return ip.includes(':') ? 6 : 4;
+}
+
+const WILDCARD = new Set(['', '0.0.0.0', '::']);
+
+/** Do two host addresses overlap? '' is every address; 0.0.0.0 / :: every address of a family. */
+export function hostIpsOverlap(a: string, b: string): boolean {
+  if (a === '' || b === '') return true;
+  if (fam(a) !== fam(b)) return false;
+  return a === b || WILDCARD.has(a) || WILDCARD.has(b);
+}
+
+export function allocatePorts(reqs: PortRequest[], ctx: PortContext): PortMapping[] {
+  const out: PortMapping[] = [];
+  const busy = (proto: Proto, ip: string, port: number): string | null => {
+    for (const t of ctx.taken) {
+      if (t.mapping.proto === proto && t.mapping.hostPort === port && hostIpsOverlap(t.mapping.hostIp, ip)) return ` (published by ${t.owner})`;
+    }
+    for (const m of out) {
+      if (m.proto === proto && m.hostPort === port && hostIpsOverlap(m.hostIp, ip)) return ' (twice in this request)';
+    }
+    for (const l of ctx.listening) {
+      if (l.proto === proto && l.port === port && hostIpsOverlap(l.ip, ip)) return ' (a host process listens on it)';
+    }
+    return null;
+  };
+  for (const r of reqs) {
+    const hostIp = r.hostIp === '' ? ctx.defaultHostIp : r.hostIp;
+    let lo: number;
+    let hi: number;
+    if (r.hostPort === 0) [lo, hi] = ctx.ephemeral;
+    else [lo, hi] = [r.hostPort, r.hostPortEnd > r.hostPort ? r.hostPortEnd : r.hostPort];
+    let chosen = 0;
+    let lastReason = '';
+    for (let p = lo; p <= hi; p++) {
+      const why = busy(r.proto, hostIp, p);
+      if (why === null) {
+        chosen = p;
+        break;
+      }
+      lastReason = why;
+    }
+    if (chosen === 0) {
+      if (lo === hi) fail('PORT_IN_USE', { hostIp: hostIp || '0.0.0.0', port: lo, proto: r.proto, owner: lastReason });
+      fail('NO_FREE_PORT', { proto: r.proto, range: `${lo}-${hi}` });
+    }
+    out.push({ proto: r.proto, hostIp, hostPort: chosen, containerPort: r.containerPort });
+  }
+  return out;
+}

@@ -1,0 +1,272 @@
+/**
+ * The network driver's use cases: networks, endpoints, joins and published
+ * ports. Orders the steps, persists each phase, and undoes what it did when a
+ * step fails. Touches the kernel only through the Kernel interface.
+ */
+import { fail, isTsbridgeError } from '../errors.js';
+import { overlaps, parsePrefix } from '../ipam/addr.js';
+import type { Logger } from '../logging.js';
+import type { Kernel } from '../kernel/types.js';
+import type { FirewallView } from '../kernel/rules/nft.js';
+import type { EndpointSpec, NetworkSpec, PortRequest } from '../protocol/network.js';
+import type { Db } from '../state/db.js';
+import type { EndpointRecord, NetworkRecord, PortMapping, State } from '../state/types.js';
+import { hostVethName, macFromId, peerVethName } from './names.js';
+import { allocatePorts, type Listener } from './ports.js';
+
+export interface HostPorts {
+  listening(): Promise<Listener[]>;
+  ephemeralRange(): Promise<[number, number]>;
+}
+
+export interface JoinResult {
+  srcName: string;
+  dstPrefix: string;
+  gateway: string;
+  gatewayIpv6: string;
+}
+
+export function firewallView(s: State): FirewallView {
+  return { networks: Object.values(s.networks), endpoints: Object.values(s.endpoints) };
+}
+
+export function bridgeAddresses(n: NetworkRecord): string[] {
+  const v4 = n.inhibitIpv4 ? [] : n.ipv4.map((x) => x.gateway).filter((g): g is string => !!g);
+  const v6 = n.enableIpv6 ? n.ipv6.map((x) => x.gateway).filter((g): g is string => !!g) : [];
+  return [...v4, ...v6];
+}
+
+function sameNetwork(a: NetworkRecord, b: NetworkSpec): boolean {
+  const pick = (n: NetworkSpec | NetworkRecord) => JSON.stringify({ ...n, phase: undefined });
+  return pick(a) === pick({ ...b, phase: 'ready' } as NetworkRecord);
+}
+
+export class DriverService {
+  constructor(
+    private readonly db: Db,
+    private readonly kernel: Kernel,
+    private readonly hostPorts: HostPorts,
+    private readonly log: Logger,
+  ) {}
+
+  // ---------------------------------------------------------------- networks
+
+  async createNetwork(spec: NetworkSpec): Promise<void> {
+    await this.db.tx(async (s) => {
+      const existing = s.networks[spec.id];
+      if (existing) {
+        if (existing.phase === 'ready' && sameNetwork(existing, spec)) {
+          await this.realizeNetwork(existing, s); // a retry: make sure the kernel has it
+          return;
+        }
+        fail('NETWORK_EXISTS', { networkId: spec.id });
+      }
+      for (const other of Object.values(s.networks)) {
+        if (other.bridge === spec.bridge) fail('BRIDGE_NAME_IN_USE', { name: spec.bridge, networkId: other.id });
+        for (const a of [...spec.ipv4, ...spec.ipv6]) {
+          for (const b of [...other.ipv4, ...other.ipv6]) {
+            if (overlaps(parsePrefix(a.subnet), parsePrefix(b.subnet))) fail('POOL_OVERLAP', { pool: a.subnet, other: `${b.subnet} of network ${other.id.slice(0, 12)}` });
+          }
+        }
+      }
+      const links = await this.kernel.links.list();
+      if (links.some((l) => l.name === spec.bridge)) {
+        fail('BRIDGE_NAME_IN_USE', { name: spec.bridge, networkId: 'another program (an interface of that name exists)' });
+      }
+      const rec: NetworkRecord = { ...spec, phase: 'creating' };
+      s.networks[rec.id] = rec;
+      await this.db.save();
+      try {
+        await this.realizeNetwork(rec, s);
+        rec.phase = 'ready';
+        await this.db.save();
+      } catch (e) {
+        await this.undo('createNetwork', () => this.kernel.links.deleteLinks([rec.bridge]));
+        delete s.networks[rec.id];
+        await this.undo('createNetwork', () => this.kernel.firewall.applyAll(firewallView(s)));
+        await this.undo('createNetwork', () => this.db.save());
+        throw e;
+      }
+    });
+  }
+
+  /** Brings the kernel to what the record says (bridge, sysctls, all firewall rules). */
+  private async realizeNetwork(rec: NetworkRecord, s: State): Promise<void> {
+    await this.kernel.sysctl.ensure('net.ipv4.ip_forward', '1');
+    if (rec.enableIpv6 && rec.ipv6.length > 0) {
+      await this.kernel.sysctl.ensure('net.ipv6.conf.all.forwarding', '1');
+    }
+    await this.kernel.links.ensureBridge({ name: rec.bridge, mtu: rec.mtu, addresses: bridgeAddresses(rec), mac: macFromId(rec.id, 'bridge') });
+    // Published ports reached through 127.0.0.1 are DNATed onto the bridge: allow that source there.
+    await this.kernel.sysctl.ensure(`net.ipv4.conf.${rec.bridge}.route_localnet`, '1');
+    await this.kernel.firewall.applyAll(firewallView(s));
+  }
+
+  async deleteNetwork(networkId: string): Promise<void> {
+    await this.db.tx(async (s) => {
+      const rec = s.networks[networkId];
+      if (!rec) return; // repeated or unknown: already gone
+      rec.phase = 'deleting';
+      await this.db.save();
+      const eps = Object.values(s.endpoints).filter((e) => e.networkId === networkId);
+      await this.kernel.links.deleteLinks([...eps.map((e) => e.hostVeth), rec.bridge]);
+      for (const e of eps) delete s.endpoints[e.id];
+      delete s.networks[networkId];
+      await this.kernel.firewall.applyAll(firewallView(s));
+      await this.db.save();
+    });
+  }
+
+  // --------------------------------------------------------------- endpoints
+
+  async createEndpoint(spec: EndpointSpec): Promise<{ mac: string }> {
+    return this.db.tx(async (s) => {
+      const net = s.networks[spec.networkId];
+      if (!net || net.phase !== 'ready') fail('UNKNOWN_NETWORK', { networkId: spec.networkId });
+      const existing = s.endpoints[spec.endpointId];
+      const mac = spec.mac ?? macFromId(spec.endpointId);
+      if (existing) {
+        if (existing.networkId === spec.networkId && existing.ipv4 === spec.ipv4 && existing.ipv6 === spec.ipv6 && existing.mac === mac) {
+          return { mac };
+        }
+        fail('ENDPOINT_EXISTS', { endpointId: spec.endpointId });
+      }
+      if (net.ipv6.length > 0 && net.enableIpv6 === false && spec.ipv6) {
+        fail('BAD_REQUEST', { detail: 'IPv6 address given on a network without IPv6' });
+      }
+      const rec: EndpointRecord = {
+        id: spec.endpointId,
+        networkId: spec.networkId,
+        phase: 'creating',
+        hostVeth: hostVethName(spec.endpointId),
+        peerVeth: peerVethName(spec.endpointId),
+        mac,
+        ipv4: spec.ipv4,
+        ipv6: spec.ipv6,
+        joined: false,
+        ports: [],
+      };
+      s.endpoints[rec.id] = rec;
+      await this.db.save();
+      try {
+        await this.kernel.links.ensureVeth({ hostName: rec.hostVeth, peerName: rec.peerVeth, bridge: net.bridge, mtu: net.mtu, mac });
+        rec.phase = 'ready';
+        await this.kernel.firewall.applyEndpoint(rec, net, 'add');
+        await this.db.save();
+      } catch (e) {
+        await this.undo('createEndpoint', () => this.kernel.links.deleteLinks([rec.hostVeth, rec.peerVeth]));
+        await this.undo('createEndpoint', () => this.kernel.firewall.applyEndpoint(rec, net, 'delete'));
+        delete s.endpoints[rec.id];
+        await this.undo('createEndpoint', () => this.db.save());
+        throw e;
+      }
+      return { mac };
+    });
+  }
+
+  async deleteEndpoint(networkId: string, endpointId: string): Promise<void> {
+    await this.db.tx(async (s) => {
+      const rec = s.endpoints[endpointId];
+      if (!rec || rec.networkId !== networkId) return;
+      const net = s.networks[networkId];
+      rec.phase = 'deleting';
+      await this.db.save();
+      if (net) await this.kernel.firewall.applyEndpoint(rec, net, 'delete');
+      await this.kernel.links.deleteLinks([rec.hostVeth, rec.peerVeth]);
+      delete s.endpoints[endpointId];
+      await this.db.save();
+    });
+  }
+
+  async join(networkId: string, endpointId: string): Promise<JoinResult> {
+    return this.db.tx(async (s) => {
+      const net = s.networks[networkId];
+      const ep = s.endpoints[endpointId];
+      if (!net) fail('UNKNOWN_NETWORK', { networkId });
+      if (!ep || ep.networkId !== networkId || ep.phase !== 'ready') fail('UNKNOWN_ENDPOINT', { endpointId, networkId });
+      if (!ep.joined) {
+        ep.joined = true;
+        await this.db.save();
+      }
+      const gw4 = net.internal || net.inhibitIpv4 ? '' : (net.ipv4[0]?.gateway ?? '').split('/')[0]!;
+      const gw6 = net.internal || !net.enableIpv6 || !ep.ipv6 ? '' : (net.ipv6[0]?.gateway ?? '').split('/')[0]!;
+      return { srcName: ep.peerVeth, dstPrefix: net.ifacePrefix, gateway: gw4, gatewayIpv6: gw6 };
+    });
+  }
+
+  async leave(networkId: string, endpointId: string): Promise<void> {
+    await this.db.tx(async (s) => {
+      const ep = s.endpoints[endpointId];
+      if (!ep || ep.networkId !== networkId || !ep.joined) return;
+      ep.joined = false;
+      await this.db.save();
+    });
+  }
+
+  // ----------------------------------------------------------- published ports
+
+  async programExternalConnectivity(networkId: string, endpointId: string, reqs: PortRequest[]): Promise<PortMapping[]> {
+    // Reading the host's sockets happens outside the lock: it is the slow part.
+    const [listening, ephemeral] = reqs.length ? await Promise.all([this.hostPorts.listening(), this.hostPorts.ephemeralRange()]) : [[], [0, 0] as [number, number]];
+    return this.db.tx(async (s) => {
+      const net = s.networks[networkId];
+      const ep = s.endpoints[endpointId];
+      if (!net) fail('UNKNOWN_NETWORK', { networkId });
+      if (!ep || ep.networkId !== networkId) fail('UNKNOWN_ENDPOINT', { endpointId, networkId });
+      if (net.internal || reqs.length === 0) return [];
+      const taken = Object.values(s.endpoints)
+        .filter((e) => e.id !== ep.id)
+        .flatMap((e) => e.ports.map((mapping) => ({ mapping, owner: `endpoint ${e.id.slice(0, 12)}` })));
+      const mappings = allocatePorts(reqs, { taken, listening, ephemeral, defaultHostIp: net.hostBindingIpv4 });
+      const old = { ...ep, ports: ep.ports };
+      if (old.ports.length) await this.kernel.firewall.applyEndpoint(old, net, 'delete');
+      ep.ports = mappings;
+      await this.db.save();
+      try {
+        await this.kernel.firewall.applyEndpoint(ep, net, 'add');
+      } catch (e) {
+        await this.undo('programExternalConnectivity', () => this.kernel.firewall.applyEndpoint(ep, net, 'delete'));
+        ep.ports = [];
+        await this.undo('programExternalConnectivity', () => this.db.save());
+        throw e;
+      }
+      await this.kernel.firewall.flushConntrack(mappings.filter((m) => m.proto !== 'tcp'));
+      return mappings;
+    });
+  }
+
+  async revokeExternalConnectivity(networkId: string, endpointId: string): Promise<void> {
+    await this.db.tx(async (s) => {
+      const net = s.networks[networkId];
+      const ep = s.endpoints[endpointId];
+      if (!net || !ep || ep.ports.length === 0) return;
+      await this.kernel.firewall.applyEndpoint(ep, net, 'delete');
+      const gone = ep.ports;
+      ep.ports = [];
+      await this.db.save();
+      await this.kernel.firewall.flushConntrack(gone.filter((m) => m.proto !== 'tcp'));
+    });
+  }
+
+  endpointInfo(networkId: string, endpointId: string): Record<string, unknown> {
+    const ep = this.db.state.endpoints[endpointId];
+    if (!ep || ep.networkId !== networkId) return {};
+    return {
+      id: ep.id,
+      hostInterface: ep.hostVeth,
+      mac: ep.mac,
+      ipv4: ep.ipv4,
+      ipv6: ep.ipv6,
+      ports: ep.ports,
+    };
+  }
+
+  /** Runs an undo step; an undo that fails is logged, never thrown over the original error. */
+  private async undo(op: string, fn: () => Promise<unknown>): Promise<void> {
+    try {
+      await fn();
+    } catch (e) {
+      this.log.warn('rollback step failed', { op, error: isTsbridgeError(e) ? e.message : String(e) });
+    }
+  }
+}

@@ -1,0 +1,93 @@
+/**
+ * The IPAM driver's use cases over the persisted pool records. Pure logic lives in
+ * allocator.ts / pools.ts; this file orders it, persists it and reads the host's
+ * routes (through HostView) so automatic pools never collide with them.
+ */
+import { fail } from '../errors.js';
+import type { Db } from '../state/db.js';
+import { canonicalPrefix, parsePrefix, overlaps, parseAddress } from './addr.js';
+import { allocateAddress, newPoolRecord, poolId, releaseAddress } from './allocator.js';
+import { pickFreePool } from './pools.js';
+import type { AllocKind, DefaultPool, Family } from './types.js';
+
+/** What the IPAM needs to know about the host: addresses in use that a pool must avoid. */
+export interface HostView {
+  /** Route destinations, interface addresses and nameservers (CIDRs or plain addresses). */
+  takenPrefixes(): Promise<string[]>;
+}
+
+export interface PoolRequest {
+  pool: string;
+  subPool: string;
+  v6: boolean;
+}
+
+export class IpamService {
+  constructor(
+    private readonly db: Db,
+    private readonly host: HostView,
+    private readonly defaults: () => DefaultPool[],
+  ) {}
+
+  async requestPool(req: PoolRequest): Promise<{ poolId: string; pool: string }> {
+    const family: Family = req.v6 ? 6 : 4;
+    return this.db.tx(async (s) => {
+      let pool: string;
+      let auto = false;
+      if (req.pool) {
+        pool = canonicalPrefix(req.pool);
+        if (parsePrefix(pool).family !== family) {
+          fail('BAD_CIDR', { what: 'subnet', value: req.pool, detail: `expected an IPv${family} subnet` });
+        }
+        const mine = parsePrefix(pool);
+        for (const other of Object.values(s.pools)) {
+          if (overlaps(mine, parsePrefix(other.pool))) fail('POOL_OVERLAP', { pool, other: `${other.pool} (pool ${other.id})` });
+        }
+      } else {
+        const taken = [...Object.values(s.pools).map((p) => p.pool), ...(await this.host.takenPrefixes())];
+        const picked = pickFreePool(this.defaults(), family, taken);
+        if (!picked) {
+          const pools = this.defaults().filter((d) => parsePrefix(d.base).family === family).map((d) => `${d.base}:${d.size}`).join(', ');
+          fail('NO_FREE_POOL', { family: `IPv${family}`, pools: pools || 'none configured' });
+        }
+        pool = picked;
+        auto = true;
+      }
+      const rec = newPoolRecord({ id: poolId(family, pool), pool, subPool: req.subPool || null, auto });
+      s.pools[rec.id] = rec;
+      await this.db.save();
+      return { poolId: rec.id, pool: rec.pool };
+    });
+  }
+
+  async releasePool(id: string): Promise<void> {
+    await this.db.tx(async (s) => {
+      if (!s.pools[id]) return;
+      delete s.pools[id];
+      await this.db.save();
+    });
+  }
+
+  async requestAddress(id: string, address: string, kind: AllocKind): Promise<string> {
+    return this.db.tx(async (s) => {
+      const rec = s.pools[id];
+      if (!rec) fail('UNKNOWN_POOL', { poolId: id });
+      const a = allocateAddress(rec, { address: address || null, kind });
+      s.pools[id] = a.pool;
+      await this.db.save();
+      return a.cidr;
+    });
+  }
+
+  async releaseAddress(id: string, address: string): Promise<void> {
+    await this.db.tx(async (s) => {
+      const rec = s.pools[id];
+      if (!rec || address === '') return;
+      parseAddress(address.split('/')[0]!);
+      const next = releaseAddress(rec, address.split('/')[0]!);
+      if (Object.keys(next.allocated).length === Object.keys(rec.allocated).length) return;
+      s.pools[id] = next;
+      await this.db.save();
+    });
+  }
+}

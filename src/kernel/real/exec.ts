@@ -1,0 +1,37 @@
+import { execa } from 'execa';
+import { TsbridgeError } from '../../errors.js';
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+  exitCode: number;
+}
+
+/** Runs one command with an argument array (never a shell) and a timeout. */
+export interface Runner {
+  run(cmd: string, args: string[], opts?: { input?: string; allowFail?: boolean }): Promise<RunResult>;
+}
+
+export class ExecRunner implements Runner {
+  constructor(private readonly timeoutMs: number) {}
+
+  async run(cmd: string, args: string[], opts: { input?: string; allowFail?: boolean } = {}): Promise<RunResult> {
+    const r = await execa(cmd, args, {
+      input: opts.input ?? '',
+      timeout: this.timeoutMs,
+      reject: false,
+      stripFinalNewline: true,
+      env: { LC_ALL: 'C' },
+    });
+    const op = `${cmd} ${args.join(' ')}`.slice(0, 200);
+    if (r.timedOut) throw new TsbridgeError('TIMEOUT', { op, ms: this.timeoutMs });
+    if (r.failed && r.exitCode === undefined) {
+      throw new TsbridgeError('KERNEL', { op, detail: r.shortMessage ?? 'could not run' });
+    }
+    const result = { stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? ''), exitCode: r.exitCode ?? -1 };
+    if (result.exitCode !== 0 && !opts.allowFail) {
+      throw new TsbridgeError('KERNEL', { op, detail: (result.stderr || result.stdout || `exit ${result.exitCode}`).trim() });
+    }
+    return result;
+  }
+}

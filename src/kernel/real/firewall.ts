@@ -1,0 +1,68 @@
+import type { Logger } from '../../logging.js';
+import type { EndpointRecord, NetworkRecord } from '../../state/types.js';
+import { endpointDelta, fullRuleset, type FirewallView } from '../rules/nft.js';
+import { FORWARD_CHAIN, forwardChainRestore } from '../rules/iptables.js';
+import type { Firewall } from '../types.js';
+import type { Runner } from './exec.js';
+
+/**
+ * nftables for everything tsbridge decides; iptables (whichever variant the
+ * host's `iptables` is, the same one Docker uses) only for the accept shim
+ * that gets tsbridge's traffic past a DROP policy on FORWARD.
+ */
+export class NftFirewall implements Firewall {
+  constructor(
+    private readonly runner: Runner,
+    private readonly log: Logger,
+    private readonly iptables: { v4: string; v6: string } = { v4: 'iptables', v6: 'ip6tables' },
+  ) {}
+
+  async applyAll(view: FirewallView): Promise<void> {
+    await this.runner.run('nft', ['-f', '-'], { input: fullRuleset(view) });
+    const live = view.networks.filter((n) => n.phase !== 'deleting');
+    const bridges = live.map((n) => ({ name: n.bridge, internal: n.internal }));
+    for (const bin of [this.iptables.v4, this.iptables.v6]) {
+      await this.applyShim(bin, bridges);
+    }
+  }
+
+  async applyEndpoint(ep: EndpointRecord, net: NetworkRecord, op: 'add' | 'delete'): Promise<void> {
+    const script = endpointDelta(ep, net, op);
+    if (script) await this.runner.run('nft', ['-f', '-'], { input: script });
+  }
+
+  async flushConntrack(entries: { proto: 'udp' | 'sctp' | 'tcp'; hostPort: number }[]): Promise<void> {
+    for (const e of entries) {
+      if (e.proto === 'tcp') continue;
+      for (const fam of ['ipv4', 'ipv6']) {
+        // conntrack exits 1 when nothing matched: that is success here.
+        await this.runner.run('conntrack', ['-D', '-f', fam, '-p', e.proto, '--orig-port-dst', String(e.hostPort)], { allowFail: true });
+      }
+    }
+  }
+
+  /** Rewrites TSBRIDGE-FORWARD and makes sure it is jumped to; removes both when no bridge is left. */
+  private async applyShim(bin: string, bridges: { name: string; internal: boolean }[]): Promise<void> {
+    const probe = await this.runner.run(bin, ['-w', '5', '-t', 'filter', '-S'], { allowFail: true });
+    if (probe.exitCode !== 0) {
+      this.log.debug('iptables not usable; skipping forward shim', { bin, stderr: probe.stderr });
+      return;
+    }
+    const rules = probe.stdout.split('\n');
+    const parent = rules.includes('-N DOCKER-USER') ? 'DOCKER-USER' : 'FORWARD';
+    const jumps = rules.filter((r) => r.endsWith(`-j ${FORWARD_CHAIN}`)).map((r) => r.split(' ')[1]!);
+    const chainExists = rules.includes(`-N ${FORWARD_CHAIN}`);
+    if (bridges.length === 0) {
+      for (const p of jumps) await this.runner.run(bin, ['-w', '5', '-t', 'filter', '-D', p, '-j', FORWARD_CHAIN], { allowFail: true });
+      if (chainExists) {
+        await this.runner.run(bin, ['-w', '5', '-t', 'filter', '-F', FORWARD_CHAIN], { allowFail: true });
+        await this.runner.run(bin, ['-w', '5', '-t', 'filter', '-X', FORWARD_CHAIN], { allowFail: true });
+      }
+      return;
+    }
+    await this.runner.run(`${bin}-restore`, ['-w', '5', '--noflush'], { input: forwardChainRestore(bridges) });
+    if (!jumps.includes(parent)) {
+      await this.runner.run(bin, ['-w', '5', '-t', 'filter', '-I', parent, '1', '-j', FORWARD_CHAIN]);
+    }
+  }
+}

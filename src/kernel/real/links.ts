@@ -1,0 +1,58 @@
+import type { BridgeSpec, LinkInfo, Links, VethSpec } from '../types.js';
+import type { Runner } from './exec.js';
+
+/** Links through iproute2: one `ip -batch` per operation. Names are validated before they get here. */
+export class IpLinks implements Links {
+  constructor(private readonly runner: Runner) {}
+
+  async list(): Promise<LinkInfo[]> {
+    const r = await this.runner.run('ip', ['-j', '-d', 'link', 'show']);
+    const rows = JSON.parse(r.stdout || '[]') as { ifname: string; master?: string; linkinfo?: { info_kind?: string } }[];
+    return rows.map((x) => ({ name: x.ifname, kind: x.linkinfo?.info_kind ?? '', master: x.master ?? null }));
+  }
+
+  private async exists(name: string): Promise<LinkInfo | null> {
+    const r = await this.runner.run('ip', ['-j', '-d', 'link', 'show', 'dev', name], { allowFail: true });
+    if (r.exitCode !== 0) return null;
+    const x = (JSON.parse(r.stdout || '[]') as { ifname: string; master?: string; linkinfo?: { info_kind?: string } }[])[0];
+    return x ? { name: x.ifname, kind: x.linkinfo?.info_kind ?? '', master: x.master ?? null } : null;
+  }
+
+  async ensureBridge(spec: BridgeSpec): Promise<void> {
+    const have = await this.exists(spec.name);
+    const L: string[] = [];
+    if (have && have.kind !== 'bridge') {
+      throw new Error(`interface ${spec.name} exists and is not a bridge (${have.kind || 'unknown kind'})`);
+    }
+    if (!have) L.push(`link add name ${spec.name} address ${spec.mac} mtu ${spec.mtu} type bridge stp_state 0 forward_delay 0`);
+    else L.push(`link set dev ${spec.name} mtu ${spec.mtu}`);
+    for (const a of spec.addresses) {
+      L.push(a.includes(':') ? `addr replace ${a} dev ${spec.name} nodad` : `addr replace ${a} dev ${spec.name}`);
+    }
+    L.push(`link set dev ${spec.name} up`);
+    await this.batch(L);
+  }
+
+  async ensureVeth(spec: VethSpec): Promise<void> {
+    const L: string[] = [];
+    if (await this.exists(spec.hostName)) L.push(`link del dev ${spec.hostName}`);
+    L.push(
+      `link add name ${spec.hostName} mtu ${spec.mtu} type veth peer name ${spec.peerName} mtu ${spec.mtu} address ${spec.mac}`,
+      `link set dev ${spec.hostName} master ${spec.bridge}`,
+      `link set dev ${spec.hostName} type bridge_slave hairpin on`,
+      `link set dev ${spec.hostName} up`,
+    );
+    await this.batch(L);
+  }
+
+  async deleteLinks(names: string[]): Promise<void> {
+    if (names.length === 0) return;
+    const present = new Set((await this.list()).map((l) => l.name));
+    const L = names.filter((n) => present.has(n)).map((n) => `link del dev ${n}`);
+    if (L.length) await this.batch(L, true);
+  }
+
+  private async batch(lines: string[], force = false): Promise<void> {
+    await this.runner.run('ip', force ? ['-force', '-batch', '-'] : ['-batch', '-'], { input: lines.join('\n') + '\n' });
+  }
+}

@@ -1,0 +1,61 @@
+/**
+ * The kernel, as tsbridge's logic sees it: links, firewall, sysctls.
+ * One real implementation (src/kernel/real/*) runs commands; unit tests use
+ * test/fakes. Every method is idempotent.
+ */
+import type { FirewallView } from './rules/nft.js';
+import type { EndpointRecord, NetworkRecord } from '../state/types.js';
+
+export interface BridgeSpec {
+  name: string;
+  mtu: number;
+  /** Addresses to hold, with prefix length (gateway v4 and v6). */
+  addresses: string[];
+  mac: string;
+}
+
+export interface VethSpec {
+  hostName: string;
+  peerName: string;
+  bridge: string;
+  mtu: number;
+  /** MAC of the container side. */
+  mac: string;
+}
+
+export interface LinkInfo {
+  name: string;
+  kind: string;
+  master: string | null;
+}
+
+export interface Links {
+  /** Creates the bridge or brings an existing one to the spec (addresses, MTU, up). */
+  ensureBridge(spec: BridgeSpec): Promise<void>;
+  /** Creates the veth pair (replacing a leftover of the same name) and enslaves the host side. */
+  ensureVeth(spec: VethSpec): Promise<void>;
+  /** Deletes links by name; missing ones are fine. */
+  deleteLinks(names: string[]): Promise<void>;
+  /** All links in the host namespace. */
+  list(): Promise<LinkInfo[]>;
+}
+
+export interface Firewall {
+  /** Replaces all of tsbridge's rules with those for this view (one transaction per tool). */
+  applyAll(view: FirewallView): Promise<void>;
+  /** Adds or removes one endpoint's rules (published ports, ICC set) in one transaction. */
+  applyEndpoint(ep: EndpointRecord, net: NetworkRecord, op: 'add' | 'delete'): Promise<void>;
+  /** Forgets conntrack entries of these UDP/SCTP host ports so remapped flows don't go stale. */
+  flushConntrack(entries: { proto: 'udp' | 'sctp' | 'tcp'; hostPort: number }[]): Promise<void>;
+}
+
+export interface Sysctl {
+  /** Sets a sysctl (path under /proc/sys, dotted or slashed); no-op when it already holds the value. */
+  ensure(key: string, value: string): Promise<void>;
+}
+
+export interface Kernel {
+  links: Links;
+  firewall: Firewall;
+  sysctl: Sysctl;
+}
