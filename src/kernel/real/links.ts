@@ -1,3 +1,4 @@
+import { TsbridgeError } from '../../errors.js';
 import type { BridgeSpec, LinkInfo, Links, VethSpec } from '../types.js';
 import type { Runner } from './exec.js';
 
@@ -22,7 +23,7 @@ export class IpLinks implements Links {
     const have = await this.exists(spec.name);
     const L: string[] = [];
     if (have && have.kind !== 'bridge') {
-      throw new Error(`interface ${spec.name} exists and is not a bridge (${have.kind || 'unknown kind'})`);
+      throw new TsbridgeError('BRIDGE_NAME_IN_USE', { name: spec.name, networkId: `no network (it is a ${have.kind || 'non-bridge'} interface)` });
     }
     if (!have) L.push(`link add name ${spec.name} address ${spec.mac} mtu ${spec.mtu} type bridge stp_state 0 forward_delay 0`);
     else L.push(`link set dev ${spec.name} mtu ${spec.mtu}`);
@@ -49,10 +50,16 @@ export class IpLinks implements Links {
     if (names.length === 0) return;
     const present = new Set((await this.list()).map((l) => l.name));
     const L = names.filter((n) => present.has(n)).map((n) => `link del dev ${n}`);
-    if (L.length) await this.batch(L, true);
+    if (L.length === 0) return;
+    // Deleting one end of a veth pair removes the other, so a later line may find
+    // nothing to delete: run them all, then check that every name is really gone.
+    const r = await this.runner.run('ip', ['-force', '-batch', '-'], { input: L.join('\n') + '\n', allowFail: true });
+    if (r.exitCode === 0) return;
+    const still = (await this.list()).map((l) => l.name).filter((n) => names.includes(n));
+    if (still.length) throw new TsbridgeError('KERNEL', { op: 'delete links', detail: `${still.join(', ')} still present: ${r.stderr.trim()}` });
   }
 
-  private async batch(lines: string[], force = false): Promise<void> {
-    await this.runner.run('ip', force ? ['-force', '-batch', '-'] : ['-batch', '-'], { input: lines.join('\n') + '\n' });
+  private async batch(lines: string[]): Promise<void> {
+    await this.runner.run('ip', ['-batch', '-'], { input: lines.join('\n') + '\n' });
   }
 }
