@@ -10,6 +10,8 @@ const common = {
 };
 
 export default {
+  // Integration and e2e tests drive real commands and a real dockerd.
+  testTimeout: 180_000,
   projects: [
     { ...common, displayName: 'unit', testMatch: ['<rootDir>/test/unit/**/*.test.ts'] },
     { ...common, displayName: 'integration', testMatch: ['<rootDir>/test/integration/**/*.test.ts'] },

@@ -7,7 +7,7 @@
 #   scripts/docker-down.sh --dockerd-only  stop our dockerd only (used by --restart-dockerd)
 set -euo pipefail
 
-RUN_DIR=/run/tsbridge-test
+RUN_DIR=${TSBRIDGE_RUN_DIR:-/run/tsbridge-test}
 
 log() { echo "docker-down: $*"; }
 

@@ -11,7 +11,7 @@
 # Logs: /var/log/tsbridge-test/{containerd,dockerd}.log.
 set -euo pipefail
 
-RUN_DIR=/run/tsbridge-test
+RUN_DIR=${TSBRIDGE_RUN_DIR:-/run/tsbridge-test}
 LOG_DIR=/var/log/tsbridge-test
 CTR_SOCK=/run/containerd/containerd.sock
 READY_TIMEOUT=${TSBRIDGE_DOCKER_TIMEOUT:-60}

@@ -1,0 +1,36 @@
+/** Shared pieces of the end-to-end suites: the tsbridge footprint on the host, and small docker shorthands. */
+import { sh, shOk } from '../lib/run.js';
+import { docker, TEST_IMAGE } from '../lib/docker.js';
+
+/** Everything on the host that tsbridge could have made: links, nft tables, iptables chains. */
+export async function footprint(): Promise<{ links: string[]; nft: string[]; iptables: string[] }> {
+  const links = (await sh('ip', ['-o', 'link', 'show']))
+    .split('\n')
+    .map((l) => l.split(':')[1]?.trim().split('@')[0] ?? '')
+    .filter((n) => /^(tsb-|tsv|tsc)[0-9a-f]/.test(n));
+  const nft = (await sh('nft', ['list', 'tables'])).split('\n').filter((l) => l.includes('tsbridge'));
+  const iptables: string[] = [];
+  for (const bin of ['iptables', 'ip6tables']) {
+    const r = await shOk(bin, ['-S']);
+    iptables.push(...r.stdout.split('\n').filter((l) => l.includes('TSBRIDGE')).map((l) => `${bin} ${l}`));
+  }
+  return { links, nft, iptables };
+}
+
+/** The host's firewall outside tsbridge's own tables and chains, without counters. */
+export async function foreignFirewall(): Promise<string> {
+  const out: string[] = [];
+  for (const bin of ['iptables-save', 'ip6tables-save']) {
+    const r = await shOk(bin, []);
+    out.push(...r.stdout.split('\n').filter((l) => !l.startsWith('#') && !l.includes('TSBRIDGE')).map((l) => l.replace(/\[\d+:\d+\]/, '')));
+  }
+  return out.join('\n');
+}
+
+/** Runs a throwaway container and returns its output (fails the test on a non-zero exit). */
+export function runIn(network: string, script: string, extra: string[] = []): Promise<string> {
+  return docker(['run', '--rm', '--network', network, ...extra, TEST_IMAGE, 'sh', '-c', script]);
+}
+
+
+export { TEST_IMAGE };
