@@ -83,9 +83,10 @@ case "${1:-}" in
       log "docker already running; nothing to do"
       exit 0
     fi
-    # What the engine is about to change on the host, so docker-down.sh can put it back.
+    # What the engine is about to change on the host, so docker-down.sh can put it back
+    # (kept from the first start if our engine died and is being started again).
     ip link show docker0 >/dev/null 2>&1 || touch "$RUN_DIR/docker0.absent-before"
-    sysctl -n net.ipv4.ip_forward >"$RUN_DIR/ip_forward.before"
+    [ -f "$RUN_DIR/ip_forward.before" ] || sysctl -n net.ipv4.ip_forward >"$RUN_DIR/ip_forward.before"
     start_containerd
     start_dockerd
     ;;

@@ -66,6 +66,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: (signa
       const closed = new Promise<void>((r) => server.close(() => r()));
       server.closeIdleConnections?.();
       await db.drain();
+      await driver.settle();
       await Promise.race([closed, new Promise((r) => setTimeout(r, 2000))]);
       await fs.rm(config.socket, { force: true });
       log.info('stopped', { signal });

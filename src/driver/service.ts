@@ -137,7 +137,7 @@ export class DriverService {
       const rec: EndpointRecord = {
         id: spec.endpointId,
         networkId: spec.networkId,
-        phase: 'creating',
+        phase: 'ready',
         hostVeth: hostVethName(spec.endpointId),
         peerVeth: peerVethName(spec.endpointId),
         mac,
@@ -146,18 +146,17 @@ export class DriverService {
         joined: false,
         ports: [],
       };
-      s.endpoints[rec.id] = rec;
-      await this.db.save();
+      // Kernel first, then one save: a crash in between leaves only links with
+      // tsbridge's prefixes that no state names, which start-up removes.
       try {
         await this.kernel.links.ensureVeth({ hostName: rec.hostVeth, peerName: rec.peerVeth, bridge: net.bridge, mtu: net.mtu, mac });
-        rec.phase = 'ready';
         await this.kernel.firewall.applyEndpoint(rec, net, 'add');
+        s.endpoints[rec.id] = rec;
         await this.db.save();
       } catch (e) {
         await this.undo('createEndpoint', () => this.kernel.links.deleteLinks([rec.hostVeth, rec.peerVeth]));
         await this.undo('createEndpoint', () => this.kernel.firewall.applyEndpoint(rec, net, 'delete'));
         delete s.endpoints[rec.id];
-        await this.undo('createEndpoint', () => this.db.save());
         throw e;
       }
       return { mac };
@@ -169,13 +168,28 @@ export class DriverService {
       const rec = s.endpoints[endpointId];
       if (!rec || rec.networkId !== networkId) return;
       const net = s.networks[networkId];
-      rec.phase = 'deleting';
-      await this.db.save();
       if (net) await this.kernel.firewall.applyEndpoint(rec, net, 'delete');
-      await this.kernel.links.deleteLinks([rec.hostVeth, rec.peerVeth]);
       delete s.endpoints[endpointId];
       await this.db.save();
+      // The veth is named by the endpoint ID, which Docker never reuses, and no
+      // state refers to it any more: tearing it down (tens of ms in the kernel)
+      // need not hold up Docker. A crash before it ends leaves a stale link that
+      // start-up removes.
+      this.inBackground(() => this.kernel.links.deleteLinks([rec.hostVeth, rec.peerVeth]));
     });
+  }
+
+  private background: Promise<void> = Promise.resolve();
+
+  private inBackground(fn: () => Promise<void>): void {
+    this.background = this.background.then(fn).catch((e) => {
+      this.log.warn('background link removal failed', { error: e instanceof Error ? e.message : String(e) });
+    });
+  }
+
+  /** Resolves when background work (link removal) has finished. */
+  async settle(): Promise<void> {
+    await this.background;
   }
 
   async join(networkId: string, endpointId: string): Promise<JoinResult> {

@@ -1,10 +1,11 @@
+import { promises as fs } from 'node:fs';
 import { TsbridgeError } from '../../errors.js';
 import type { BridgeSpec, LinkInfo, Links, VethSpec } from '../types.js';
 import type { Runner } from './exec.js';
 
 /** Links through iproute2: one `ip -batch` per operation. Names are validated before they get here. */
 export class IpLinks implements Links {
-  constructor(private readonly runner: Runner) {}
+  constructor(private readonly runner: Runner, private readonly sysfs = '/sys/class/net') {}
 
   async list(): Promise<LinkInfo[]> {
     const r = await this.runner.run('ip', ['-j', '-d', 'link', 'show']);
@@ -12,7 +13,18 @@ export class IpLinks implements Links {
     return rows.map((x) => ({ name: x.ifname, kind: x.linkinfo?.info_kind ?? '', master: x.master ?? null }));
   }
 
+  /** Cheap existence check through sysfs (no process). */
+  private async present(name: string): Promise<boolean> {
+    try {
+      await fs.access(`${this.sysfs}/${name}`);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   private async exists(name: string): Promise<LinkInfo | null> {
+    if (!(await this.present(name))) return null;
     const r = await this.runner.run('ip', ['-j', '-d', 'link', 'show', 'dev', name], { allowFail: true });
     if (r.exitCode !== 0) return null;
     const x = (JSON.parse(r.stdout || '[]') as { ifname: string; master?: string; linkinfo?: { info_kind?: string } }[])[0];
@@ -36,7 +48,7 @@ export class IpLinks implements Links {
 
   async ensureVeth(spec: VethSpec): Promise<void> {
     const L: string[] = [];
-    if (await this.exists(spec.hostName)) L.push(`link del dev ${spec.hostName}`);
+    if (await this.present(spec.hostName)) L.push(`link del dev ${spec.hostName}`);
     L.push(
       `link add name ${spec.hostName} mtu ${spec.mtu} type veth peer name ${spec.peerName} mtu ${spec.mtu} address ${spec.mac}`,
       `link set dev ${spec.hostName} master ${spec.bridge}`,
@@ -48,8 +60,9 @@ export class IpLinks implements Links {
 
   async deleteLinks(names: string[]): Promise<void> {
     if (names.length === 0) return;
-    const present = new Set((await this.list()).map((l) => l.name));
-    const L = names.filter((n) => present.has(n)).map((n) => `link del dev ${n}`);
+    const here: string[] = [];
+    for (const n of names) if (await this.present(n)) here.push(n);
+    const L = here.map((n) => `link del dev ${n}`);
     if (L.length === 0) return;
     // Deleting one end of a veth pair removes the other, so a later line may find
     // nothing to delete: run them all, then check that every name is really gone.

@@ -1,0 +1,38 @@
+/**
+ * The host as the IPAM and the port allocator see it, configurable per test:
+ * routes/addresses a pool must avoid, sockets a published port must not steal,
+ * and the ephemeral port range for HostPort 0.
+ */
+import type { HostPorts } from '../../src/driver/service.js';
+import type { Listener } from '../../src/driver/ports.js';
+import type { HostView } from '../../src/ipam/service.js';
+
+export class FakeHost implements HostView, HostPorts {
+  /** Route destinations, interface addresses and nameservers (CIDRs or plain addresses). */
+  routes: string[];
+  listeners: Listener[];
+  ephemeral: [number, number];
+  /** How often each view was read. */
+  readonly reads = { takenPrefixes: 0, listening: 0, ephemeralRange: 0 };
+
+  constructor(init: { routes?: string[]; listeners?: Listener[]; ephemeral?: [number, number] } = {}) {
+    this.routes = init.routes ?? [];
+    this.listeners = init.listeners ?? [];
+    this.ephemeral = init.ephemeral ?? [49152, 49159];
+  }
+
+  async takenPrefixes(): Promise<string[]> {
+    this.reads.takenPrefixes++;
+    return [...this.routes];
+  }
+
+  async listening(): Promise<Listener[]> {
+    this.reads.listening++;
+    return this.listeners.map((l) => ({ ...l }));
+  }
+
+  async ephemeralRange(): Promise<[number, number]> {
+    this.reads.ephemeralRange++;
+    return [this.ephemeral[0], this.ephemeral[1]];
+  }
+}
