@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Installs everything the tsbridge tests need on a fresh Debian 12 machine, then builds.
+# Installs what tsbridge needs on a fresh Debian 12 machine, then builds.
+#   scripts/install-deps.sh            everything the tests need (Docker engine, compilers, compose)
+#   scripts/install-deps.sh --runtime  only what the plugin itself runs (iproute2, nftables, iptables, conntrack)
 # Idempotent and quiet: apt-get runs only when a package is missing, `npm ci` only when
 # node_modules is missing or older than package-lock.json.
 set -euo pipefail
@@ -8,7 +10,11 @@ cd "$(dirname "$0")/.."
 
 die() { echo "install-deps: $*" >&2; exit 1; }
 
-PACKAGES=(docker.io iptables nftables iproute2 busybox-static conntrack gcc libc6-dev docker-compose python3)
+if [ "${1:-}" = "--runtime" ]; then
+  PACKAGES=(iptables nftables iproute2 conntrack)
+else
+  PACKAGES=(docker.io iptables nftables iproute2 busybox-static conntrack gcc libc6-dev docker-compose python3)
+fi
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 

@@ -71,6 +71,7 @@ export interface KernelSnapshot {
 interface Injected {
   partial: boolean;
   error: Error;
+  when: (args: unknown[]) => boolean;
 }
 
 export interface CallRecord {
@@ -141,10 +142,13 @@ export class FakeKernel implements Kernel {
     };
   }
 
-  /** The next call of `method` throws `error` (a KERNEL error by default); with `partial` it first does its work. */
-  failNext(method: KernelMethod, opts: { partial?: boolean; error?: Error } = {}): void {
+  /**
+   * The next call of `method` (whose arguments satisfy `when`, if given) throws `error`,
+   * a KERNEL error by default; with `partial` it first does its work.
+   */
+  failNext(method: KernelMethod, opts: { partial?: boolean; error?: Error; when?: (args: unknown[]) => boolean } = {}): void {
     const list = this.failures.get(method) ?? [];
-    list.push({ partial: opts.partial ?? false, error: opts.error ?? kernelError(method, 'injected failure') });
+    list.push({ partial: opts.partial ?? false, error: opts.error ?? kernelError(method, 'injected failure'), when: opts.when ?? (() => true) });
     this.failures.set(method, list);
   }
 
@@ -193,7 +197,9 @@ export class FakeKernel implements Kernel {
   private async call<T>(method: KernelMethod, args: unknown[], fn: () => T): Promise<T> {
     this.calls.push({ method, args: structuredClone(args) });
     await Promise.resolve(); // like the real thing, never synchronous
-    const injected = this.failures.get(method)?.shift();
+    const queue = this.failures.get(method) ?? [];
+    const at = queue.findIndex((f) => f.when(args));
+    const injected = at >= 0 ? queue.splice(at, 1)[0] : undefined;
     if (injected) {
       if (injected.partial) {
         try {
