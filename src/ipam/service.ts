@@ -3,7 +3,9 @@
  * allocator.ts / pools.ts; this file orders it, persists it and reads the host's
  * routes (through HostView) so automatic pools never collide with them.
  */
+import { randomBytes } from 'node:crypto';
 import { fail } from '../errors.js';
+import type { State } from '../state/types.js';
 import type { Db } from '../state/db.js';
 import { canonicalPrefix, parsePrefix, overlaps, parseAddress } from './addr.js';
 import { allocateAddress, newPoolRecord, poolId, releaseAddress } from './allocator.js';
@@ -22,12 +24,30 @@ export interface PoolRequest {
   v6: boolean;
 }
 
+/** An RFC 4193 unique local /48: fd + 40 random bits. */
+export function ulaFromBytes(b: Uint8Array): string {
+  const h = [...b.slice(0, 5)].map((x) => x.toString(16).padStart(2, '0')).join('');
+  return canonicalPrefix(`fd${h.slice(0, 2)}:${h.slice(2, 6)}:${h.slice(6, 10)}::/48`);
+}
+
 export class IpamService {
   constructor(
     private readonly db: Db,
     private readonly host: HostView,
     private readonly defaults: () => DefaultPool[],
+    private readonly random: (n: number) => Uint8Array = (n) => randomBytes(n),
   ) {}
+
+  /**
+   * The pools to pick from for a family. IPv6 without configured pools uses this
+   * host's unique local /48 (generated once, kept in the state), carved into /64s.
+   */
+  private poolsFor(family: Family, s: State): DefaultPool[] {
+    const mine = this.defaults().filter((d) => parsePrefix(d.base).family === family);
+    if (mine.length > 0 || family === 4) return mine;
+    if (!s.ulaBase) s.ulaBase = ulaFromBytes(this.random(5));
+    return [{ base: s.ulaBase, size: 64 }];
+  }
 
   async requestPool(req: PoolRequest): Promise<{ poolId: string; pool: string }> {
     const family: Family = req.v6 ? 6 : 4;
@@ -45,9 +65,10 @@ export class IpamService {
         }
       } else {
         const taken = [...Object.values(s.pools).map((p) => p.pool), ...(await this.host.takenPrefixes())];
-        const picked = pickFreePool(this.defaults(), family, taken);
+        const candidates = this.poolsFor(family, s);
+        const picked = pickFreePool(candidates, family, taken);
         if (!picked) {
-          const pools = this.defaults().filter((d) => parsePrefix(d.base).family === family).map((d) => `${d.base}:${d.size}`).join(', ');
+          const pools = candidates.map((d) => `${d.base}:${d.size}`).join(', ');
           fail('NO_FREE_POOL', { family: `IPv${family}`, pools: pools || 'none configured' });
         }
         pool = picked;

@@ -10,7 +10,7 @@ import { Cleanup } from '../lib/cleanup.js';
 import { listNetns, startPeerRecorder } from '../lib/netns.js';
 import { parsePeerReply } from '../lib/probe.js';
 import { requireRoot } from '../lib/run.js';
-import { Lab, conntrack, ping, reaches, tcpFrom, type LabEndpoint } from './helpers/lab.js';
+import { Lab, conntrack, ping, reaches, tcpFrom, udpFrom, type LabEndpoint } from './helpers/lab.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -73,6 +73,14 @@ describe('links', () => {
     expect(inside.address).toBe(c.mac);
     expect(await reaches(c.ns, net.gateway4)).toBe(true);
     expect(await reaches(c.ns, net.gateway6!)).toBe(true);
+  }, T);
+
+  test('inhibit_ipv4: the bridge holds no IPv4 address and Join hands out no gateway', async () => {
+    const lab = await Lab.create(cleanup);
+    const net = await lab.network({ inhibitIpv4: true });
+    expect((await lab.addresses(net.bridge)).filter((a) => !a.includes(':'))).toEqual([]);
+    const c = await lab.attach(net);
+    expect(c.join.gateway).toBe('');
   }, T);
 });
 
@@ -147,6 +155,25 @@ describe('egress', () => {
   }, T);
 });
 
+describe('egress options', () => {
+  test('enable_ip_masquerade=false: the outside sees the container address', async () => {
+    const lab = await Lab.create(cleanup);
+    const net = await lab.network({ masquerade: false });
+    const c1 = await lab.attach(net);
+    const rec = await startPeerRecorder(lab.outside, 7070);
+    expect(seenAs(await tcpFrom(c1.ns, lab.outAddr, rec.port))).toBe(c1.ipv4);
+  }, T);
+
+  test('host_ipv4: egress is SNATed to the configured host address', async () => {
+    const lab = await Lab.create(cleanup);
+    const extra = await lab.addHostAddress();
+    const net = await lab.network({ snatIpv4: extra });
+    const c1 = await lab.attach(net);
+    const rec = await startPeerRecorder(lab.outside, 7070);
+    expect(seenAs(await tcpFrom(c1.ns, lab.outAddr, rec.port))).toBe(extra);
+  }, T);
+});
+
 describe('published ports', () => {
   test("the outside reaches a container's server through H's address, with its own source address; revoke closes it", async () => {
     const lab = await Lab.create(cleanup);
@@ -190,6 +217,67 @@ describe('published ports', () => {
     await lab.driver.deleteEndpoint(net.id, c1.id);
     expect(await lab.host.exec('nft', ['list', 'map', 'inet', 'tsbridge', 'ports4'])).not.toContain(`${P}`);
     expect((await tcpFrom(lab.outside, lab.hostAddr, P, 1500)).reply).toBeUndefined();
+  }, T);
+});
+
+describe('published ports, other paths', () => {
+  test('from H itself (own address, 127.0.0.1) and from containers of the network, itself included (hairpin)', async () => {
+    const lab = await Lab.create(cleanup);
+    await lab.dockerLikeFirewall();
+    const net = await lab.network();
+    const c1 = await lab.attach(net);
+    const c2 = await lab.attach(net);
+    await startPeerRecorder(c1.ns, 80);
+    const P = 20000 + Math.floor(Math.random() * 10000);
+    await lab.publish(c1, P);
+
+    expect(seenAs(await tcpFrom(lab.host, lab.hostAddr, P))).toBe(lab.hostAddr);
+    expect(seenAs(await tcpFrom(lab.host, '127.0.0.1', P))).toBe(net.gateway4);
+    expect(seenAs(await tcpFrom(c2.ns, lab.hostAddr, P))).toBe(net.gateway4);
+    expect(seenAs(await tcpFrom(c1.ns, lab.hostAddr, P))).toBe(net.gateway4);
+  }, T);
+
+  test('IPv6 and UDP bindings: the outside reaches the container over both, with its own address', async () => {
+    const lab = await Lab.create(cleanup);
+    await lab.dockerLikeFirewall();
+    await lab.dockerLikeFirewall('ip6tables');
+    const net = await lab.network({ v6: true });
+    const c1 = await lab.attach(net);
+    const server = await startPeerRecorder(c1.ns, 80);
+    const P = 20000 + Math.floor(Math.random() * 10000);
+    const got = await lab.driver.programExternalConnectivity(net.id, c1.id, [
+      { proto: 'tcp', containerPort: 80, hostIp: '', hostPort: P, hostPortEnd: 0 },
+      { proto: 'udp', containerPort: 80, hostIp: '', hostPort: P, hostPortEnd: 0 },
+    ]);
+    expect(got).toEqual([
+      { proto: 'tcp', hostIp: '', hostPort: P, containerPort: 80 },
+      { proto: 'udp', hostIp: '', hostPort: P, containerPort: 80 },
+    ]);
+
+    expect(seenAs(await tcpFrom(lab.outside, lab.hostAddr6, P))).toBe(lab.outAddr6);
+    const u4 = await udpFrom(lab.outside, lab.hostAddr, P, 'hello4');
+    expect(parsePeerReply(u4.reply ?? '')).toMatchObject({ address: lab.outAddr, payload: 'hello4' });
+    const u6 = await udpFrom(lab.outside, lab.hostAddr6, P, 'hello6');
+    expect(parsePeerReply(u6.reply ?? '')).toMatchObject({ address: lab.outAddr6, payload: 'hello6' });
+
+    await lab.driver.revokeExternalConnectivity(net.id, c1.id);
+    const n = server.peers.length;
+    expect((await udpFrom(lab.outside, lab.hostAddr, P, 'late', 1000)).reply).toBeUndefined();
+    expect((await tcpFrom(lab.outside, lab.hostAddr6, P, 1000)).reply).toBeUndefined();
+    expect(server.peers).toHaveLength(n);
+  }, T);
+
+  test('a binding to one host address answers on that address only', async () => {
+    const lab = await Lab.create(cleanup);
+    const extra = await lab.addHostAddress();
+    const net = await lab.network();
+    const c1 = await lab.attach(net);
+    await startPeerRecorder(c1.ns, 80);
+    const P = 20000 + Math.floor(Math.random() * 10000);
+    expect(await lab.publish(c1, P, { hostIp: extra })).toEqual([{ proto: 'tcp', hostIp: extra, hostPort: P, containerPort: 80 }]);
+
+    expect(seenAs(await tcpFrom(lab.outside, extra, P))).toBe(lab.outAddr);
+    expect((await tcpFrom(lab.outside, lab.hostAddr, P, 1000)).reply).toBeUndefined();
   }, T);
 });
 

@@ -82,6 +82,7 @@ describe('teardown leaves nothing', () => {
       await lab.driver.leave(a.id, ep.id);
       await lab.driver.deleteEndpoint(a.id, ep.id);
     }
+    await lab.driver.settle(); // veths are removed off the reply path
     expect(await lab.host.exec('nft', ['list', 'map', 'inet', 'tsbridge', 'ports4'])).not.toContain(`${P}`);
     const noIcc = await lab.host.exec('nft', ['list', 'set', 'bridge', 'tsbridge', 'no_icc']);
     expect(noIcc).not.toContain(hostVethName(c1.id));
@@ -95,6 +96,7 @@ describe('teardown leaves nothing', () => {
     await lab.driver.deleteEndpoint(b.id, c3.id);
     await lab.driver.deleteEndpoint(b.id, idle.id);
     await lab.driver.deleteNetwork(b.id);
+    await lab.driver.settle();
 
     const after = await snapshot(lab);
     expect(after.links).toEqual([]);
@@ -103,13 +105,14 @@ describe('teardown leaves nothing', () => {
     expect(await hasTsbridgeChain(lab, 'ip6tables')).toBe(false);
     expect(after.ipt4).toBe(before.ipt4);
     expect(after.ipt6).toBe(before.ipt6);
-    expect(after.nft).toBe(before.nft);
+    expect(after.nft).toEqual(before.nft);
     expect(lab.db.state.networks).toEqual({});
     expect(lab.db.state.endpoints).toEqual({});
 
     // repeated deletes are harmless
     await lab.driver.deleteEndpoint(b.id, idle.id);
     await lab.driver.deleteNetwork(b.id);
+    await lab.driver.settle();
     expect(await snapshot(lab)).toEqual(after);
   }, T);
 
@@ -153,9 +156,9 @@ describe('start-up reconciliation', () => {
     const stalePeer = `tsc${staleHost.slice(3)}`;
     await lab.ipH(['link', 'add', staleBridge, 'type', 'bridge']);
     await lab.ipH(['link', 'add', staleHost, 'type', 'veth', 'peer', 'name', stalePeer]);
-    // a link that only looks similar is not ours
+    // a link that only looks similar (too short for a tsbridge name) is not ours
     const notOurs = `tsb-x${randomId()}`;
-    await lab.ipH(['link', 'add', notOurs, 'type', 'dummy']);
+    await lab.ipH(['link', 'add', notOurs, 'type', 'bridge']);
 
     // the damage: bridge deleted, every nftables table gone, then dockerd "restarts" its chains
     await lab.ipH(['link', 'del', net.bridge]);
@@ -269,6 +272,7 @@ describe('iptables-legacy', () => {
     await lab.driver.deleteEndpoint(net.id, c1.id);
     await lab.driver.deleteEndpoint(net.id, c2.id);
     await lab.driver.deleteNetwork(net.id);
+    await lab.driver.settle();
     expect(await lab.iptablesSave('iptables-legacy')).toBe(before4);
     expect(await lab.iptablesSave('ip6tables-legacy')).toBe(before6);
   }, T);

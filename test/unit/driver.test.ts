@@ -232,9 +232,9 @@ describe('createEndpoint', () => {
     expect(everything(w)).toEqual(before);
   });
 
-  test('the final save fails: nothing is left', async () => {
+  test('the save fails: nothing is left', async () => {
     const before = everything(w);
-    w.store.failSave(1);
+    w.store.failSave();
     expect(await codeOf(w.driver.createEndpoint(endpointSpec()))).toBe('STATE');
     expect(w.kernel.snapshot()).toEqual(before.kernel);
     expect(w.db.state).toEqual(before.state);
@@ -258,6 +258,7 @@ describe('deleteEndpoint', () => {
 
   test('removes exactly that veth pair, its ICC entry and its record', async () => {
     await w.driver.deleteEndpoint(NET_A, EP_1);
+    await w.driver.settle(); // the veth goes in the background
     const snap = w.kernel.snapshot();
     expect(snap.veths.map((v) => v.host)).toEqual([hostVethName(EP_2)]);
     expect(snap.firewall.noIcc).toEqual([hostVethName(EP_2)]);
@@ -267,17 +268,21 @@ describe('deleteEndpoint', () => {
 
   test('is idempotent and tolerates unknown IDs and a mismatched network', async () => {
     await w.driver.deleteEndpoint(NET_A, EP_1);
+    await w.driver.settle();
     const after = everything(w);
     await w.driver.deleteEndpoint(NET_A, EP_1);
     await w.driver.deleteEndpoint(NET_A, EP_3);
     await w.driver.deleteEndpoint(NET_B, EP_2); // EP_2 lives on NET_A
+    await w.driver.settle();
     expect(everything(w)).toEqual(after);
   });
 
   test('works when the container already took the veth away', async () => {
     w.kernel.removeVethBehindOurBack(hostVethName(EP_1));
     await w.driver.deleteEndpoint(NET_A, EP_1);
+    await w.driver.settle();
     expect(w.db.state.endpoints[EP_1]).toBeUndefined();
+    expect(w.kernel.snapshot().veths.map((v) => v.host)).toEqual([hostVethName(EP_2)]);
   });
 });
 
@@ -367,7 +372,8 @@ describe('published ports', () => {
   });
 
   test('HostPort 0 with the whole ephemeral range taken is NO_FREE_PORT', async () => {
-    w.host.ephemeral = [49152, 49152];
+    w.host.ephemeral = [49152, 49153];
+    w.host.listeners.push({ proto: 'tcp', ip: '0.0.0.0', port: 49153 });
     expect(await codeOf(w.driver.programExternalConnectivity(NET_A, EP_1, [portReq(80, 0)]))).toBe('NO_FREE_PORT');
   });
 
@@ -461,6 +467,8 @@ describe('published ports', () => {
   test('deleting an endpoint unpublishes its ports', async () => {
     await w.driver.programExternalConnectivity(NET_A, EP_1, [portReq(80, 8080)]);
     await w.driver.deleteEndpoint(NET_A, EP_1);
+    await w.driver.settle();
     expect(ports()).toEqual([]);
+    expect(w.kernel.snapshot().veths.map((v) => v.host)).toEqual([hostVethName(EP_2)]);
   });
 });

@@ -11,6 +11,7 @@
  * and deleted with all its links and rules when that runs.
  */
 import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import { DriverService, type HostPorts, type JoinResult } from '../../../src/driver/service.js';
 import { Reconciler } from '../../../src/driver/reconcile.js';
 import { bridgeName } from '../../../src/driver/names.js';
@@ -106,6 +107,38 @@ s.on('error', (e) => done({ error: e.code || e.message }));
 s.on('close', () => done({ reply: got }));
 `;
 
+/**
+ * IpLinks looks links up in sysfs, which shows the links of the namespace it was mounted in.
+ * `ip netns exec` mounts a fresh sysfs for the namespace in a private mount namespace: a process
+ * parked there (`sleep`, killed by ns.delete()) exposes it at /proc/PID/root/sys/class/net.
+ */
+async function netnsSysfs(ns: Netns): Promise<string> {
+  const proc = ns.spawn('sleep', ['infinity']);
+  const pid = proc.pid;
+  if (pid === undefined) throw new Error(`could not start a process in ${ns.name}`);
+  const deadline = Date.now() + 5000;
+  // until `ip netns exec` has switched namespaces and exec'd sleep, the path shows the host's sysfs
+  while (!existsSync(`/proc/${pid}/comm`) || readFileSync(`/proc/${pid}/comm`, 'utf8').trim() !== 'sleep') {
+    if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`the sysfs pin process in ${ns.name} did not start`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  const sysfs = `/proc/${pid}/root/sys/class/net`;
+  if (!existsSync(`${sysfs}/lo`) || existsSync(`${sysfs}/eth0`)) throw new Error(`${sysfs} does not show ${ns.name}'s links`);
+  return sysfs;
+}
+
+/* UDP client run with node inside a namespace: one datagram, prints the first reply or "timeout". */
+const UDP_CLIENT = `
+const dgram = require('node:dgram'), net = require('node:net');
+const [host, port, ms, payload] = [process.argv[1], Number(process.argv[2]), Number(process.argv[3]), process.argv[4]];
+const done = (o) => { process.stdout.write(JSON.stringify(o) + '\\n'); process.exit(0); };
+const s = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');
+setTimeout(() => done({ error: 'timeout' }), ms);
+s.on('error', (e) => done({ error: e.code || e.message }));
+s.on('message', (m) => done({ reply: m.toString() }));
+s.send(payload, port, host);
+`;
+
 export class Lab {
   /** Every namespace any lab created in this process (to check that none is left). */
   static readonly created: string[] = [];
@@ -131,12 +164,14 @@ export class Lab {
     readonly outAddr: string,
     readonly hostAddr6: string,
     readonly outAddr6: string,
+    /** H's /sys/class/net as seen from this process (IpLinks checks for links there). */
+    readonly sysfs: string,
     opts: LabOptions,
   ) {
     this.runner = new NetnsRunner(host.name);
     this.sysctl = new NetnsSysctl(this.runner);
     this.kernel = {
-      links: new IpLinks(this.runner),
+      links: new IpLinks(this.runner, sysfs),
       firewall: new NftFirewall(this.runner, this.log, opts.iptables),
       sysctl: this.sysctl,
     };
@@ -154,7 +189,8 @@ export class Lab {
     const v6 = `fd5e:${(randInt(0xfffe) + 1).toString(16)}:ffff`;
     const hostIf = `tsbo${outside.id}`;
     const outIf = `tsbi${outside.id}`;
-    const lab = new Lab(cleanup, host, outside, hostIf, outIf, `198.18.${x}.1`, `198.18.${x}.2`, `${v6}::1`, `${v6}::2`, opts);
+    const sysfs = await netnsSysfs(host);
+    const lab = new Lab(cleanup, host, outside, hostIf, outIf, `198.18.${x}.1`, `198.18.${x}.2`, `${v6}::1`, `${v6}::2`, sysfs, opts);
     const H = (args: string[]) => sh('ip', ['-n', host.name, ...args]);
     const O = (args: string[]) => sh('ip', ['-n', outside.name, ...args]);
     await H(['link', 'add', hostIf, 'type', 'veth', 'peer', 'name', outIf, 'netns', outside.name]);
@@ -172,6 +208,16 @@ export class Lab {
   /** `ip -n H …` */
   ipH(args: string[]): Promise<string> {
     return sh('ip', ['-n', this.host.name, ...args]);
+  }
+
+  private extraAddrs = 0;
+
+  /** Adds one more IPv4 address (198.18.y.z/32) to H's outside link; O reaches it via its default route. */
+  async addHostAddress(): Promise<string> {
+    const [, , x] = this.hostAddr.split('.');
+    const addr = `198.18.${(Number(x) + 1) % 256}.${9 + this.extraAddrs++}`;
+    await this.ipH(['addr', 'add', `${addr}/32`, 'dev', this.hostIf]);
+    return addr;
   }
 
   /** A fresh namespace playing a container (deleted by the lab's cleanup). */
@@ -298,9 +344,18 @@ export class Lab {
     return rows.map((r) => r.ifname).filter((n) => /^(tsb-|tsv|tsc)/.test(n));
   }
 
-  /** `nft list ruleset` inside H with counters zeroed (iptables-nft rules count packets). */
-  async nftRuleset(): Promise<string> {
-    return (await this.host.exec('nft', ['list', 'ruleset'])).replace(/packets \d+ bytes \d+/g, 'packets 0 bytes 0');
+  /**
+   * `nft list ruleset` inside H with counters zeroed (iptables-nft rules count packets), one
+   * string per table, sorted: replacing a table moves it to the end of the listing.
+   */
+  async nftRuleset(): Promise<string[]> {
+    const text = (await this.host.exec('nft', ['list', 'ruleset'])).replace(/packets \d+ bytes \d+/g, 'packets 0 bytes 0');
+    const tables: string[] = [];
+    for (const line of text.split('\n')) {
+      if (line.startsWith('table ')) tables.push(line);
+      else if (tables.length) tables[tables.length - 1] += `\n${line}`;
+    }
+    return tables.sort();
   }
 
   /** `nft list tables` inside H. */
@@ -320,8 +375,9 @@ export class Lab {
     return rows.flatMap((r) => r.addr_info.map((a) => `${a.local}/${a.prefixlen}`));
   }
 
-  async publish(ep: LabEndpoint, hostPort: number, containerPort = 80, proto: 'tcp' | 'udp' = 'tcp') {
-    const req: PortRequest = { proto, containerPort, hostIp: '', hostPort, hostPortEnd: 0 };
+  /** ProgramExternalConnectivity with one binding hostIp:hostPort → containerPort. */
+  async publish(ep: LabEndpoint, hostPort: number, opts: { containerPort?: number; proto?: 'tcp' | 'udp'; hostIp?: string } = {}) {
+    const req: PortRequest = { proto: opts.proto ?? 'tcp', containerPort: opts.containerPort ?? 80, hostIp: opts.hostIp ?? '', hostPort, hostPortEnd: 0 };
     return this.driver.programExternalConnectivity(ep.network.id, ep.id, [req]);
   }
 }
@@ -351,6 +407,15 @@ export async function reaches(ns: Netns, addr: string, tries = 3): Promise<boole
 /** A TCP connection from inside `ns`; resolves with the server's answer or the error. */
 export async function tcpFrom(ns: Netns, host: string, port: number, timeoutMs = 2000): Promise<TcpProbeResult> {
   const r = await shOk('ip', ['netns', 'exec', ns.name, process.execPath, '-e', TCP_CLIENT, host, String(port), String(timeoutMs)], {
+    timeoutMs: timeoutMs + 10_000,
+  });
+  if (r.exitCode !== 0) return { error: `client failed: ${r.stderr.trim()}` };
+  return JSON.parse(r.stdout.trim().split('\n').pop()!) as TcpProbeResult;
+}
+
+/** One UDP datagram from inside `ns`; resolves with the first reply or the error. */
+export async function udpFrom(ns: Netns, host: string, port: number, payload = 'ping', timeoutMs = 2000): Promise<TcpProbeResult> {
+  const r = await shOk('ip', ['netns', 'exec', ns.name, process.execPath, '-e', UDP_CLIENT, host, String(port), String(timeoutMs), payload], {
     timeoutMs: timeoutMs + 10_000,
   });
   if (r.exitCode !== 0) return { error: `client failed: ${r.stderr.trim()}` };

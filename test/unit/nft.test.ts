@@ -1,0 +1,218 @@
+/**
+ * Golden tests of the pure rule builders: the nft script for a whole view,
+ * one endpoint's delta, the map elements of published ports, and the
+ * iptables-restore input of the FORWARD shim.
+ */
+import { endpointDelta, fullRuleset, portElements, type FirewallView } from '../../src/kernel/rules/nft.js';
+import { forwardChainRestore } from '../../src/kernel/rules/iptables.js';
+import type { EndpointRecord, NetworkRecord, PortMapping } from '../../src/state/types.js';
+
+function network(over: Partial<NetworkRecord> & { id: string; bridge: string }): NetworkRecord {
+  return {
+    phase: 'ready',
+    bridgeNamedByUser: false,
+    mtu: 1500,
+    internal: false,
+    icc: true,
+    masquerade: true,
+    hostBindingIpv4: '',
+    snatIpv4: '',
+    inhibitIpv4: false,
+    ifacePrefix: 'eth',
+    enableIpv6: false,
+    ipv4: [],
+    ipv6: [],
+    ...over,
+  };
+}
+
+function endpoint(over: Partial<EndpointRecord> & { id: string; networkId: string; hostVeth: string }): EndpointRecord {
+  return { phase: 'ready', peerVeth: 'tsc' + over.id.slice(0, 12), mac: '02:00:00:00:00:01', ipv4: null, ipv6: null, joined: true, ports: [], ...over };
+}
+
+const tcp = (hostIp: string, hostPort: number, containerPort: number): PortMapping => ({ proto: 'tcp', hostIp, hostPort, containerPort });
+
+/** Internal network: no NAT, no way in or out. */
+const internal = network({ id: 'aaaa01', bridge: 'tsb-internal', internal: true, ipv4: [{ subnet: '10.1.0.0/24', gateway: '10.1.0.1/24' }] });
+/** icc=false, SNAT to a host address, dual stack. */
+const isolated = network({
+  id: 'bbbb02',
+  bridge: 'tsb-isolated',
+  icc: false,
+  snatIpv4: '192.0.2.10',
+  enableIpv6: true,
+  ipv4: [{ subnet: '10.2.0.0/24', gateway: '10.2.0.1/24' }],
+  ipv6: [{ subnet: 'fd00:2::/64', gateway: 'fd00:2::1/64' }],
+});
+
+/** Ports of every host-address kind on a dual-stack endpoint. */
+const web = endpoint({
+  id: 'e1e1e1e1e1e1aa',
+  networkId: 'bbbb02',
+  hostVeth: 'tsve1e1e1e1e1e1',
+  ipv4: '10.2.0.2/24',
+  ipv6: 'fd00:2::2/64',
+  ports: [
+    tcp('', 8080, 80),
+    tcp('0.0.0.0', 8081, 81),
+    tcp('::', 8082, 82),
+    { proto: 'udp', hostIp: '127.0.0.1', hostPort: 5353, containerPort: 53 },
+    tcp('2001:db8::1', 8443, 443),
+  ],
+});
+/** IPv4 only: '' publishes on IPv4 alone. */
+const v4only = endpoint({
+  id: 'e2e2e2e2e2e2bb',
+  networkId: 'bbbb02',
+  hostVeth: 'tsve2e2e2e2e2e2',
+  ipv4: '10.2.0.3/24',
+  ports: [{ proto: 'sctp', hostIp: '', hostPort: 9000, containerPort: 9000 }],
+});
+const inInternal = endpoint({ id: 'e3e3e3e3e3e3cc', networkId: 'aaaa01', hostVeth: 'tsve3e3e3e3e3e3', ipv4: '10.1.0.2/24' });
+/** Not ready yet: must not appear. */
+const halfMade = endpoint({ id: 'e4e4e4e4e4e4dd', networkId: 'bbbb02', hostVeth: 'tsve4e4e4e4e4e4', phase: 'creating', ipv4: '10.2.0.4/24', ports: [tcp('', 7777, 77)] });
+/** A network being deleted, with an endpoint: neither may appear. */
+const leaving = network({ id: 'cccc03', bridge: 'tsb-leaving', phase: 'deleting', ipv4: [{ subnet: '10.3.0.0/24', gateway: '10.3.0.1/24' }] });
+const onLeaving = endpoint({ id: 'e5e5e5e5e5e5ee', networkId: 'cccc03', hostVeth: 'tsve5e5e5e5e5e5', ipv4: '10.3.0.2/24', ports: [tcp('', 6666, 66)] });
+
+const view: FirewallView = { networks: [isolated, leaving, internal], endpoints: [v4only, halfMade, web, onLeaving, inInternal] };
+
+describe('portElements', () => {
+  test('each host-address kind goes to its family and map', () => {
+    expect(portElements(web)).toEqual([
+      { map: 'ports4', element: 'tcp . 8080 : 10.2.0.2 . 80' },
+      { map: 'ports6', element: 'tcp . 8080 : fd00:2::2 . 80' },
+      { map: 'ports4', element: 'tcp . 8081 : 10.2.0.2 . 81' },
+      { map: 'ports6', element: 'tcp . 8082 : fd00:2::2 . 82' },
+      { map: 'ports4_addr', element: '127.0.0.1 . udp . 5353 : 10.2.0.2 . 53' },
+      { map: 'ports6_addr', element: '2001:db8::1 . tcp . 8443 : fd00:2::2 . 443' },
+    ]);
+  });
+
+  test('an endpoint without an address of a family gets nothing in that family', () => {
+    expect(portElements(v4only)).toEqual([{ map: 'ports4', element: 'sctp . 9000 : 10.2.0.3 . 9000' }]);
+    const v6only = { ...web, ipv4: null };
+    expect(portElements(v6only).map((e) => e.map)).toEqual(['ports6', 'ports6', 'ports6_addr']);
+    expect(portElements({ ...web, ports: [tcp('::', 1, 1)], ipv6: null })).toEqual([]);
+  });
+
+  test('no ports, no elements', () => {
+    expect(portElements(inInternal)).toEqual([]);
+  });
+});
+
+describe('fullRuleset', () => {
+  const script = fullRuleset(view);
+
+  test('starts by replacing both tables in the same transaction', () => {
+    expect(script.split('\n').slice(0, 4)).toEqual([
+      'table inet tsbridge',
+      'delete table inet tsbridge',
+      'table bridge tsbridge',
+      'delete table bridge tsbridge',
+    ]);
+  });
+
+  test('maps hold every published port of ready endpoints, and nothing else', () => {
+    expect(script).toContain('    elements = { tcp . 8080 : 10.2.0.2 . 80, tcp . 8081 : 10.2.0.2 . 81, sctp . 9000 : 10.2.0.3 . 9000 }');
+    expect(script).toContain('    elements = { tcp . 8080 : fd00:2::2 . 80, tcp . 8082 : fd00:2::2 . 82 }');
+    expect(script).toContain('    elements = { 127.0.0.1 . udp . 5353 : 10.2.0.2 . 53 }');
+    expect(script).toContain('    elements = { 2001:db8::1 . tcp . 8443 : fd00:2::2 . 443 }');
+    expect(script).not.toContain('7777'); // endpoint still creating
+    expect(script).not.toContain('6666'); // network being deleted
+    expect(script).not.toContain('tsb-leaving');
+  });
+
+  test('the bridges set names the live bridges (sorted by network ID)', () => {
+    expect(script).toContain('  set bridges {\n    type ifname\n    elements = { "tsb-internal", "tsb-isolated" }\n  }');
+  });
+
+  test('egress: SNAT to host_ipv4 for the IPv4 subnet, masquerade for IPv6, nothing for the internal network', () => {
+    expect(script).toContain('    ip saddr 10.2.0.0/24 oifname != "tsb-isolated" snat ip to 192.0.2.10');
+    expect(script).toContain('    ip6 saddr fd00:2::/64 oifname != "tsb-isolated" masquerade');
+    expect(script).not.toMatch(/saddr 10\.1\.0\.0\/24/);
+    expect(script).toContain('    ct status dnat iifname "tsb-internal" oifname "tsb-internal" masquerade');
+  });
+
+  test('forwarding: the internal network is closed both ways; others accept replies and published ports only', () => {
+    expect(script).toContain('    iifname "tsb-internal" oifname != "tsb-internal" drop\n    oifname "tsb-internal" iifname != "tsb-internal" drop');
+    expect(script).toContain(
+      [
+        '    oifname "tsb-isolated" iifname != "tsb-isolated" ct state established,related accept',
+        '    oifname "tsb-isolated" iifname != "tsb-isolated" ct status dnat accept',
+        '    oifname "tsb-isolated" iifname != "tsb-isolated" drop',
+      ].join('\n'),
+    );
+  });
+
+  test('icc=false: the ready endpoints of that network are in no_icc, others are not', () => {
+    expect(script).toContain('  set no_icc {\n    type ifname\n    elements = { "tsve1e1e1e1e1e1", "tsve2e2e2e2e2e2" }\n  }');
+    expect(script).not.toContain('tsve3e3e3e3e3e3');
+    expect(script).not.toContain('tsve4e4e4e4e4e4');
+  });
+
+  test('does not depend on the order of the view', () => {
+    const shuffled: FirewallView = { networks: [...view.networks].reverse(), endpoints: [...view.endpoints].reverse() };
+    expect(fullRuleset(shuffled)).toBe(script);
+  });
+
+  test('whole script', () => {
+    expect(script).toMatchSnapshot();
+  });
+
+  test('no networks: only the two table deletions (each behind the declaration that makes it safe)', () => {
+    const empty = fullRuleset({ networks: [], endpoints: [] });
+    expect(empty).toBe('table inet tsbridge\ndelete table inet tsbridge\ntable bridge tsbridge\ndelete table bridge tsbridge\n');
+    expect(empty.match(/^delete table/gm)).toHaveLength(2);
+    // only networks being deleted is the same as none
+    expect(fullRuleset({ networks: [leaving], endpoints: [onLeaving] })).toBe(empty);
+  });
+});
+
+describe('endpointDelta', () => {
+  test('add: one add per element, then the ICC entry when icc=false', () => {
+    expect(endpointDelta(v4only, isolated, 'add')).toBe(
+      'add element inet tsbridge ports4 { sctp . 9000 : 10.2.0.3 . 9000 }\n' + 'add element bridge tsbridge no_icc { "tsve2e2e2e2e2e2" }\n',
+    );
+  });
+
+  test('delete: every element is first added, then deleted by its key', () => {
+    const lines = endpointDelta(web, isolated, 'delete').trimEnd().split('\n');
+    const elements = portElements(web);
+    expect(lines).toHaveLength(2 * elements.length + 2);
+    elements.forEach((e, i) => {
+      expect(lines[2 * i]).toBe(`add element inet tsbridge ${e.map} { ${e.element} }`);
+      expect(lines[2 * i + 1]).toBe(`delete element inet tsbridge ${e.map} { ${e.element.split(' : ')[0]} }`);
+    });
+    expect(lines.slice(-2)).toEqual(['add element bridge tsbridge no_icc { "tsve1e1e1e1e1e1" }', 'delete element bridge tsbridge no_icc { "tsve1e1e1e1e1e1" }']);
+    expect(lines[1]).toBe('delete element inet tsbridge ports4 { tcp . 8080 }');
+    expect(lines[9]).toBe('delete element inet tsbridge ports4_addr { 127.0.0.1 . udp . 5353 }');
+  });
+
+  test('icc=true and no ports: nothing to do', () => {
+    const open = network({ id: 'dddd04', bridge: 'tsb-open', ipv4: [{ subnet: '10.4.0.0/24', gateway: '10.4.0.1/24' }] });
+    expect(endpointDelta({ ...v4only, networkId: 'dddd04', ports: [] }, open, 'add')).toBe('');
+    expect(endpointDelta({ ...v4only, networkId: 'dddd04', ports: [] }, open, 'delete')).toBe('');
+  });
+});
+
+describe('forwardChainRestore', () => {
+  test('rewrites the chain with an accept per bridge, sorted; internal bridges only within themselves', () => {
+    expect(forwardChainRestore([{ name: 'tsb-zz', internal: false }, { name: 'tsb-aa', internal: true }])).toBe(
+      [
+        '*filter',
+        ':TSBRIDGE-FORWARD - [0:0]',
+        '-F TSBRIDGE-FORWARD',
+        '-A TSBRIDGE-FORWARD -i tsb-aa -o tsb-aa -j ACCEPT',
+        '-A TSBRIDGE-FORWARD -i tsb-zz -j ACCEPT',
+        '-A TSBRIDGE-FORWARD -o tsb-zz -j ACCEPT',
+        'COMMIT',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  test('no bridges: an empty chain', () => {
+    expect(forwardChainRestore([])).toBe('*filter\n:TSBRIDGE-FORWARD - [0:0]\n-F TSBRIDGE-FORWARD\nCOMMIT\n');
+  });
+});
