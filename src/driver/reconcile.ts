@@ -54,8 +54,14 @@ export class Reconciler {
         report.networksRestored++;
       }
       for (const e of Object.values(s.endpoints)) {
-        if (e.joined || links.has(e.hostVeth)) continue;
         const net = s.networks[e.networkId]!;
+        const link = links.get(e.hostVeth);
+        if (link) {
+          // A surviving veth whose bridge was rebuilt has no master any more: put it back.
+          if (link.master !== net.bridge) await this.kernel.links.attachToBridge(e.hostVeth, net.bridge);
+          continue;
+        }
+        if (e.joined) continue; // dropped above: its container is gone
         await this.kernel.links.ensureVeth({ hostName: e.hostVeth, peerName: e.peerVeth, bridge: net.bridge, mtu: net.mtu, mac: e.mac });
         report.vethsRecreated++;
       }

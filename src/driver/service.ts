@@ -231,20 +231,29 @@ export class DriverService {
       const taken = Object.values(s.endpoints)
         .filter((e) => e.id !== ep.id)
         .flatMap((e) => e.ports.map((mapping) => ({ mapping, owner: `endpoint ${e.id.slice(0, 12)}` })));
-      const mappings = allocatePorts(reqs, { taken, listening, ephemeral, defaultHostIp: net.hostBindingIpv4 });
-      const old = { ...ep, ports: ep.ports };
-      if (old.ports.length) await this.kernel.firewall.applyEndpoint(old, net, 'delete');
+      const families = { v4: ep.ipv4 !== null, v6: ep.ipv6 !== null };
+      const mappings = allocatePorts(reqs, { taken, listening, ephemeral, defaultHostIp: net.hostBindingIpv4, families });
+      // Port elements only: handed a network with icc on, applyEndpoint leaves the
+      // endpoint's no_icc membership alone (it is not this method's to touch).
+      const portsNet: NetworkRecord = { ...net, icc: true };
+      const portsOf = (ports: PortMapping[]) => ({ ...ep, ports });
+      const previous = ep.ports;
+      // Intent first: a crash from here on leaves state that start-up applies in full.
       ep.ports = mappings;
       await this.db.save();
       try {
-        await this.kernel.firewall.applyEndpoint(ep, net, 'add');
+        if (previous.length) await this.kernel.firewall.applyEndpoint(portsOf(previous), portsNet, 'delete');
+        await this.kernel.firewall.applyEndpoint(portsOf(mappings), portsNet, 'add');
       } catch (e) {
-        await this.undo('programExternalConnectivity', () => this.kernel.firewall.applyEndpoint(ep, net, 'delete'));
-        ep.ports = [];
+        // Back to what was published before, in the kernel and on disk (Db puts memory back).
+        await this.undo('programExternalConnectivity', () => this.kernel.firewall.applyEndpoint(portsOf(mappings), portsNet, 'delete'));
+        if (previous.length) await this.undo('programExternalConnectivity', () => this.kernel.firewall.applyEndpoint(portsOf(previous), portsNet, 'add'));
+        ep.ports = previous;
         await this.undo('programExternalConnectivity', () => this.db.save());
         throw e;
       }
-      await this.kernel.firewall.flushConntrack(mappings.filter((m) => m.proto !== 'tcp'));
+      // Flows that reached these host ports before (the host itself, a replaced container) must not stick.
+      await this.kernel.firewall.flushConntrack([...previous, ...mappings].filter((m) => m.proto !== 'tcp'));
       return mappings;
     });
   }
@@ -254,7 +263,9 @@ export class DriverService {
       const net = s.networks[networkId];
       const ep = s.endpoints[endpointId];
       if (!net || !ep || ep.ports.length === 0) return;
-      await this.kernel.firewall.applyEndpoint(ep, net, 'delete');
+      // Exactly this endpoint's map elements; with icc on, applyEndpoint leaves its no_icc
+      // membership alone (the endpoint may stay joined).
+      await this.kernel.firewall.applyEndpoint(ep, { ...net, icc: true }, 'delete');
       const gone = ep.ports;
       ep.ports = [];
       await this.db.save();

@@ -34,6 +34,8 @@ export interface Links {
   ensureBridge(spec: BridgeSpec): Promise<void>;
   /** Creates the veth pair (replacing a leftover of the same name) and enslaves the host side. */
   ensureVeth(spec: VethSpec): Promise<void>;
+  /** Enslaves an existing host-side veth to the bridge (hairpin on, up), e.g. after the bridge was rebuilt. */
+  attachToBridge(hostName: string, bridge: string): Promise<void>;
   /** Deletes links by name; missing ones are fine. */
   deleteLinks(names: string[]): Promise<void>;
   /** All links in the host namespace. */

@@ -19,6 +19,7 @@ export type KernelMethod =
   | 'ensureBridge'
   | 'ensureVeth'
   | 'deleteLinks'
+  | 'attachToBridge'
   | 'list'
   | 'applyAll'
   | 'applyEndpoint'
@@ -127,6 +128,7 @@ export class FakeKernel implements Kernel {
       ensureBridge: (spec) => this.call('ensureBridge', [spec], () => this.doEnsureBridge(spec)),
       ensureVeth: (spec) => this.call('ensureVeth', [spec], () => this.doEnsureVeth(spec)),
       deleteLinks: (names) => this.call('deleteLinks', [names], () => this.doDeleteLinks(names)),
+      attachToBridge: (host, bridge) => this.call('attachToBridge', [host, bridge], () => this.doAttach(host, bridge)),
       list: () => this.call('list', [], () => this.doList()),
     };
     this.firewall = {
@@ -247,6 +249,13 @@ export class FakeKernel implements Kernel {
       throw kernelError('ensureVeth', `RTNETLINK answers: File exists (${spec.hostName}/${spec.peerName})`);
     }
     this.veths.set(spec.hostName, { host: spec.hostName, peer: spec.peerName, bridge: spec.bridge, mtu: spec.mtu, mac: spec.mac });
+  }
+
+  private doAttach(host: string, bridge: string): void {
+    const v = this.veths.get(host);
+    if (!v) throw kernelError('attachToBridge', `Cannot find device "${host}"`);
+    if (!this.bridges.has(bridge)) throw kernelError('attachToBridge', `Cannot find device "${bridge}"`);
+    v.bridge = bridge;
   }
 
   private doDeleteLinks(names: string[]): void {

@@ -60,12 +60,6 @@ export function makeWorld(opts: { pools?: DefaultPool[]; host?: FakeHost; kernel
   };
 }
 
-/** 64-hex Docker-like IDs that differ in their first characters (so derived names differ). */
-export function dockerId(seed: string): string {
-  const hex = Buffer.from(seed).toString('hex');
-  return (hex + '0'.repeat(64)).slice(0, 64);
-}
-
 export const NET_A = 'aaaa000000000000000000000000000000000000000000000000000000000001';
 export const NET_B = 'bbbb000000000000000000000000000000000000000000000000000000000002';
 export const EP_1 = '1111000000000000000000000000000000000000000000000000000000000001';

@@ -10,12 +10,15 @@ import { Cleanup } from '../lib/cleanup.js';
 import { listNetns, startPeerRecorder } from '../lib/netns.js';
 import { parsePeerReply } from '../lib/probe.js';
 import { requireRoot } from '../lib/run.js';
-import { Lab, conntrack, ping, reaches, tcpFrom, udpFrom, type LabEndpoint } from './helpers/lab.js';
+import { Lab, requireLabTools, conntrack, ping, reaches, tcpFrom, udpFrom, type LabEndpoint } from './helpers/lab.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
 
-beforeAll(() => requireRoot('test/integration/kernel-datapath.test.ts'));
+beforeAll(async () => {
+  requireRoot('test/integration/kernel-datapath.test.ts');
+  await requireLabTools();
+});
 
 afterAll(async () => {
   await cleanup.run();
@@ -104,6 +107,10 @@ describe('within one network', () => {
     expect(await reaches(c1.ns, net.gateway4)).toBe(true);
     expect(seenAs(await tcpFrom(c1.ns, lab.outAddr, rec.port))).toBe(lab.hostAddr);
     expect(seenAs(await tcpFrom(c2.ns, lab.outAddr, rec.port))).toBe(lab.hostAddr);
+
+    // control: it is tsbridge's bridge table that keeps them apart
+    await lab.host.exec('nft', ['delete', 'table', 'bridge', 'tsbridge']);
+    expect(await reaches(c1.ns, c2.ipv4)).toBe(true);
   }, T);
 });
 
@@ -221,20 +228,37 @@ describe('published ports', () => {
 });
 
 describe('published ports, other paths', () => {
-  test('from H itself (own address, 127.0.0.1) and from containers of the network, itself included (hairpin)', async () => {
+  test('from H itself: through its own address and through 127.0.0.1 (route_localnet + masquerade)', async () => {
     const lab = await Lab.create(cleanup);
     await lab.dockerLikeFirewall();
     const net = await lab.network();
     const c1 = await lab.attach(net);
-    const c2 = await lab.attach(net);
     await startPeerRecorder(c1.ns, 80);
     const P = 20000 + Math.floor(Math.random() * 10000);
     await lab.publish(c1, P);
 
     expect(seenAs(await tcpFrom(lab.host, lab.hostAddr, P))).toBe(lab.hostAddr);
     expect(seenAs(await tcpFrom(lab.host, '127.0.0.1', P))).toBe(net.gateway4);
+  }, T);
+
+  // Docker enables br_netfilter (bridge-nf-call-iptables=1, also the default in a fresh netns
+  // here): a DNAT back into the same bridge is then bridged, and its POSTROUTING pass has no
+  // input interface, so a hairpin rule matching `iifname` never fires.
+  test('hairpin: containers of the network, the publishing one included, reach the port through the host address', async () => {
+    const lab = await Lab.create(cleanup);
+    await lab.dockerLikeFirewall();
+    await lab.dockerLikeFirewall('ip6tables');
+    const net = await lab.network({ v6: true });
+    const c1 = await lab.attach(net);
+    const c2 = await lab.attach(net);
+    await startPeerRecorder(c1.ns, 80);
+    const P = 20000 + Math.floor(Math.random() * 10000);
+    await lab.publish(c1, P);
+    expect(await lab.sysctl.get('net.bridge.bridge-nf-call-iptables')).toBe('1');
+
     expect(seenAs(await tcpFrom(c2.ns, lab.hostAddr, P))).toBe(net.gateway4);
     expect(seenAs(await tcpFrom(c1.ns, lab.hostAddr, P))).toBe(net.gateway4);
+    expect(seenAs(await tcpFrom(c1.ns, lab.hostAddr6, P))).toBe(net.gateway6);
   }, T);
 
   test('IPv6 and UDP bindings: the outside reaches the container over both, with its own address', async () => {
@@ -310,5 +334,9 @@ describe('isolation', () => {
     expect((await tcpFrom(c1.ns, c3.ipv4, 8080, 1500)).reply).toBeUndefined();
     expect(seenAs(await tcpFrom(c1.ns, lab.outAddr, rec.port))).toBe(lab.hostAddr);
     expect(seenAs(await tcpFrom(c3.ns, lab.outAddr, rec.port))).toBe(lab.hostAddr);
+
+    // control: it is tsbridge's forward chain that keeps them apart (H routes between the bridges)
+    await lab.host.exec('nft', ['delete', 'table', 'inet', 'tsbridge']);
+    expect(await reaches(c1.ns, c3.ipv4)).toBe(true);
   }, T);
 });

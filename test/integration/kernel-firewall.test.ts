@@ -13,12 +13,15 @@ import { waitFor } from '../lib/docker.js';
 import { listNetns, randomId, startPeerRecorder } from '../lib/netns.js';
 import { parsePeerReply } from '../lib/probe.js';
 import { requireRoot, sh } from '../lib/run.js';
-import { Lab, haveBinary, ping, reaches, tcpFrom } from './helpers/lab.js';
+import { Lab, requireLabTools, haveBinary, ping, reaches, tcpFrom } from './helpers/lab.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
 
-beforeAll(() => requireRoot('test/integration/kernel-firewall.test.ts'));
+beforeAll(async () => {
+  requireRoot('test/integration/kernel-firewall.test.ts');
+  await requireLabTools();
+});
 
 afterAll(async () => {
   await cleanup.run();
@@ -181,9 +184,15 @@ describe('start-up reconciliation', () => {
     expect(await lab.host.exec('nft', ['list', 'table', 'bridge', 'tsbridge'])).toBe(bridgeTableBefore);
     expect((await lab.iptablesRules()).filter((r) => r.endsWith('-j TSBRIDGE-FORWARD'))).toEqual(['-A DOCKER-USER -j TSBRIDGE-FORWARD']);
 
-    // the surviving veths (joined or not) are back on the recreated bridge
+    // the surviving veths (joined or not) are back on the recreated bridge, as ensureVeth leaves them
     for (const id of [c1.id, c2.id, idle.id]) {
-      expect({ id, master: (await lab.linkDetails(hostVethName(id))).master }).toEqual({ id, master: net.bridge });
+      const l = await lab.linkDetails(hostVethName(id));
+      expect({ id, master: l.master, hairpin: l.linkinfo?.info_slave_data?.hairpin, up: l.flags.includes('UP') }).toEqual({
+        id,
+        master: net.bridge,
+        hairpin: true,
+        up: true,
+      });
     }
     expect(await reaches(c1.ns, c2.ipv4)).toBe(true);
     expect(seenAs(await tcpFrom(c1.ns, lab.outAddr, rec.port))).toBe(lab.hostAddr);
@@ -211,6 +220,23 @@ describe('start-up reconciliation', () => {
     expect(lab.db.state.endpoints[c1.id]).toBeDefined();
     expect(await lab.reconciler().startup()).toMatchObject({ endpointsDropped: 0, staleLinksRemoved: [] });
     expect(await reaches(c1.ns, net.gateway4)).toBe(true);
+  }, T);
+
+  test('an endpoint not joined yet whose veth pair vanished gets it back, on its bridge', async () => {
+    const lab = await Lab.create(cleanup);
+    const net = await lab.network({ mtu: 1400 });
+    const idle = await lab.endpoint(net);
+    await lab.ipH(['link', 'del', hostVethName(idle.id)]);
+    expect(await lab.tsbridgeLinks()).toEqual([net.bridge]);
+
+    expect(await lab.reconciler().startup()).toMatchObject({ vethsRecreated: 1, endpointsDropped: 0 });
+    const host = await lab.linkDetails(hostVethName(idle.id));
+    const peer = await lab.linkDetails(peerVethName(idle.id));
+    expect([host.master, host.mtu, peer.mtu, peer.address]).toEqual([net.bridge, 1400, 1400, idle.mac]);
+
+    // and Join can hand it out as usual
+    const join = await lab.driver.join(net.id, idle.id);
+    expect(join.srcName).toBe(peerVethName(idle.id));
   }, T);
 
   test('a network left half-created by a crash is undone: its bridge removed, its rules gone', async () => {

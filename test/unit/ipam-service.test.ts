@@ -4,6 +4,8 @@
  */
 import { isTsbridgeError, type ErrorCode } from '../../src/errors.js';
 import { overlaps, parsePrefix } from '../../src/ipam/addr.js';
+import { IpamService } from '../../src/ipam/service.js';
+import { Db } from '../../src/state/db.js';
 import { FakeHost } from '../fakes/host.js';
 import { makeWorld, type World } from '../fakes/world.js';
 
@@ -102,6 +104,29 @@ describe('requestPool', () => {
     }
     expect(a.pool).not.toBe(b.pool);
     expect(w.store.saved?.ulaBase).toBe(base);
+  });
+
+  test('the unique-local /48 is generated once and kept: a restart carves the same /48', async () => {
+    let calls = 0;
+    const random = (n: number) => {
+      calls++;
+      return Uint8Array.from({ length: n }, (_, i) => i + 1);
+    };
+    const ipam = new IpamService(w.db, w.host, () => [{ base: '10.210.0.0/16', size: 24 }], random);
+    const v6 = { pool: '', subPool: '', v6: true };
+    expect((await ipam.requestPool(v6)).pool).toBe('fd01:203:405::/64');
+    expect((await ipam.requestPool(v6)).pool).toBe('fd01:203:405:1::/64');
+    expect(w.db.state.ulaBase).toBe('fd01:203:405::/48');
+    expect(calls).toBe(1);
+    const again = new IpamService(new Db(w.store, await w.store.load()), w.host, () => [], () => Uint8Array.from([9, 9, 9, 9, 9]));
+    expect((await again.requestPool(v6)).pool).toBe('fd01:203:405:2::/64');
+  });
+
+  test('configured IPv6 default pools are used instead of the unique-local /48', async () => {
+    w = makeWorld({ pools: [{ base: '10.210.0.0/16', size: 24 }, { base: 'fd42:1::/48', size: 64 }] });
+    w.host.routes = ['fd42:1::/64'];
+    expect((await w.ipam.requestPool({ pool: '', subPool: '', v6: true })).pool).toBe('fd42:1:0:1::/64');
+    expect(w.db.state.ulaBase).toBeNull();
   });
 
   test('a failed save leaves no pool behind', async () => {

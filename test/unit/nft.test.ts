@@ -80,17 +80,17 @@ const view: FirewallView = { networks: [isolated, leaving, internal], endpoints:
 describe('portElements', () => {
   test('each host-address kind goes to its family and map', () => {
     expect(portElements(web)).toEqual([
-      { map: 'ports4', element: 'tcp . 8080 : 10.2.0.2 . 80' },
-      { map: 'ports6', element: 'tcp . 8080 : fd00:2::2 . 80' },
-      { map: 'ports4', element: 'tcp . 8081 : 10.2.0.2 . 81' },
-      { map: 'ports6', element: 'tcp . 8082 : fd00:2::2 . 82' },
-      { map: 'ports4_addr', element: '127.0.0.1 . udp . 5353 : 10.2.0.2 . 53' },
-      { map: 'ports6_addr', element: '2001:db8::1 . tcp . 8443 : fd00:2::2 . 443' },
+      { map: 'ports4', key: 'tcp . 8080', element: 'tcp . 8080 : 10.2.0.2 . 80' },
+      { map: 'ports6', key: 'tcp . 8080', element: 'tcp . 8080 : fd00:2::2 . 80' },
+      { map: 'ports4', key: 'tcp . 8081', element: 'tcp . 8081 : 10.2.0.2 . 81' },
+      { map: 'ports6', key: 'tcp . 8082', element: 'tcp . 8082 : fd00:2::2 . 82' },
+      { map: 'ports4_addr', key: '127.0.0.1 . udp . 5353', element: '127.0.0.1 . udp . 5353 : 10.2.0.2 . 53' },
+      { map: 'ports6_addr', key: '2001:db8::1 . tcp . 8443', element: '2001:db8::1 . tcp . 8443 : fd00:2::2 . 443' },
     ]);
   });
 
   test('an endpoint without an address of a family gets nothing in that family', () => {
-    expect(portElements(v4only)).toEqual([{ map: 'ports4', element: 'sctp . 9000 : 10.2.0.3 . 9000' }]);
+    expect(portElements(v4only)).toEqual([{ map: 'ports4', key: 'sctp . 9000', element: 'sctp . 9000 : 10.2.0.3 . 9000' }]);
     const v6only = { ...web, ipv4: null };
     expect(portElements(v6only).map((e) => e.map)).toEqual(['ports6', 'ports6', 'ports6_addr']);
     expect(portElements({ ...web, ports: [tcp('::', 1, 1)], ipv6: null })).toEqual([]);
@@ -131,7 +131,32 @@ describe('fullRuleset', () => {
     expect(script).toContain('    ip saddr 10.2.0.0/24 oifname != "tsb-isolated" snat ip to 192.0.2.10');
     expect(script).toContain('    ip6 saddr fd00:2::/64 oifname != "tsb-isolated" masquerade');
     expect(script).not.toMatch(/saddr 10\.1\.0\.0\/24/);
-    expect(script).toContain('    ct status dnat iifname "tsb-internal" oifname "tsb-internal" masquerade');
+  });
+
+  test('hairpin: DNATed traffic from a subnet back onto its own bridge is masqueraded, matched without the input interface', () => {
+    // With br_netfilter a hairpinned packet is bridged, and netfilter sees no input interface
+    // in postrouting: a rule on iifname would never match.
+    expect(script).toContain('    oifname "tsb-isolated" ip saddr 10.2.0.0/24 ct status dnat masquerade\n    oifname "tsb-isolated" ip6 saddr fd00:2::/64 ct status dnat masquerade');
+    const postrouting = script.slice(script.indexOf('  chain postrouting {'), script.indexOf('  chain forward {'));
+    expect(postrouting).not.toContain('iifname');
+    expect(script).not.toMatch(/oifname "tsb-internal" ip saddr/); // internal: nothing is published
+  });
+
+  test('from the host: 127.0.0.0/8 sources masqueraded onto the bridges; ::1 is never DNATed', () => {
+    expect(script).toContain('    oifname @bridges ip saddr 127.0.0.0/8 ct status dnat masquerade');
+    expect(script).toContain('  chain output {\n    type nat hook output priority -100; policy accept;\n    ip6 daddr ::1 return\n    fib daddr type local jump publish\n  }');
+    expect(script).not.toContain('ip6 saddr ::1');
+  });
+
+  test('127.0.0.0/8 arriving on any interface but lo is dropped before NAT', () => {
+    expect(script).toContain('  chain localnet {\n    type filter hook prerouting priority raw; policy accept;\n    iifname != "lo" ip daddr 127.0.0.0/8 drop\n  }');
+  });
+
+  test('a host port held twice in the state (never by reservation) is written once, first endpoint by ID wins', () => {
+    const clash = endpoint({ id: 'e0e0e0e0e0e0ff', networkId: 'bbbb02', hostVeth: 'tsve0e0e0e0e0e0', ipv4: '10.2.0.9/24', ports: [tcp('', 8080, 99)] });
+    const s = fullRuleset({ ...view, endpoints: [...view.endpoints, clash] });
+    expect(s).toContain('elements = { tcp . 8080 : 10.2.0.9 . 99, tcp . 8081 : 10.2.0.2 . 81, sctp . 9000 : 10.2.0.3 . 9000 }');
+    expect(s.match(/tcp \. 8080 : [0-9.]+ \./g)).toHaveLength(1);
   });
 
   test('forwarding: the internal network is closed both ways; others accept replies and published ports only', () => {
@@ -176,17 +201,31 @@ describe('endpointDelta', () => {
     );
   });
 
-  test('delete: every element is first added, then deleted by its key', () => {
-    const lines = endpointDelta(web, isolated, 'delete').trimEnd().split('\n');
-    const elements = portElements(web);
-    expect(lines).toHaveLength(2 * elements.length + 2);
-    elements.forEach((e, i) => {
-      expect(lines[2 * i]).toBe(`add element inet tsbridge ${e.map} { ${e.element} }`);
-      expect(lines[2 * i + 1]).toBe(`delete element inet tsbridge ${e.map} { ${e.element.split(' : ')[0]} }`);
-    });
-    expect(lines.slice(-2)).toEqual(['add element bridge tsbridge no_icc { "tsve1e1e1e1e1e1" }', 'delete element bridge tsbridge no_icc { "tsve1e1e1e1e1e1" }']);
-    expect(lines[1]).toBe('delete element inet tsbridge ports4 { tcp . 8080 }');
-    expect(lines[9]).toBe('delete element inet tsbridge ports4_addr { 127.0.0.1 . udp . 5353 }');
+  test('delete: all elements of a map first added, then deleted by their keys, one statement each', () => {
+    expect(endpointDelta(web, isolated, 'delete').trimEnd().split('\n')).toEqual([
+      'add element inet tsbridge ports4 { tcp . 8080 : 10.2.0.2 . 80, tcp . 8081 : 10.2.0.2 . 81 }',
+      'delete element inet tsbridge ports4 { tcp . 8080, tcp . 8081 }',
+      'add element inet tsbridge ports6 { tcp . 8080 : fd00:2::2 . 80, tcp . 8082 : fd00:2::2 . 82 }',
+      'delete element inet tsbridge ports6 { tcp . 8080, tcp . 8082 }',
+      'add element inet tsbridge ports4_addr { 127.0.0.1 . udp . 5353 : 10.2.0.2 . 53 }',
+      'delete element inet tsbridge ports4_addr { 127.0.0.1 . udp . 5353 }',
+      'add element inet tsbridge ports6_addr { 2001:db8::1 . tcp . 8443 : fd00:2::2 . 443 }',
+      'delete element inet tsbridge ports6_addr { 2001:db8::1 . tcp . 8443 }',
+      'add element bridge tsbridge no_icc { "tsve1e1e1e1e1e1" }',
+      'delete element bridge tsbridge no_icc { "tsve1e1e1e1e1e1" }',
+    ]);
+  });
+
+  test('a thousand ports are still one statement per map', () => {
+    const many = { ...v4only, ports: Array.from({ length: 1000 }, (_, i) => tcp('', 30000 + i, 80)) };
+    const open = network({ id: 'dddd04', bridge: 'tsb-open', ipv4: [{ subnet: '10.4.0.0/24', gateway: '10.4.0.1/24' }] });
+    const lines = endpointDelta(many, open, 'add').trimEnd().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]!.match(/ : 10\.2\.0\.3 \. 80/g)).toHaveLength(1000);
+  });
+
+  test('icc=true: only port elements, never the no_icc set (what the port methods rely on)', () => {
+    expect(endpointDelta(web, { ...isolated, icc: true }, 'delete')).not.toContain('no_icc');
   });
 
   test('icc=true and no ports: nothing to do', () => {

@@ -162,11 +162,11 @@ describe('parseCreateNetwork', () => {
   });
 
   test.each([
-    ['host_binding_ipv4', 'com.docker.network.bridge.host_binding_ipv4', '::1'],
-    ['host_ipv4', 'com.docker.network.host_ipv4', '192.0.2'],
-    ['container_iface_prefix', 'com.docker.network.container_iface_prefix', 'Eth'],
-    ['container_iface_prefix', 'com.docker.network.container_iface_prefix', 'averylongprefix'],
-  ])('bad %s %j is BAD_OPTION', (_what, option, value) => {
+    ['com.docker.network.bridge.host_binding_ipv4', '::1'],
+    ['com.docker.network.host_ipv4', '192.0.2'],
+    ['com.docker.network.container_iface_prefix', 'Eth'],
+    ['com.docker.network.container_iface_prefix', 'averylongprefix'],
+  ])('%s=%j is BAD_OPTION', (option, value) => {
     expect(errorOf(() => parseCreateNetwork(createNetwork({ [option]: value }))).code).toBe('BAD_OPTION');
   });
 

@@ -31,12 +31,28 @@ export class NftFirewall implements Firewall {
     if (script) await this.runner.run('nft', ['-f', '-'], { input: script });
   }
 
+  /**
+   * Forgets the conntrack entries of these UDP/SCTP host ports, so a flow that started before a
+   * port was (re)published — towards the host itself, or towards a container since replaced —
+   * is not kept going where it went. TCP needs nothing: a new connection is a new entry.
+   * One `conntrack -L` per protocol finds which ports have entries at all (usually none), and
+   * only those get a `conntrack -D` per family: the cost does not grow with the number of ports.
+   */
   async flushConntrack(entries: { proto: 'udp' | 'sctp' | 'tcp'; hostPort: number }[]): Promise<void> {
+    const byProto = new Map<string, Set<number>>();
     for (const e of entries) {
       if (e.proto === 'tcp') continue;
-      for (const fam of ['ipv4', 'ipv6']) {
-        // conntrack exits 1 when nothing matched: that is success here.
-        await this.runner.run('conntrack', ['-D', '-f', fam, '-p', e.proto, '--orig-port-dst', String(e.hostPort)], { allowFail: true });
+      byProto.set(e.proto, (byProto.get(e.proto) ?? new Set()).add(e.hostPort));
+    }
+    for (const [proto, ports] of byProto) {
+      // Without -f, -L lists both families. Exit 1 with nothing listed is fine.
+      const listed = await this.runner.run('conntrack', ['-L', '-p', proto], { allowFail: true });
+      const stale = conntrackDestPorts(listed.stdout, proto).filter((p) => ports.has(p));
+      for (const port of stale) {
+        for (const fam of ['ipv4', 'ipv6']) {
+          // conntrack exits 1 when nothing matched: that is success here.
+          await this.runner.run('conntrack', ['-D', '-f', fam, '-p', proto, '--orig-port-dst', String(port)], { allowFail: true });
+        }
       }
     }
   }
@@ -65,4 +81,15 @@ export class NftFirewall implements Firewall {
       await this.runner.run(bin, ['-w', '5', '-t', 'filter', '-I', parent, '1', '-j', FORWARD_CHAIN]);
     }
   }
+}
+
+/** Original-direction destination ports of `conntrack -L` lines of one protocol, each once. */
+export function conntrackDestPorts(listing: string, proto: string): number[] {
+  const out = new Set<number>();
+  for (const line of listing.split('\n')) {
+    if (!line.startsWith(`${proto} `)) continue;
+    const m = / dport=(\d+)/.exec(line); // the first dport= is the original direction's
+    if (m) out.add(Number(m[1]));
+  }
+  return [...out].sort((a, b) => a - b);
 }

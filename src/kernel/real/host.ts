@@ -8,6 +8,7 @@ import type { HostPorts } from '../../driver/service.js';
 import type { Listener } from '../../driver/ports.js';
 import type { HostView } from '../../ipam/service.js';
 import type { Proto } from '../../state/types.js';
+import { formatAddress } from '../../ipam/addr.js';
 
 async function readOr(file: string, dflt = ''): Promise<string> {
   try {
@@ -76,9 +77,10 @@ export function parseSockets(text: string, proto: Proto, v6: boolean): Listener[
     let ip: string;
     if (!v6) ip = hexToIpv4LE(addrHex!);
     else {
-      // /proc prints IPv6 as four little-endian 32-bit words.
+      // /proc prints IPv6 as four little-endian 32-bit words; written canonically so it
+      // compares equal to a (canonical) host address of a port binding.
       const words = addrHex!.match(/.{8}/g)!.map((w) => w.match(/../g)!.reverse().join(''));
-      ip = hexToIpv6(words.join(''));
+      ip = formatAddress(6, BigInt(`0x${words.join('')}`));
     }
     const wildcard = /^[0.:]+$/.test(ip);
     // A wildcard IPv6 socket is usually dual-stack: treat it as every address.

@@ -58,6 +58,14 @@ export class IpLinks implements Links {
     await this.batch(L);
   }
 
+  async attachToBridge(hostName: string, bridge: string): Promise<void> {
+    await this.batch([
+      `link set dev ${hostName} master ${bridge}`,
+      `link set dev ${hostName} type bridge_slave hairpin on`,
+      `link set dev ${hostName} up`,
+    ]);
+  }
+
   async deleteLinks(names: string[]): Promise<void> {
     if (names.length === 0) return;
     const here: string[] = [];

@@ -4,11 +4,13 @@ import type { Sysctl } from '../types.js';
 
 /**
  * Sysctls through /proc/sys directly (no process). Inside a managed plugin
- * /proc/sys is read-only: a value that is already right is fine, anything
- * else is a clear error naming the sysctl the operator must set.
+ * /proc/sys is read-only: the plugin's config.json bind-mounts the host's
+ * /proc/sys read-write elsewhere and names it in TSBRIDGE_SYSCTL_ROOT. Without
+ * that, a value that is already right is fine, anything else is a clear error
+ * naming the sysctl the operator must set.
  */
 export class ProcSysctl implements Sysctl {
-  constructor(private readonly root = '/proc/sys') {}
+  constructor(private readonly root = process.env.TSBRIDGE_SYSCTL_ROOT || '/proc/sys') {}
 
   async ensure(key: string, value: string): Promise<void> {
     const file = `${this.root}/${key.replace(/\./g, '/')}`;

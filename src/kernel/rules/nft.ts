@@ -8,7 +8,24 @@
  * many ports are published, and publishing a port is one `add element`.
  *
  * `fullRuleset` rebuilds both tables in one transaction (start-up, network
- * create/delete); `portDelta` adds or removes one endpoint's map elements.
+ * create/delete); `endpointDelta` adds or removes one endpoint's map elements.
+ *
+ * How each path to a published port works (docs/ports.md has the long form):
+ *   from another host     prerouting DNAT; the container sees the client's own address
+ *   from the host         output DNAT; via 127.0.0.0/8 the source is masqueraded to the
+ *                         bridge address (route_localnet=1 on tsbridge bridges lets it out)
+ *   hairpin               a container (or another container of its network) reaching the
+ *                         port through a host address: the DNATed packet goes back out the
+ *                         bridge it came from, source masqueraded to the bridge address —
+ *                         matched on (bridge, source subnet), never on the input interface,
+ *                         which netfilter does not know when br_netfilter bridges the packet
+ *   other networks        routed between bridges, masqueraded like any egress
+ *   ::1                   never DNATed: IPv6 has no route_localnet, a reply to ::1 arriving
+ *                         on a bridge is dropped by the kernel; not DNATing lets the host
+ *                         refuse at once so a client falls back to 127.0.0.1
+ *   127.0.0.0/8 from the wire   dropped in `localnet` before DNAT: a port bound to
+ *                         127.0.0.1 must not be reachable from other hosts, and
+ *                         route_localnet must not open the host's loopback to containers
  */
 import type { EndpointRecord, NetworkRecord, PortMapping } from '../../state/types.js';
 
@@ -29,9 +46,16 @@ function hostOf(cidr: string): string {
   return cidr.split('/')[0]!;
 }
 
+/** One element of a port map: `key : value` is `element`, `key` alone deletes it. */
+export interface PortElement {
+  map: 'ports4' | 'ports4_addr' | 'ports6' | 'ports6_addr';
+  key: string;
+  element: string;
+}
+
 /** One map element per (mapping, family) this endpoint has an address for. */
-export function portElements(ep: EndpointRecord): { map: string; element: string }[] {
-  const out: { map: string; element: string }[] = [];
+export function portElements(ep: EndpointRecord): PortElement[] {
+  const out: PortElement[] = [];
   for (const p of ep.ports) {
     for (const fam of [4, 6] as const) {
       const target = fam === 4 ? ep.ipv4 : ep.ipv6;
@@ -43,12 +67,12 @@ export function portElements(ep: EndpointRecord): { map: string; element: string
   return out;
 }
 
-function portElement(p: PortMapping, fam: 4 | 6, target: string): { map: string; element: string } {
+function portElement(p: PortMapping, fam: 4 | 6, target: string): PortElement {
   const value = `${target} . ${p.containerPort}`;
-  if (p.hostIp === '' || p.hostIp === '0.0.0.0' || p.hostIp === '::') {
-    return { map: `ports${fam}`, element: `${p.proto} . ${p.hostPort} : ${value}` };
-  }
-  return { map: `ports${fam}_addr`, element: `${p.hostIp} . ${p.proto} . ${p.hostPort} : ${value}` };
+  const wildcard = p.hostIp === '' || p.hostIp === '0.0.0.0' || p.hostIp === '::';
+  const map = wildcard ? (`ports${fam}` as const) : (`ports${fam}_addr` as const);
+  const key = wildcard ? `${p.proto} . ${p.hostPort}` : `${p.hostIp} . ${p.proto} . ${p.hostPort}`;
+  return { map, key, element: `${key} : ${value}` };
 }
 
 const MAP_TYPES: Record<string, string> = {
@@ -71,13 +95,27 @@ export function fullRuleset(view: FirewallView): string {
 
   L.push(`table inet ${TABLE} {`);
   L.push(...setBlock('bridges', 'ifname', nets.map((n) => q(n.bridge))));
-  const elements: Record<string, string[]> = { ports4: [], ports4_addr: [], ports6: [], ports6_addr: [] };
-  for (const ep of eps) for (const e of portElements(ep)) elements[e.map]!.push(e.element);
-  for (const [name, type] of Object.entries(MAP_TYPES)) L.push(...setBlock(name, type, elements[name]!, 'map'));
+  const elements: Record<PortElement['map'], string[]> = { ports4: [], ports4_addr: [], ports6: [], ports6_addr: [] };
+  const seen = new Set<string>();
+  for (const ep of eps) {
+    for (const e of portElements(ep)) {
+      // A key twice would fail the whole transaction; reservation prevents it, this keeps start-up safe.
+      if (seen.has(`${e.map} ${e.key}`)) continue;
+      seen.add(`${e.map} ${e.key}`);
+      elements[e.map].push(e.element);
+    }
+  }
+  for (const [name, type] of Object.entries(MAP_TYPES)) L.push(...setBlock(name, type, elements[name as PortElement['map']], 'map'));
 
+  // Before any NAT: nothing from the wire (or from a container) may reach 127.0.0.0/8. The
+  // kernel drops such martians itself, but only until DNAT has rewritten them — and
+  // route_localnet=1 on the bridges would otherwise let containers reach the host's loopback.
+  L.push('  chain localnet {', '    type filter hook prerouting priority raw; policy accept;');
+  L.push('    iifname != "lo" ip daddr 127.0.0.0/8 drop', '  }');
   L.push('  chain prerouting {', '    type nat hook prerouting priority dstnat; policy accept;');
   L.push('    fib daddr type local jump publish', '  }');
   L.push('  chain output {', '    type nat hook output priority -100; policy accept;');
+  L.push('    ip6 daddr ::1 return');
   L.push('    fib daddr type local jump publish', '  }');
   L.push('  chain publish {');
   L.push('    meta nfproto ipv4 dnat ip to ip daddr . meta l4proto . th dport map @ports4_addr');
@@ -89,9 +127,11 @@ export function fullRuleset(view: FirewallView): string {
   L.push('  chain postrouting {', '    type nat hook postrouting priority srcnat; policy accept;');
   for (const n of nets) {
     const br = q(n.bridge);
-    // Hairpin: a container reaching a published port of its own network through a host address.
-    L.push(`    ct status dnat iifname ${br} oifname ${br} masquerade`);
-    if (n.internal || !n.masquerade) continue;
+    if (n.internal) continue; // no published ports, no egress
+    // Hairpin: a published port of this network reached from this network through a host address.
+    for (const s of n.ipv4) L.push(`    oifname ${br} ip saddr ${s.subnet} ct status dnat masquerade`);
+    for (const s of n.ipv6) L.push(`    oifname ${br} ip6 saddr ${s.subnet} ct status dnat masquerade`);
+    if (!n.masquerade) continue;
     for (const s of n.ipv4) {
       L.push(`    ip saddr ${s.subnet} oifname != ${br} ${n.snatIpv4 ? `snat ip to ${n.snatIpv4}` : 'masquerade'}`);
     }
@@ -99,7 +139,6 @@ export function fullRuleset(view: FirewallView): string {
   }
   // Published ports reached from the host's loopback: the source must become a bridge address.
   L.push('    oifname @bridges ip saddr 127.0.0.0/8 ct status dnat masquerade');
-  L.push('    oifname @bridges ip6 saddr ::1 ct status dnat masquerade');
   L.push('  }');
 
   L.push('  chain forward {', '    type filter hook forward priority filter - 1; policy accept;');
@@ -140,9 +179,13 @@ export function endpointDelta(ep: EndpointRecord, net: NetworkRecord, op: 'add' 
   const L: string[] = [];
   // nft 1.0.6 has no `destroy`: adding before deleting makes a delete succeed
   // whether or not the element was there, so a repeated delete is harmless.
-  for (const e of portElements(ep)) {
-    L.push(`add element inet ${TABLE} ${e.map} { ${e.element} }`);
-    if (op === 'delete') L.push(`delete element inet ${TABLE} ${e.map} { ${e.element.split(' : ')[0]} }`);
+  // All of an endpoint's ports go in one statement per map: one transaction, one
+  // parse, however many ports.
+  const byMap = new Map<string, PortElement[]>();
+  for (const e of portElements(ep)) byMap.set(e.map, [...(byMap.get(e.map) ?? []), e]);
+  for (const [map, els] of byMap) {
+    L.push(`add element inet ${TABLE} ${map} { ${els.map((e) => e.element).join(', ')} }`);
+    if (op === 'delete') L.push(`delete element inet ${TABLE} ${map} { ${els.map((e) => e.key).join(', ')} }`);
   }
   if (!net.icc) {
     L.push(`add element bridge ${TABLE} no_icc { ${q(ep.hostVeth)} }`);

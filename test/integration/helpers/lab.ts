@@ -108,6 +108,17 @@ s.on('close', () => done({ reply: got }));
 `;
 
 /**
+ * No IPv6 duplicate address detection on links made later in `ns`: while a fresh link's
+ * link-local address is tentative, neighbour discovery through it stalls for about a second and
+ * the first IPv6 packets of a test get lost — a property of brand-new links, not of tsbridge.
+ */
+async function quietIpv6(ns: Netns): Promise<void> {
+  for (const scope of ['all', 'default']) {
+    await sh('ip', ['netns', 'exec', ns.name, 'sysctl', '-q', '-w', `net.ipv6.conf.${scope}.accept_dad=0`]);
+  }
+}
+
+/**
  * IpLinks looks links up in sysfs, which shows the links of the namespace it was mounted in.
  * `ip netns exec` mounts a fresh sysfs for the namespace in a private mount namespace: a process
  * parked there (`sleep`, killed by ns.delete()) exposes it at /proc/PID/root/sys/class/net.
@@ -191,6 +202,8 @@ export class Lab {
     const outIf = `tsbi${outside.id}`;
     const sysfs = await netnsSysfs(host);
     const lab = new Lab(cleanup, host, outside, hostIf, outIf, `198.18.${x}.1`, `198.18.${x}.2`, `${v6}::1`, `${v6}::2`, sysfs, opts);
+    await quietIpv6(host);
+    await quietIpv6(outside);
     const H = (args: string[]) => sh('ip', ['-n', host.name, ...args]);
     const O = (args: string[]) => sh('ip', ['-n', outside.name, ...args]);
     await H(['link', 'add', hostIf, 'type', 'veth', 'peer', 'name', outIf, 'netns', outside.name]);
@@ -225,6 +238,7 @@ export class Lab {
     const ns = await createNetns(prefix);
     Lab.created.push(ns.name);
     this.cleanup.add(() => ns.delete(), `netns ${ns.name}`);
+    await quietIpv6(ns);
     return ns;
   }
 
@@ -426,6 +440,16 @@ export async function udpFrom(ns: Netns, host: string, port: number, payload = '
 export async function conntrack(ns: Netns, args: string[] = []): Promise<string[]> {
   const r = await ns.execOk('conntrack', ['-L', ...args]);
   return r.stdout.split('\n').filter((l) => l.trim() && !l.startsWith('conntrack'));
+}
+
+/** The tools this tier runs (inside namespaces): throws one clear error naming all that are missing. */
+export async function requireLabTools(): Promise<void> {
+  const tools = ['ip', 'nft', 'iptables', 'ip6tables', 'iptables-restore', 'iptables-save', 'conntrack', 'busybox'];
+  const missing: string[] = [];
+  for (const t of tools) if (!(await haveBinary(t))) missing.push(t);
+  if (missing.length) {
+    throw new Error(`the kernel integration tests need ${missing.join(', ')} (apt-get install iproute2 nftables iptables conntrack busybox-static)`);
+  }
 }
 
 /** True when the binary exists on PATH (checked with `which`, no shell). */

@@ -1,0 +1,86 @@
+/**
+ * `tsbridge ports`: every published port, read from the plugin's state file.
+ *
+ * Docker cannot show a remote driver's ports (`docker port` and `docker ps` stay empty), so
+ * this is where users look. It reads state.json and nothing else: no Docker API, no kernel,
+ * no lock — the plugin replaces the file atomically, so a read sees one whole version.
+ * The plugin knows endpoint IDs, not container names; `docker network inspect` maps one to
+ * the other (docs/ports.md shows how).
+ */
+import type { Proto, State } from '../state/types.js';
+
+/** One forwarding the kernel does: a (published mapping, address family) pair — one map element. */
+export interface PortRow {
+  networkId: string;
+  /** The network's bridge interface. */
+  bridge: string;
+  endpointId: string;
+  proto: Proto;
+  /** Host address as published: '' = every address of the family. */
+  hostIp: string;
+  hostPort: number;
+  /** The family forwarded; null when the container has no address of the family the host address asks for. */
+  family: 4 | 6 | null;
+  /** Container-side address (no prefix length); '' when family is null. */
+  containerIp: string;
+  containerPort: number;
+}
+
+function plain(cidr: string | null): string {
+  return cidr ? cidr.split('/')[0]! : '';
+}
+
+/** One row per map element, sorted by network, host port, protocol, family, host address. */
+export function portRows(state: State): PortRow[] {
+  const rows: PortRow[] = [];
+  for (const ep of Object.values(state.endpoints)) {
+    const bridge = state.networks[ep.networkId]?.bridge ?? '';
+    for (const m of ep.ports ?? []) {
+      const wanted: (4 | 6)[] = m.hostIp === '' ? [4, 6] : m.hostIp.includes(':') ? [6] : [4];
+      const base = { networkId: ep.networkId, bridge, endpointId: ep.id, proto: m.proto, hostIp: m.hostIp, hostPort: m.hostPort, containerPort: m.containerPort };
+      let any = false;
+      for (const family of wanted) {
+        const target = plain(family === 4 ? ep.ipv4 : ep.ipv6);
+        if (!target) continue;
+        rows.push({ ...base, family, containerIp: target });
+        any = true;
+      }
+      if (!any) rows.push({ ...base, family: null, containerIp: '' });
+    }
+  }
+  return rows.sort(
+    (a, b) =>
+      a.networkId.localeCompare(b.networkId) ||
+      a.hostPort - b.hostPort ||
+      a.proto.localeCompare(b.proto) ||
+      (a.family ?? 0) - (b.family ?? 0) ||
+      a.hostIp.localeCompare(b.hostIp),
+  );
+}
+
+function addrPort(ip: string, port: number): string {
+  return `${ip.includes(':') ? `[${ip}]` : ip}:${port}`;
+}
+
+/** The host side as a user would type it: every address of the family is 0.0.0.0 / [::]. */
+export function hostSide(r: PortRow): string {
+  const ip = r.hostIp !== '' ? r.hostIp : r.family === 6 ? '::' : '0.0.0.0';
+  return addrPort(ip, r.hostPort);
+}
+
+/** A fixed-width table, `docker ps`-like; IDs shortened to 12 characters unless `full`. */
+export function formatTable(rows: PortRow[], opts: { full?: boolean } = {}): string {
+  const id = (s: string) => (opts.full ? s : s.slice(0, 12));
+  const header = ['NETWORK', 'BRIDGE', 'ENDPOINT', 'PROTO', 'HOST', 'CONTAINER'];
+  const body = rows.map((r) => [
+    id(r.networkId),
+    r.bridge,
+    id(r.endpointId),
+    r.proto,
+    hostSide(r),
+    r.family === null ? `(no IPv${r.hostIp.includes(':') ? 6 : 4} address):${r.containerPort}` : addrPort(r.containerIp, r.containerPort),
+  ]);
+  const all = [header, ...body];
+  const widths = header.map((_, i) => Math.max(...all.map((r) => r[i]!.length)));
+  return all.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('   ')).join('\n') + '\n';
+}

@@ -1,0 +1,90 @@
+/**
+ * Start-up reconciliation and the sweep, over FakeKernel: a restart brings an
+ * empty kernel back to the saved state, crash leftovers are finished or
+ * undone, and links tsbridge did not make are never touched.
+ */
+import { Reconciler } from '../../src/driver/reconcile.js';
+import { hostVethName, peerVethName } from '../../src/driver/names.js';
+import { silentLogger } from '../../src/logging.js';
+import { Db } from '../../src/state/db.js';
+import { FakeKernel } from '../fakes/kernel.js';
+import { EP_1, EP_2, EP_3, NET_A, NET_B, endpointSpec, makeWorld, networkSpec, portReq, type World } from '../fakes/world.js';
+
+/** The same store, a new Db and an empty kernel: what a host reboot plus plugin start looks like. */
+async function restart(w: World): Promise<{ db: Db; kernel: FakeKernel; reconciler: Reconciler }> {
+  const db = new Db(w.store, await w.store.load());
+  const kernel = new FakeKernel();
+  return { db, kernel, reconciler: new Reconciler(db, kernel, silentLogger()) };
+}
+
+let w: World;
+beforeEach(async () => {
+  w = makeWorld();
+  await w.driver.createNetwork(networkSpec({ icc: false }));
+  await w.driver.createEndpoint(endpointSpec()); // joined, with a port
+  await w.driver.join(NET_A, EP_1);
+  await w.driver.programExternalConnectivity(NET_A, EP_1, [portReq(80, 8080)]);
+  await w.driver.createEndpoint(endpointSpec({ endpointId: EP_2, ipv4: '10.10.0.3/24' })); // created, not joined yet
+});
+
+test('after a reboot: bridges and unjoined veths are recreated, endpoints of dead containers dropped, rules re-applied', async () => {
+  const r = await restart(w);
+  const report = await r.reconciler.startup();
+  expect(report).toMatchObject({ networksRestored: 1, endpointsDropped: 1, vethsRecreated: 1, networksDropped: 0 });
+  const snap = r.kernel.snapshot();
+  expect(snap.bridges).toEqual([{ name: 'tsb-aaaa0000000', mtu: 1500, mac: expect.any(String), addresses: ['10.10.0.1/24'] }]);
+  expect(snap.veths.map((v) => [v.host, v.peer, v.bridge])).toEqual([[hostVethName(EP_2), peerVethName(EP_2), 'tsb-aaaa0000000']]);
+  expect(snap.firewall).toEqual({ tables: true, bridges: ['tsb-aaaa0000000'], ports: [], noIcc: [hostVethName(EP_2)] });
+  expect(snap.sysctls['net.ipv4.ip_forward']).toBe('1');
+  expect(Object.keys(r.db.state.endpoints)).toEqual([EP_2]);
+  expect(w.store.saved).toEqual(r.db.state);
+});
+
+test('after a plugin restart with the kernel intact, nothing is lost and the rules are the same', async () => {
+  const before = w.kernel.snapshot();
+  const db = new Db(w.store, await w.store.load());
+  const report = await new Reconciler(db, w.kernel, silentLogger()).startup();
+  expect(report).toMatchObject({ endpointsDropped: 0, vethsRecreated: 0, staleLinksRemoved: [] });
+  expect(w.kernel.snapshot()).toEqual(before);
+  expect(db.state).toEqual(w.db.state);
+});
+
+test('links with tsbridge names that no state knows are removed; other links are left alone', async () => {
+  // a veth whose background teardown a crash interrupted, and links of other programs
+  await w.kernel.links.ensureVeth({ hostName: hostVethName(EP_3), peerName: peerVethName(EP_3), bridge: 'tsb-aaaa0000000', mtu: 1500, mac: '02:00:00:00:00:03' });
+  w.kernel.addForeignLink('eth0');
+  w.kernel.addForeignLink('docker0', 'bridge');
+  w.kernel.addForeignLink('tsv-not-ours', 'veth');
+  const db = new Db(w.store, await w.store.load());
+  const report = await new Reconciler(db, w.kernel, silentLogger()).startup();
+  expect(report.staleLinksRemoved.sort()).toEqual([hostVethName(EP_3), peerVethName(EP_3)].sort());
+  const snap = w.kernel.snapshot();
+  expect(snap.veths.map((v) => v.host).sort()).toEqual([hostVethName(EP_1), hostVethName(EP_2)].sort());
+  expect(snap.foreign.map((l) => l.name)).toEqual(['docker0', 'eth0', 'tsv-not-ours']);
+});
+
+test('a network saved half-made (phase creating) is dropped with its bridge', async () => {
+  const saved = structuredClone(w.store.saved!);
+  const b = networkSpec({ id: NET_B, bridge: 'tsb-bbbb0000000', ipv4: [{ subnet: '10.20.0.0/24', gateway: '10.20.0.1/24' }] });
+  saved.networks[NET_B] = { ...b, phase: 'creating' };
+  w.store.saved = saved;
+  await w.kernel.links.ensureBridge({ name: 'tsb-bbbb0000000', mtu: 1500, addresses: ['10.20.0.1/24'], mac: '02:00:00:00:00:0b' });
+  const db = new Db(w.store, await w.store.load());
+  const report = await new Reconciler(db, w.kernel, silentLogger()).startup();
+  expect(report.networksDropped).toBe(1);
+  expect(w.kernel.snapshot().bridges.map((x) => x.name)).toEqual(['tsb-aaaa0000000']);
+  expect(db.state.networks[NET_B]).toBeUndefined();
+  expect(w.store.saved?.networks[NET_B]).toBeUndefined();
+});
+
+test('sweep forgets joined endpoints whose container died unseen, and unpublishes their ports', async () => {
+  const r = new Reconciler(w.db, w.kernel, silentLogger());
+  expect(await r.sweep()).toBe(0);
+  w.kernel.removeVethBehindOurBack(hostVethName(EP_1));
+  expect(await r.sweep()).toBe(1);
+  expect(Object.keys(w.db.state.endpoints)).toEqual([EP_2]);
+  expect(w.kernel.snapshot().firewall.ports).toEqual([]);
+  expect(w.store.saved).toEqual(w.db.state);
+  // the port is free again
+  await w.driver.programExternalConnectivity(NET_A, EP_2, [portReq(80, 8080)]);
+});

@@ -1,0 +1,226 @@
+/**
+ * State persistence and serialisation: the atomic FileStore, the FIFO mutex,
+ * and Db.tx putting the in-memory state back when an operation throws.
+ */
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { isTsbridgeError } from '../../src/errors.js';
+import { Db } from '../../src/state/db.js';
+import { Mutex } from '../../src/state/mutex.js';
+import { FileStore, MemoryStore, STATE_FILE, parseState } from '../../src/state/store.js';
+import { emptyState, type State } from '../../src/state/types.js';
+
+function sampleState(): State {
+  const s = emptyState();
+  s.networks.n1 = {
+    id: 'n1', phase: 'ready', bridge: 'tsb-n1', bridgeNamedByUser: false, mtu: 1400, internal: false, icc: false, masquerade: true,
+    hostBindingIpv4: '', snatIpv4: '', inhibitIpv4: false, ifacePrefix: 'eth', enableIpv6: true,
+    ipv4: [{ subnet: '10.9.0.0/24', gateway: '10.9.0.1/24' }], ipv6: [{ subnet: 'fd00:9::/64', gateway: 'fd00:9::1/64' }],
+  };
+  s.endpoints.e1 = {
+    id: 'e1', networkId: 'n1', phase: 'ready', hostVeth: 'tsv1', peerVeth: 'tsc1', mac: '02:00:00:00:00:01',
+    ipv4: '10.9.0.2/24', ipv6: null, joined: true, ports: [{ proto: 'udp', hostIp: '127.0.0.1', hostPort: 5353, containerPort: 53 }],
+  };
+  s.pools['tsb-v4-10.9.0.0/24'] = { id: 'tsb-v4-10.9.0.0/24', family: 4, pool: '10.9.0.0/24', subPool: null, auto: true, allocated: { '10.9.0.1': 'gateway' }, cursor: null };
+  s.ulaBase = 'fd12:3456:789a::/48';
+  return s;
+}
+
+async function stateErrorOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (e) {
+    if (isTsbridgeError(e, 'STATE')) return e.message;
+    throw e;
+  }
+  throw new Error('expected a STATE error');
+}
+
+describe('FileStore', () => {
+  let dir: string;
+  let store: FileStore;
+  beforeEach(() => {
+    dir = mkdtempSync(path.join(tmpdir(), 'tsbridge-state-'));
+    store = new FileStore(dir);
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  const file = () => path.join(dir, STATE_FILE);
+  const tmp = () => path.join(dir, `.${STATE_FILE}.tmp`);
+
+  test('a missing file is an empty state', async () => {
+    expect(await store.load()).toEqual(emptyState());
+    expect(await new FileStore(path.join(dir, 'not', 'yet')).load()).toEqual(emptyState());
+  });
+
+  test('save then load gives the same state back', async () => {
+    await store.save(sampleState());
+    expect(await store.load()).toEqual(sampleState());
+    expect(await new FileStore(dir).load()).toEqual(sampleState());
+  });
+
+  test('save creates the directory, leaves no temp file and keeps the file private', async () => {
+    const deep = new FileStore(path.join(dir, 'a', 'b'));
+    await deep.save(sampleState());
+    expect(existsSync(path.join(dir, 'a', 'b', STATE_FILE))).toBe(true);
+    expect(existsSync(path.join(dir, 'a', 'b', `.${STATE_FILE}.tmp`))).toBe(false);
+    expect(statSync(path.join(dir, 'a', 'b', STATE_FILE)).mode & 0o077).toBe(0);
+  });
+
+  test('a temp file left by a crash is ignored on load and replaced on save', async () => {
+    await store.save(sampleState());
+    writeFileSync(tmp(), '{"version": 1, "netw'); // torn write of a newer state
+    expect(await store.load()).toEqual(sampleState());
+    const next = sampleState();
+    delete next.endpoints.e1;
+    await store.save(next);
+    expect(existsSync(tmp())).toBe(false);
+    expect(await store.load()).toEqual(next);
+  });
+
+  test('a temp file alone (crash before the first rename) is an empty state', async () => {
+    writeFileSync(tmp(), JSON.stringify(sampleState()));
+    expect(await store.load()).toEqual(emptyState());
+  });
+
+  test('corrupt JSON is a STATE error and the file is kept untouched', async () => {
+    const garbage = '{"version": 1, "networks": {';
+    writeFileSync(file(), garbage);
+    const msg = await stateErrorOf(store.load());
+    expect(msg).toContain(file());
+    expect(readFileSync(file(), 'utf8')).toBe(garbage);
+  });
+
+  test.each([
+    ['another version', { ...emptyState(), version: 2 }],
+    ['no version', { networks: {}, endpoints: {}, pools: {} }],
+    ['networks missing', { version: 1, endpoints: {}, pools: {} }],
+    ['pools as a list', { version: 1, networks: {}, endpoints: {}, pools: [] }],
+    ['JSON null', null],
+    ['a list', []],
+  ])('%s is a STATE error, never an empty state', async (_what, doc) => {
+    const text = JSON.stringify(doc);
+    writeFileSync(file(), text);
+    await stateErrorOf(store.load());
+    expect(readFileSync(file(), 'utf8')).toBe(text);
+  });
+
+  test('an unreadable state file (here: a directory) is a STATE error', async () => {
+    mkdirSync(file());
+    await stateErrorOf(store.load());
+  });
+
+  test('a state without ulaBase (older file) loads with ulaBase null', () => {
+    const { ulaBase: _drop, ...old } = sampleState();
+    expect(parseState(JSON.stringify(old)).ulaBase).toBeNull();
+  });
+});
+
+describe('Mutex', () => {
+  test('runs in FIFO order, one at a time, whatever each takes', async () => {
+    const m = new Mutex();
+    const order: number[] = [];
+    let running = 0;
+    let most = 0;
+    const delays = [30, 0, 10, 0, 5, 0];
+    await Promise.all(
+      delays.map((ms, i) =>
+        m.run(async () => {
+          running++;
+          most = Math.max(most, running);
+          await new Promise((r) => setTimeout(r, ms));
+          order.push(i);
+          running--;
+        }),
+      ),
+    );
+    expect(order).toEqual([0, 1, 2, 3, 4, 5]);
+    expect(most).toBe(1);
+  });
+
+  test('a failing run releases the lock and returns its error to its caller only', async () => {
+    const m = new Mutex();
+    const a = m.run(async () => {
+      throw new Error('a failed');
+    });
+    const b = m.run(async () => 'b');
+    await expect(a).rejects.toThrow('a failed');
+    await expect(b).resolves.toBe('b');
+  });
+});
+
+describe('Db', () => {
+  test('tx keeps changes when it succeeds', async () => {
+    const db = new Db(new MemoryStore(), emptyState());
+    await db.tx(async (s) => {
+      s.ulaBase = 'fd00:1::/48';
+    });
+    expect(db.state.ulaBase).toBe('fd00:1::/48');
+  });
+
+  test('tx puts the in-memory state back as it was when the operation throws', async () => {
+    const store = new MemoryStore();
+    const db = new Db(store, sampleState());
+    await expect(
+      db.tx(async (s) => {
+        delete s.networks.n1;
+        s.endpoints.e1!.ports = [];
+        s.pools['tsb-v4-10.9.0.0/24']!.allocated['10.9.0.2'] = 'endpoint';
+        throw new Error('step 3 failed');
+      }),
+    ).rejects.toThrow('step 3 failed');
+    expect(db.state).toEqual(sampleState());
+    expect(store.saves).toBe(0);
+  });
+
+  test('tx runs one operation at a time: a read-modify-write across an await is never lost', async () => {
+    const db = new Db(new MemoryStore(), emptyState());
+    await Promise.all(
+      Array.from({ length: 50 }, (_, i) =>
+        db.tx(async (s) => {
+          const n = Object.keys(s.pools).length;
+          await new Promise((r) => setTimeout(r, i % 3));
+          s.pools[`p${n}`] = { id: `p${n}`, family: 4, pool: '10.0.0.0/24', subPool: null, auto: false, allocated: {}, cursor: null };
+        }),
+      ),
+    );
+    expect(Object.keys(db.state.pools)).toHaveLength(50);
+  });
+
+  test('save writes the current state; a failing save is a STATE error and rolls the tx back', async () => {
+    const store = new MemoryStore();
+    const db = new Db(store, emptyState());
+    await db.tx(async (s) => {
+      s.ulaBase = 'fd00:1::/48';
+      await db.save();
+    });
+    expect(store.saved?.ulaBase).toBe('fd00:1::/48');
+    store.failNextSave = true;
+    await stateErrorOf(
+      db.tx(async (s) => {
+        s.ulaBase = 'fd00:2::/48';
+        await db.save();
+      }),
+    );
+    expect(db.state.ulaBase).toBe('fd00:1::/48');
+    expect(store.saved?.ulaBase).toBe('fd00:1::/48');
+  });
+
+  test('drain waits for operations in flight; busy counts them', async () => {
+    const db = new Db(new MemoryStore(), emptyState());
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let done = false;
+    const op = db.tx(async () => {
+      await gate;
+      done = true;
+    });
+    expect(db.busy).toBe(1);
+    const drained = db.drain().then(() => done);
+    release();
+    expect(await drained).toBe(true);
+    await op;
+    expect(db.busy).toBe(0);
+  });
+});
