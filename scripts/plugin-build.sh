@@ -15,6 +15,9 @@
 #   --prebuilt        use dist/ as it is (default: npm run build first; --offline only)
 #   --rootfs-only     stop after writing DIR/tsbridge (no docker plugin create)
 #   --no-enable       create the plugin but leave it disabled (e.g. to `docker plugin set` first)
+#   --state-dir DIR   host directory for the plugin's state (default /var/lib/tsbridge-plugin;
+#                     created if missing: the engine refuses to start a plugin whose mount
+#                     source does not exist)
 #   --force           replace an existing plugin of that name (disable -f, rm -f)
 #   --push            docker plugin push NAME after creating it (NAME must name a registry repo)
 #
@@ -38,7 +41,7 @@ STATE_SOURCE=/var/lib/tsbridge-plugin
 
 die() { echo "plugin-build: $*" >&2; exit 1; }
 log() { echo "plugin-build: $*"; }
-usage() { sed -n '2,24p' "$SELF" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,26p' "$SELF" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 while (($#)); do
   case "$1" in
@@ -49,6 +52,7 @@ while (($#)); do
     --prebuilt) PREBUILT=1 ;;
     --rootfs-only) CREATE=0 ;;
     --no-enable) ENABLE=0 ;;
+    --state-dir) STATE_SOURCE=${2:?--state-dir needs a value}; shift ;;
     --force) FORCE=1 ;;
     --push) PUSH=1 ;;
     -h|--help) usage 0 ;;
@@ -229,10 +233,14 @@ if docker plugin inspect "$NAME" >/dev/null 2>&1; then
   docker plugin disable -f "$NAME" >/dev/null 2>&1 || true
   docker plugin rm -f "$NAME" >/dev/null
 fi
-# The engine does not create a bind mount's source: make the default one.
+# The engine does not create a bind mount's source, and will not start the plugin without it.
 mkdir -p "$STATE_SOURCE"
+STATE_SOURCE=$(readlink -f "$STATE_SOURCE")
 t1=$SECONDS
 docker plugin create "$NAME" "$BUNDLE" >/dev/null || die "docker plugin create failed"
+if [ "$STATE_SOURCE" != /var/lib/tsbridge-plugin ]; then
+  docker plugin set "$NAME" "state.source=$STATE_SOURCE" || die "docker plugin set $NAME state.source=$STATE_SOURCE failed"
+fi
 log "created plugin $NAME in $((SECONDS - t1))s"
 if ((ENABLE)); then
   docker plugin enable "$NAME" >/dev/null || die "docker plugin enable $NAME failed (see dockerd's log)"

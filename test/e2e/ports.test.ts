@@ -56,7 +56,7 @@ const SERVE = [
   'httpd -p 8002 -h /www',
   'udp-echo 7 >/dev/null &',
   'exec sleep 100000',
-].join('; ');
+].join('\n');
 
 /** The client address in an answer of the CGI ("peer=[::ffff:1.2.3.4]" → "1.2.3.4"), or null. */
 function httpPeer(answer: string): string | null {
@@ -382,8 +382,9 @@ describe('UDP flows and unpublishing', () => {
   test('docker stop removes exactly that container\'s map elements; the others keep working', async () => {
     const all = await mapElements();
     const ip2 = await ipOf(u2, netA);
-    const own = all.filter((e) => e.includes(`: ${ip2} .`));
-    expect(own).toEqual([`ports4 udp . ${B + 9} : ${ip2} . 7`]);
+    const ip2v6 = await ipOf(u2, netA, 'GlobalIPv6Address');
+    const own = all.filter((e) => e.includes(`: ${ip2} .`) || e.includes(`: ${ip2v6} .`));
+    expect(own).toEqual([`ports4 udp . ${B + 9} : ${ip2} . 7`, `ports6 udp . ${B + 9} : ${ip2v6} . 7`]);
     await docker(['stop', '-t', '1', u2]);
     expect(await mapElements()).toEqual(all.filter((e) => !own.includes(e)));
     expect(await settled(() => tcpFromNs(world.ns, world.hostAddr, B))).toBe(world.nsAddr);

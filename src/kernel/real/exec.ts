@@ -16,15 +16,29 @@ export class ExecRunner implements Runner {
   constructor(private readonly timeoutMs: number) {}
 
   async run(cmd: string, args: string[], opts: { input?: string; allowFail?: boolean } = {}): Promise<RunResult> {
-    const r = await execa(cmd, args, {
+    // Each command leads its own process group, and the deadline kills the whole group:
+    // killing only the child would leave a grandchild holding the pipes open, and the
+    // call would wait for it anyway.
+    const sub = execa(cmd, args, {
       input: opts.input ?? '',
-      timeout: this.timeoutMs,
+      detached: true,
       reject: false,
       stripFinalNewline: true,
       env: { LC_ALL: 'C' },
     });
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      try {
+        if (sub.pid !== undefined) process.kill(-sub.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }, this.timeoutMs);
+    const r = await sub;
+    clearTimeout(timer);
     const op = `${cmd} ${args.join(' ')}`.slice(0, 200);
-    if (r.timedOut) throw new TsbridgeError('TIMEOUT', { op, ms: this.timeoutMs });
+    if (timedOut) throw new TsbridgeError('TIMEOUT', { op, ms: this.timeoutMs });
     if (r.failed && r.exitCode === undefined) {
       throw new TsbridgeError('KERNEL', { op, detail: r.shortMessage ?? 'could not run' });
     }

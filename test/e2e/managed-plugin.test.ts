@@ -1,0 +1,231 @@
+/**
+ * Issue 7, end to end: tsbridge installed the way Docker users install plugins. The rootfs is
+ * assembled offline from this host (scripts/plugin-build.sh --offline: there is no registry
+ * here), then docker plugin create / set / enable, a network with the plugin as network AND
+ * IPAM driver, real containers, a published port, masqueraded egress, the state outliving the
+ * plugin (rm + create again, which is what an upgrade does to the rootfs), and disable / rm
+ * leaving nothing behind.
+ *
+ * Needs root, a running dockerd (scripts/docker-up.sh), the test image (scripts/test-image.sh),
+ * dist/ built (npm run build) and iproute2, nftables, iptables, conntrack on the host.
+ */
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { Cleanup } from '../lib/cleanup.js';
+import { docker, dockerOk, removeContainers, removeNetworks, requireDocker, uniqueName, waitFor } from '../lib/docker.js';
+import { createOutsideWorld, startPeerRecorder, type OutsideWorld, type PeerRecorder } from '../lib/netns.js';
+import { REPO_ROOT } from '../lib/plugin.js';
+import { tcpRequest } from '../lib/probe.js';
+import { requireRoot, sh } from '../lib/run.js';
+import { footprint, foreignFirewall, runIn, TEST_IMAGE } from './helpers.js';
+
+const PLUGIN = `${uniqueName('mp')}:latest`; // `-d NAME:latest`: a bare name does not resolve on 20.10
+const SUBNET = '10.215.31.0/24';
+const HOST_PORT = 23100 + (randomBytes(2).readUInt16BE() % 800);
+const HTTP_GET = 'GET / HTTP/1.0\r\n\r\n';
+const INDEX = 'hello from tsbridge-test';
+const CAP_NET_ADMIN = 12;
+
+const cleanup = new Cleanup();
+let world: OutsideWorld;
+let recorder: PeerRecorder;
+let outDir: string;
+let stateDir: string;
+let baselineForeign: string;
+const timings: Record<string, number> = {};
+
+async function timed<T>(label: string, fn: () => Promise<T>): Promise<T> {
+  const t0 = Date.now();
+  try {
+    return await fn();
+  } finally {
+    timings[label] = Date.now() - t0;
+  }
+}
+
+/** Disables (forced) and removes the plugin if it exists. */
+async function removePlugin(name: string): Promise<void> {
+  if ((await dockerOk(['plugin', 'inspect', name])).exitCode !== 0) return;
+  await dockerOk(['plugin', 'disable', '-f', name]);
+  const r = await dockerOk(['plugin', 'rm', '-f', name]);
+  if (r.exitCode !== 0 && (await dockerOk(['plugin', 'inspect', name])).exitCode === 0) {
+    throw new Error(`docker plugin rm -f ${name}: ${r.stderr.trim()}`);
+  }
+}
+
+const pluginId = () => docker(['plugin', 'inspect', '-f', '{{.Id}}', PLUGIN]);
+
+/** The plugin's process on the host: node running main.js with the plugin's rootfs as its root. */
+function pluginProcess(id: string): { pid: number; env: Map<string, string>; capEff: bigint } | undefined {
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
+      if (!cmdline.includes('/opt/tsbridge/dist/src/main.js')) continue;
+      if (!readlinkSync(`/proc/${entry}/root`).includes(id)) continue;
+      const env = new Map(
+        readFileSync(`/proc/${entry}/environ`, 'utf8')
+          .split('\0')
+          .filter(Boolean)
+          .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)] as [string, string]),
+      );
+      const capHex = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${entry}/status`, 'utf8'))![1]!;
+      return { pid: Number(entry), env, capEff: BigInt(`0x${capHex}`) };
+    } catch {
+      // the process went away while we looked
+    }
+  }
+  return undefined;
+}
+
+/** The host side of a busybox nc HTTP request from the outside-world namespace. */
+function httpFromOutside(host: string, port: number): Promise<string> {
+  return world.ns.exec('busybox', ['nc', '-w', '3', host, String(port)], { input: HTTP_GET, timeoutMs: 10_000 });
+}
+
+beforeAll(async () => {
+  requireRoot('the managed-plugin e2e test');
+  await requireDocker();
+  await docker(['image', 'inspect', TEST_IMAGE]).catch(() => {
+    throw new Error(`test image ${TEST_IMAGE} missing: run scripts/test-image.sh`);
+  });
+  if (!existsSync(path.join(REPO_ROOT, 'dist', 'src', 'main.js'))) throw new Error('dist/src/main.js missing: run npm run build');
+  outDir = await mkdtemp('/tmp/tsbt-mp-build-');
+  cleanup.add(() => rm(outDir, { recursive: true, force: true }), 'build dir');
+  stateDir = await mkdtemp('/tmp/tsbt-mp-state-');
+  cleanup.add(() => rm(stateDir, { recursive: true, force: true }), 'state dir');
+  cleanup.add(() => removePlugin(PLUGIN), `plugin ${PLUGIN}`);
+  world = await createOutsideWorld({ prefix: 'mp' });
+  cleanup.add(() => world.delete(), 'outside world');
+  recorder = await startPeerRecorder(world.ns, 7070);
+  cleanup.add(() => recorder.stop(), 'recorder');
+  baselineForeign = await foreignFirewall();
+});
+
+afterAll(async () => {
+  await cleanup.run();
+  console.log(`managed plugin timings (ms): ${JSON.stringify(timings)}`);
+});
+
+describe('tsbridge as a managed plugin', () => {
+  const net = uniqueName('mpn');
+  const web = uniqueName('web');
+  const client = uniqueName('cli');
+  const c = new Cleanup();
+  afterAll(async () => {
+    await c.run();
+  });
+
+  test('the offline build assembles a rootfs and docker plugin create takes it', async () => {
+    await timed('build+create', () =>
+      sh('bash', ['scripts/plugin-build.sh', '--offline', '--prebuilt', '--out', outDir, '--name', PLUGIN, '--state-dir', stateDir, '--no-enable'], {
+        cwd: REPO_ROOT,
+        timeoutMs: 300_000,
+      }),
+    );
+    expect(existsSync(path.join(outDir, 'tsbridge', 'config.json'))).toBe(true);
+    expect(existsSync(path.join(outDir, 'tsbridge', 'rootfs', 'usr', 'local', 'bin', 'node'))).toBe(true);
+    const inspect = JSON.parse(await docker(['plugin', 'inspect', PLUGIN]))[0];
+    expect(inspect.Enabled).toBe(false);
+    expect(inspect.Config.Interface.Types).toEqual(
+      expect.arrayContaining(['docker.networkdriver/1.0', 'docker.ipamdriver/1.0']),
+    );
+    expect(inspect.Config.Network.Type).toBe('host');
+    const state = inspect.Settings.Mounts.find((m: { Destination: string }) => m.Destination === '/var/lib/tsbridge');
+    expect(state.Source).toBe(stateDir);
+  });
+
+  test('docker plugin set works while disabled, is refused while enabled, and is used after enable', async () => {
+    await timed('enable', () => docker(['plugin', 'enable', PLUGIN]));
+    const refused = await dockerOk(['plugin', 'set', PLUGIN, 'TSBRIDGE_LOG_LEVEL=debug']);
+    expect(refused.exitCode).not.toBe(0);
+    expect(refused.stderr).toMatch(/active plugin|disable plugin before setting/i);
+
+    await docker(['plugin', 'disable', PLUGIN]);
+    await docker(['plugin', 'set', PLUGIN, 'TSBRIDGE_LOG_LEVEL=debug']);
+    await docker(['plugin', 'enable', PLUGIN]);
+
+    const id = await pluginId();
+    const proc = await waitFor(() => pluginProcess(id), 10_000, { what: 'the plugin process' });
+    expect(proc.env.get('TSBRIDGE_LOG_LEVEL')).toBe('debug');
+    expect(proc.env.get('TSBRIDGE_SOCKET')).toBe('/run/docker/plugins/tsbridge.sock');
+    expect(proc.capEff & (1n << BigInt(CAP_NET_ADMIN))).not.toBe(0n);
+    // The engine's private directory for the plugin holds its socket.
+    expect(existsSync(`/run/docker/plugins/${id}/tsbridge.sock`)).toBe(true);
+  });
+
+  test('a network with the plugin as network and IPAM driver; containers reach each other by name', async () => {
+    c.add(() => removeNetworks([net]), net);
+    c.add(() => removeContainers([web, client]), 'containers');
+    await timed('network create', () =>
+      docker(['network', 'create', '-d', PLUGIN, '--ipam-driver', PLUGIN, '--subnet', SUBNET, net]),
+    );
+    const info = JSON.parse(await docker(['network', 'inspect', net]))[0];
+    expect(info.Driver).toBe(PLUGIN);
+    expect(info.IPAM.Driver).toBe(PLUGIN);
+    // The state is in the host directory given with `docker plugin set state.source=...`.
+    const state = readFileSync(path.join(stateDir, 'state.json'), 'utf8');
+    expect(state).toContain(info.Id);
+
+    await timed('run web', () =>
+      docker(['run', '-d', '--network', net, '--name', web, '-p', `${HOST_PORT}:80`, TEST_IMAGE, 'httpd', '-f', '-p', '80', '-h', '/www']),
+    );
+    await docker(['run', '-d', '--network', net, '--name', client, TEST_IMAGE, 'sleep', '600']);
+    const ip = await docker(['inspect', '-f', `{{(index .NetworkSettings.Networks "${net}").IPAddress}}`, web]);
+    expect(ip).toMatch(/^10\.215\.31\.\d+$/);
+    const out = await docker(['exec', client, 'sh', '-c', `ping -c1 -W2 ${web} && printf '${HTTP_GET.replace(/\r\n/g, '\\r\\n')}' | nc -w 3 ${web} 80`]);
+    expect(out).toContain(`64 bytes from ${ip}`);
+    expect(out).toContain(INDEX);
+  });
+
+  test('the published port answers on 127.0.0.1 and on a non-loopback host address', async () => {
+    const local = await waitFor(async () => (await tcpRequest('127.0.0.1', HOST_PORT, HTTP_GET)).includes(INDEX), 10_000, {
+      what: `127.0.0.1:${HOST_PORT}`,
+    });
+    expect(local).toBe(true);
+    // The host end of the outside-world link is one of the host's own, non-loopback addresses.
+    expect(await tcpRequest(world.hostAddr, HOST_PORT, HTTP_GET)).toContain(INDEX);
+    // And from another machine (the outside-world namespace) through that address.
+    expect(await httpFromOutside(world.hostAddr, HOST_PORT)).toContain(INDEX);
+  });
+
+  test('egress to the outside world is masqueraded to the host address', async () => {
+    const out = await runIn(net, `echo hi | nc -w 3 ${world.nsAddr} ${recorder.port}`);
+    const peer = await recorder.waitForPeer((p) => p.proto === 'tcp');
+    expect(peer.address).toBe(world.hostAddr);
+    expect(out).toContain(world.hostAddr);
+  });
+
+  test('the state outlives the plugin: rm -f and create again (what an upgrade does) keeps the network', async () => {
+    const oldId = await pluginId();
+    await docker(['plugin', 'disable', '-f', PLUGIN]);
+    await docker(['plugin', 'rm', '-f', PLUGIN]);
+    await timed('re-create+enable', async () => {
+      await docker(['plugin', 'create', PLUGIN, path.join(outDir, 'tsbridge')]);
+      await docker(['plugin', 'set', PLUGIN, `state.source=${stateDir}`, 'TSBRIDGE_LOG_LEVEL=debug']);
+      await docker(['plugin', 'enable', PLUGIN]);
+    });
+    expect(await pluginId()).not.toBe(oldId);
+    // Containers kept running; a new one joins the same network and still finds them by name.
+    const out = await runIn(net, `printf '${HTTP_GET.replace(/\r\n/g, '\\r\\n')}' | nc -w 3 ${web} 80; echo hi | nc -w 3 ${world.nsAddr} ${recorder.port}`);
+    expect(out).toContain(INDEX);
+    expect(out).toContain(world.hostAddr);
+    expect(await tcpRequest('127.0.0.1', HOST_PORT, HTTP_GET)).toContain(INDEX);
+  });
+
+  test('network rm, plugin disable and plugin rm leave nothing behind', async () => {
+    await removeContainers([web, client]);
+    await timed('network rm', () => docker(['network', 'rm', net]));
+    expect(await footprint()).toEqual({ links: [], nft: [], iptables: [] });
+    const id = await pluginId();
+    await timed('disable', () => docker(['plugin', 'disable', PLUGIN]));
+    await docker(['plugin', 'rm', PLUGIN]);
+    expect((await dockerOk(['plugin', 'inspect', PLUGIN])).exitCode).not.toBe(0);
+    expect(pluginProcess(id)).toBeUndefined();
+    expect(existsSync(`/run/docker/plugins/${id}`)).toBe(false);
+    expect(await footprint()).toEqual({ links: [], nft: [], iptables: [] });
+    expect(await foreignFirewall()).toBe(baselineForeign);
+  });
+});
