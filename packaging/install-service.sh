@@ -10,8 +10,9 @@ set -euo pipefail
 
 cd "$(dirname "$(readlink -f "$0")")/.."
 
-PREFIX=/opt/tsbridge
-UNIT=/etc/systemd/system/tsbridge.service
+# Overridable for a dry run somewhere harmless.
+PREFIX=${TSBRIDGE_PREFIX:-/opt/tsbridge}
+UNIT=${TSBRIDGE_UNIT_DIR:-/etc/systemd/system}/tsbridge.service
 
 die() { echo "install-service: $*" >&2; exit 1; }
 log() { echo "install-service: $*"; }
@@ -43,11 +44,13 @@ cp -a node_modules "$staging/"
 (cd "$staging" && npm prune --omit=dev --offline --no-audit --no-fund --loglevel=error </dev/null >/dev/null) || die "npm prune failed"
 cp docs/install.md "$staging/docs/" 2>/dev/null || true
 rm -rf "$PREFIX.new"
+mkdir -p "$(dirname "$PREFIX")"
 cp -a "$staging" "$PREFIX.new"
 rm -rf "$PREFIX"
 mv "$PREFIX.new" "$PREFIX"
 
-sed "s#^ExecStart=/usr/bin/node #ExecStart=$NODE #" packaging/tsbridge.service >"$UNIT"
+mkdir -p "$(dirname "$UNIT")"
+sed -e "s#^ExecStart=/usr/bin/node #ExecStart=$NODE #" -e "s#/opt/tsbridge#$PREFIX#g" packaging/tsbridge.service >"$UNIT"
 chmod 0644 "$UNIT"
 log "installed $PREFIX and $UNIT"
 

@@ -7,8 +7,9 @@
 // `iptables` the plugin runs is that variant.
 //
 // TSBRIDGE_IPTABLES (settable with `docker plugin set`):
-//   auto    (default) the variant that holds Docker's chains; if neither or both do, the one
-//           /usr/sbin/iptables points to in the rootfs (the build host's choice)
+//   auto    (default) the variant that holds more of Docker's chains; on a tie (none at all:
+//           dockerd --iptables=false, or not started yet), the one /usr/sbin/iptables points
+//           to in the rootfs (the build host's choice; nft for the Dockerfile's Debian)
 //   nft | legacy  that variant, no detection
 import { execFileSync } from 'node:child_process';
 import { existsSync, realpathSync } from 'node:fs';
@@ -53,9 +54,10 @@ if (VARIANTS.includes(wanted)) {
 } else if (wanted === 'auto') {
   const nft = dockerRules('nft');
   const legacy = dockerRules('legacy');
-  if (legacy > 0 && nft <= 0) [variant, why] = ['legacy', `Docker's chains are in iptables-legacy (${legacy} lines)`];
-  else if (nft > 0 && legacy <= 0) [variant, why] = ['nft', `Docker's chains are in iptables-nft (${nft} lines)`];
-  else [variant, why] = [builtDefault(), `no clear answer (nft ${nft}, legacy ${legacy} lines); rootfs default`];
+  // Both can hold rules after a host switched variants: the one with more of Docker's wins.
+  if (legacy > 0 && legacy > nft) [variant, why] = ['legacy', `Docker's chains are in iptables-legacy (${legacy} lines; nft ${nft})`];
+  else if (nft > 0 && nft > legacy) [variant, why] = ['nft', `Docker's chains are in iptables-nft (${nft} lines; legacy ${legacy})`];
+  else [variant, why] = [builtDefault(), `no clear answer (nft ${nft}, legacy ${legacy} lines): rootfs default`];
 } else {
   console.error(`tsbridge: TSBRIDGE_IPTABLES must be auto, nft or legacy (got "${process.env.TSBRIDGE_IPTABLES}")`);
   process.exit(2);

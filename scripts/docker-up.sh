@@ -52,17 +52,37 @@ start_containerd() {
   fi
   command -v containerd >/dev/null || die "containerd not installed (run scripts/install-deps.sh)"
   # Not a job-control shell, so the child is no group leader and setsid execs in place: $! is containerd.
-  setsid containerd >>"$LOG_DIR/containerd.log" 2>&1 </dev/null &
+  ( close_extra_fds; exec setsid containerd >>"$LOG_DIR/containerd.log" 2>&1 </dev/null ) &
   local pid=$!
   echo "$pid" >"$RUN_DIR/containerd.pid"
   wait_until 30 "$pid" containerd containerd_ready
   log "containerd started (pid $pid)"
 }
 
+# Daemons must not inherit our descriptors beyond 0-2: a lock held by whoever ran this script
+# (flock) would otherwise stay held for as long as dockerd runs.
+close_extra_fds() {
+  local fd
+  for fd in /proc/$BASHPID/fd/*; do
+    fd=${fd##*/}
+    [ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-"
+  done
+  return 0
+}
+
 start_dockerd() {
   command -v dockerd >/dev/null || die "dockerd not installed (run scripts/install-deps.sh)"
   local t0=$SECONDS
-  setsid dockerd --containerd="$CTR_SOCK" >>"$LOG_DIR/dockerd.log" 2>&1 </dev/null &
+  # A dockerd that crashed (SIGKILL) leaves its pid file, and the next one refuses to start.
+  local old
+  old=$(cat /var/run/docker.pid 2>/dev/null || true)
+  # (A killed daemon may linger as a zombie here, so look at its state, not just kill -0.)
+  if [ -n "$old" ]; then
+    local state
+    state=$(awk '{print $3}' "/proc/$old/stat" 2>/dev/null || true)
+    if [ -z "$state" ] || [ "$state" = Z ] || [ "$state" = X ]; then rm -f /var/run/docker.pid; fi
+  fi
+  ( close_extra_fds; exec setsid dockerd --containerd="$CTR_SOCK" >>"$LOG_DIR/dockerd.log" 2>&1 </dev/null ) &
   local pid=$!
   echo "$pid" >"$RUN_DIR/dockerd.pid"
   wait_until "$READY_TIMEOUT" "$pid" dockerd docker_ready

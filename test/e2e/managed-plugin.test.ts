@@ -57,14 +57,16 @@ async function removePlugin(name: string): Promise<void> {
 
 const pluginId = () => docker(['plugin', 'inspect', '-f', '{{.Id}}', PLUGIN]);
 
-/** The plugin's process on the host: node running main.js with the plugin's rootfs as its root. */
+/** The plugin's process on the host: node running main.js inside the plugin's container. */
 function pluginProcess(id: string): { pid: number; env: Map<string, string>; capEff: bigint } | undefined {
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
       if (!cmdline.includes('/opt/tsbridge/dist/src/main.js')) continue;
-      if (!readlinkSync(`/proc/${entry}/root`).includes(id)) continue;
+      // The engine runs the plugin as a container whose ID is the plugin's: it shows in the cgroup path.
+      const ours = readFileSync(`/proc/${entry}/cgroup`, 'utf8').includes(id) || readlinkSync(`/proc/${entry}/root`).includes(id);
+      if (!ours) continue;
       const env = new Map(
         readFileSync(`/proc/${entry}/environ`, 'utf8')
           .split('\0')
