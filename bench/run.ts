@@ -31,6 +31,13 @@ function pluginMs(call: string, from: number): number[] {
   return calls.slice(from).filter((c) => c.call === call).map((c) => c.ms);
 }
 
+/** Plugin milliseconds per `docker run` since log entry `from` (a run = one Join). */
+function pluginPerRun(from: number): number {
+  const slice = calls.slice(from);
+  const runs = slice.filter((c) => c.call === 'NetworkDriver.Join').length;
+  return runs ? slice.reduce((a, c) => a + c.ms, 0) / runs : 0;
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
@@ -47,7 +54,7 @@ async function timeRun(args: string[]): Promise<number> {
   return Number(process.hrtime.bigint() - t) / 1e6;
 }
 
-async function compare(title: string, runs: number, tsArgs: string[], brArgs: string[]): Promise<void> {
+async function compare(title: string, runs: number, tsArgs: string[], brArgs: string[]): Promise<{ ts: number; br: number }> {
   const ts: number[] = [];
   const br: number[] = [];
   await timeRun(tsArgs); // warm both paths once
@@ -63,6 +70,7 @@ async function compare(title: string, runs: number, tsArgs: string[], brArgs: st
   console.log(`  ${'tsbridge'.padEnd(16)}${mt.toFixed(0).padStart(11)}${Math.min(...ts).toFixed(0).padStart(9)}${Math.max(...ts).toFixed(0).padStart(9)}`);
   console.log(`  ${'built-in bridge'.padEnd(16)}${mb.toFixed(0).padStart(11)}${Math.min(...br).toFixed(0).padStart(9)}${Math.max(...br).toFixed(0).padStart(9)}`);
   console.log(`  ratio built-in / tsbridge: ${(mb / mt).toFixed(2)}x`);
+  return { ts: mt, br: mb };
 }
 
 /**
@@ -168,14 +176,21 @@ async function main(): Promise<void> {
     await docker(['network', 'create', '-d', 'bridge', '--subnet', '10.214.2.0/24', brNet]);
     nets.push(brNet);
     console.log(`docker ${await docker(['version', '--format', '{{.Server.Version}}'])}, image ${IMAGE}`);
-    await compare('docker run --rm (no ports)', runs, ['run', '--rm', '--network', tsNet, IMAGE, 'true'], ['run', '--rm', '--network', brNet, IMAGE, 'true']);
+    const plainFrom = calls.length;
+    const plain = await compare('docker run --rm (no ports)', runs, ['run', '--rm', '--network', tsNet, IMAGE, 'true'], ['run', '--rm', '--network', brNet, IMAGE, 'true']);
+    const plainPlugin = pluginPerRun(plainFrom);
     const ports = ['-p', '21000-21099:21000-21099'];
     const from = calls.length;
-    await compare('docker run --rm -p 21000-21099:21000-21099 (100 ports)', portRuns,
+    const hundred = await compare('docker run --rm -p 21000-21099:21000-21099 (100 ports)', portRuns,
       ['run', '--rm', '--network', tsNet, ...ports, IMAGE, 'true'], ['run', '--rm', '--network', brNet, ...ports, IMAGE, 'true']);
     const prog = pluginMs('NetworkDriver.ProgramExternalConnectivity', from);
     const rev = pluginMs('NetworkDriver.RevokeExternalConnectivity', from);
     console.log(`  tsbridge's own share: ProgramExternalConnectivity median ${median(prog).toFixed(1)} ms, RevokeExternalConnectivity median ${median(rev).toFixed(1)} ms (100 ports, one nft transaction each)`);
+    console.log(`  plugin time per docker run (all calls): ${plainPlugin.toFixed(0)} ms without ports, ${pluginPerRun(from).toFixed(0)} ms with 100`);
+    const tsCost = hundred.ts - plain.ts;
+    const brCost = hundred.br - plain.br;
+    console.log(`  cost of the 100 ports themselves (median with - median without): tsbridge ${tsCost.toFixed(0)} ms, built-in ${brCost.toFixed(0)} ms (${(brCost / Math.max(tsCost, 1)).toFixed(0)}x)`);
+    console.log(`  ceiling of the whole-run ratio on this machine (built-in with ports / tsbridge without): ${(hundred.br / plain.ts).toFixed(2)}x`);
     if (!process.argv.includes('--skip-scale')) for (const l of await scale(tsNet, scaleRuns)) console.log(l);
   } finally {
     for (const n of nets) await execa('docker', ['network', 'rm', n], { reject: false });

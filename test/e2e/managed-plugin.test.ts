@@ -55,6 +55,20 @@ async function removePlugin(name: string): Promise<void> {
   }
 }
 
+/**
+ * For cleanup after a failure half-way: networks can only be removed through an enabled plugin,
+ * so bring it back (create it again from the build if it was removed) before removing them.
+ */
+async function ensurePluginUp(): Promise<void> {
+  if ((await dockerOk(['plugin', 'inspect', PLUGIN])).exitCode !== 0) {
+    const bundle = path.join(outDir, 'tsbridge');
+    if (!existsSync(path.join(bundle, 'config.json'))) return;
+    await dockerOk(['plugin', 'create', PLUGIN, bundle]);
+    await dockerOk(['plugin', 'set', PLUGIN, `state.source=${stateDir}`]);
+  }
+  await dockerOk(['plugin', 'enable', PLUGIN]);
+}
+
 const pluginId = () => docker(['plugin', 'inspect', '-f', '{{.Id}}', PLUGIN]);
 
 /** The plugin's process on the host: node running main.js inside the plugin's container. */
@@ -159,8 +173,13 @@ describe('tsbridge as a managed plugin', () => {
   });
 
   test('a network with the plugin as network and IPAM driver; containers reach each other by name', async () => {
-    c.add(() => removeNetworks([net]), net);
-    c.add(() => removeContainers([web, client]), 'containers');
+    // Without the plugin, docker rm -f of a container on its network waits a minute for it.
+    c.add(async () => {
+      if ((await dockerOk(['network', 'inspect', net])).exitCode !== 0) return;
+      await ensurePluginUp();
+      await removeContainers([web, client]);
+      await removeNetworks([net]);
+    }, `${net} and its containers`);
     await timed('network create', () =>
       docker(['network', 'create', '-d', PLUGIN, '--ipam-driver', PLUGIN, '--subnet', SUBNET, net]),
     );
@@ -170,6 +189,8 @@ describe('tsbridge as a managed plugin', () => {
     // The state is in the host directory given with `docker plugin set state.source=...`.
     const state = readFileSync(path.join(stateDir, 'state.json'), 'utf8');
     expect(state).toContain(info.Id);
+    // Written through the read-write mount of the host's /proc/sys (the plugin's own is read-only).
+    expect(readFileSync(`/proc/sys/net/ipv4/conf/tsb-${info.Id.slice(0, 11)}/route_localnet`, 'utf8').trim()).toBe('1');
 
     await timed('run web', () =>
       docker(['run', '-d', '--network', net, '--name', web, '-p', `${HOST_PORT}:80`, TEST_IMAGE, 'httpd', '-f', '-p', '80', '-h', '/www']),
@@ -200,9 +221,14 @@ describe('tsbridge as a managed plugin', () => {
     expect(out).toContain(world.hostAddr);
   });
 
-  test('the state outlives the plugin: rm -f and create again (what an upgrade does) keeps the network', async () => {
+  test('disabled, traffic still flows; the state outlives the plugin: rm -f and create again (what an upgrade does) keeps the network', async () => {
     const oldId = await pluginId();
+    const refused = await dockerOk(['plugin', 'disable', PLUGIN]);
+    expect(refused.stderr).toMatch(/in use/);
     await docker(['plugin', 'disable', '-f', PLUGIN]);
+    // No plugin process: the kernel alone still carries the running containers' traffic.
+    expect(await docker(['exec', client, 'ping', '-c1', '-W2', web])).toContain('1 packets received');
+    expect(await tcpRequest('127.0.0.1', HOST_PORT, HTTP_GET)).toContain(INDEX);
     await docker(['plugin', 'rm', '-f', PLUGIN]);
     await timed('re-create+enable', async () => {
       await docker(['plugin', 'create', PLUGIN, path.join(outDir, 'tsbridge')]);
@@ -218,6 +244,7 @@ describe('tsbridge as a managed plugin', () => {
   });
 
   test('network rm, plugin disable and plugin rm leave nothing behind', async () => {
+    expect(JSON.parse(await docker(['plugin', 'inspect', PLUGIN]))[0].Enabled).toBe(true);
     await removeContainers([web, client]);
     await timed('network rm', () => docker(['network', 'rm', net]));
     expect(await footprint()).toEqual({ links: [], nft: [], iptables: [] });

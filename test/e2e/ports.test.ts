@@ -184,6 +184,8 @@ beforeAll(async () => {
     '-p', `${B + 2}:9/sctp`,
     '-p', `${B + 3}-${B + 5}:8001-8003`,
     '-p', `[::]:${B + 6}:80`,
+    '-p', `[${world.hostAddr6}]:${B + 10}:80`,
+    '-p', `0.0.0.0:${B + 11}:80`,
   ]);
   cleanup.add(() => removeContainers([peer, far]), 'clients');
   await docker(['run', '-d', '--network', netA, '--name', peer, TEST_IMAGE, 'sleep', '100000']);
@@ -208,6 +210,14 @@ describe('every path to a published port', () => {
     // [::]:B+6 is IPv6 only
     expect(await settled(() => tcpFromNs(world.ns, world.hostAddr6, B + 6))).toBe(world.nsAddr6);
     expect(await tcpFromNs(world.ns, world.hostAddr, B + 6)).toBeNull();
+  });
+
+  test('host-address binding: one IPv6 address, all IPv4 addresses', async () => {
+    expect(await settled(() => tcpFromNs(world.ns, world.hostAddr6, B + 10))).toBe(world.nsAddr6);
+    expect(await tcpFromNs(world.ns, world.hostAddr, B + 10)).toBeNull();
+    expect(await tcpFromHost('127.0.0.1', B + 10, 1500)).toBeNull();
+    expect(await settled(() => tcpFromNs(world.ns, world.hostAddr, B + 11))).toBe(world.nsAddr);
+    expect(await tcpFromNs(world.ns, world.hostAddr6, B + 11)).toBeNull();
   });
 
   test('from the host through its own address (source kept) and through 127.0.0.1 / localhost (masqueraded to the gateway)', async () => {
