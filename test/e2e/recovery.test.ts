@@ -136,6 +136,30 @@ test('dockerd restart: a --restart always container comes back with connectivity
   }
 });
 
+test('dockerd killed with SIGKILL: the container comes back, its old endpoint and address are not leaked', async () => {
+  const net = uniqueName('dk');
+  const a = uniqueName('dka');
+  const c = new Cleanup();
+  c.add(() => removeNetworks([net]), net);
+  c.add(() => removeContainers([a]), a);
+  try {
+    await docker(['network', 'create', '-d', DRIVER, '--ipam-driver', DRIVER, '--subnet', '10.212.44.0/24', net]);
+    await docker(['run', '-d', '--restart', 'always', '--network', net, '--name', a, TEST_IMAGE, 'sleep', '600']);
+    const pid = Number((await readFile('/run/tsbridge-test/dockerd.pid', 'utf8')).trim());
+    process.kill(pid, 'SIGKILL');
+    await waitFor(async () => (await dockerOk(['info'])).exitCode !== 0, 10_000, { what: 'dockerd gone' });
+    await sh('bash', ['scripts/docker-up.sh'], { timeoutMs: 120_000, cwd: REPO_ROOT });
+    await waitFor(async () => (await docker(['inspect', '-f', '{{.State.Running}}', a])) === 'true', 90_000, { what: `${a} running again` });
+    expect(await runIn(net, `ping -c1 -W2 ${a}`)).toContain('1 packets received');
+    const s = await state();
+    expect(Object.keys(s.endpoints)).toHaveLength(1);
+    const held = Object.values(s.pools)[0]!.allocated;
+    expect(Object.values(held).filter((k) => k === 'endpoint')).toHaveLength(1);
+  } finally {
+    await c.run();
+  }
+});
+
 test('a command that hangs is killed at the timeout: docker run fails fast and leaves nothing', async () => {
   const dir = await mkdtemp(path.join(tmpdir(), 'tsbt-slow-'));
   const flag = path.join(dir, 'hang');
