@@ -16,6 +16,7 @@ import { NftFirewall } from './kernel/real/firewall.js';
 import { ProcSysctl } from './kernel/real/sysctl.js';
 import { ProcHost } from './kernel/real/host.js';
 import type { Kernel } from './kernel/types.js';
+import { instanceFromSocket, ownerFor } from './kernel/owner.js';
 import { DriverService } from './driver/service.js';
 import { Reconciler } from './driver/reconcile.js';
 import { IpamService } from './ipam/service.js';
@@ -27,7 +28,12 @@ export async function start(config: Config, log: Logger): Promise<{ stop: (signa
   const state = await store.load(); // a corrupt file throws: never start empty over it
   const db = new Db(store, state);
   const runner = new ExecRunner(config.commandTimeoutMs);
-  const kernel: Kernel = { links: new IpLinks(runner), firewall: new NftFirewall(runner, log), sysctl: new ProcSysctl() };
+  const owner = ownerFor(instanceFromSocket(config.socket));
+  const kernel: Kernel = {
+    links: new IpLinks(runner, '/sys/class/net', owner.linkAlias),
+    firewall: new NftFirewall(runner, log, { v4: 'iptables', v6: 'ip6tables' }, owner),
+    sysctl: new ProcSysctl(),
+  };
   const host = new ProcHost();
   const pools = config.defaultPools.trim() ? parseDefaultPools(config.defaultPools) : DEFAULT_POOLS;
   const ipam = new IpamService(db, host, () => pools);
@@ -46,7 +52,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: (signa
     s.on('error', reject);
   });
   await fs.chmod(config.socket, 0o660);
-  log.info('listening', { socket: config.socket, stateDir: config.stateDir });
+  log.info('listening', { socket: config.socket, stateDir: config.stateDir, instance: owner.instance, table: owner.table });
 
   const timer = config.gcIntervalSec > 0
     ? setInterval(() => {

@@ -68,7 +68,10 @@ export class Reconciler {
       const known = new Set<string>();
       for (const n of Object.values(s.networks)) known.add(n.bridge);
       for (const e of Object.values(s.endpoints)) known.add(e.hostVeth).add(e.peerVeth);
-      const stale = [...links.keys()].filter((name) => isOurLinkName(name) && !known.has(name) && !toDelete.includes(name));
+      // Only links this instance made (their alias says so): another instance's are not ours to judge.
+      const stale = [...links.values()]
+        .filter((l) => l.owned && isOurLinkName(l.name) && !known.has(l.name) && !toDelete.includes(l.name))
+        .map((l) => l.name);
       await this.kernel.links.deleteLinks(stale);
       report.staleLinksRemoved = stale;
       await this.kernel.firewall.applyAll(firewallView(s));

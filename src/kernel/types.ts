@@ -27,6 +27,8 @@ export interface LinkInfo {
   name: string;
   kind: string;
   master: string | null;
+  /** Made by this tsbridge instance (its alias says so). */
+  owned: boolean;
 }
 
 export interface Links {

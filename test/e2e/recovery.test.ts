@@ -108,11 +108,22 @@ test('simulated host reboot: kernel objects deleted, plugin restarts, networks c
   expect(await footprint()).toEqual({ links: [], nft: [], iptables: [] });
 });
 
-test('stale kernel objects with tsbridge names are removed at start-up', async () => {
+test("stale links this instance made are removed at start-up; another instance's are not", async () => {
   await plugin.stop();
+  const mine = `tsbridge:${DRIVER}`;
   await sh('ip', ['link', 'add', 'tsb-0123456789a', 'type', 'bridge']);
+  await sh('ip', ['link', 'set', 'tsb-0123456789a', 'alias', mine]);
   await sh('ip', ['link', 'add', 'tsv0123456789ab', 'type', 'veth', 'peer', 'name', 'tsc0123456789ab']);
-  await plugin.restart();
+  await sh('ip', ['link', 'set', 'tsv0123456789ab', 'alias', mine]);
+  await sh('ip', ['link', 'set', 'tsc0123456789ab', 'alias', mine]);
+  await sh('ip', ['link', 'add', 'tsb-fedcba98765', 'type', 'bridge']);
+  await sh('ip', ['link', 'set', 'tsb-fedcba98765', 'alias', 'tsbridge:some-other-instance']);
+  try {
+    await plugin.restart();
+    expect((await footprint()).links).toEqual(['tsb-fedcba98765']);
+  } finally {
+    await shOk('ip', ['link', 'del', 'tsb-fedcba98765']);
+  }
   expect((await footprint()).links).toEqual([]);
 });
 

@@ -161,7 +161,7 @@ export class FakeKernel implements Kernel {
 
   /** A link some other program made (e.g. the host's eth0, a user's bridge). */
   addForeignLink(name: string, kind = 'dummy'): void {
-    this.foreign.set(name, { name, kind, master: null });
+    this.foreign.set(name, { name, kind, master: null, owned: false });
   }
 
   /** Simulates the death of a container: its namespace, and with it the veth pair, disappears. */
@@ -287,10 +287,10 @@ export class FakeKernel implements Kernel {
 
   private doList(): LinkInfo[] {
     const out: LinkInfo[] = [];
-    for (const b of this.bridges.values()) out.push({ name: b.name, kind: 'bridge', master: null });
+    for (const b of this.bridges.values()) out.push({ name: b.name, kind: 'bridge', master: null, owned: true });
     for (const v of this.veths.values()) {
-      out.push({ name: v.host, kind: 'veth', master: v.bridge });
-      out.push({ name: v.peer, kind: 'veth', master: null });
+      out.push({ name: v.host, kind: 'veth', master: v.bridge, owned: true });
+      out.push({ name: v.peer, kind: 'veth', master: null, owned: true });
     }
     for (const f of this.foreign.values()) out.push({ ...f });
     return out;

@@ -153,12 +153,13 @@ describe('start-up reconciliation', () => {
     const tableBefore = await lab.host.exec('nft', ['list', 'table', 'inet', 'tsbridge']);
     const bridgeTableBefore = await lab.host.exec('nft', ['list', 'table', 'bridge', 'tsbridge']);
 
-    // leftovers of an earlier run that state does not know
+    // leftovers of an earlier run of this instance (alias "tsbridge") that state does not know
     const staleBridge = `tsb-${randomId()}${randomId().slice(0, 5)}`;
     const staleHost = `tsv${randomId()}${randomId()}`;
     const stalePeer = `tsc${staleHost.slice(3)}`;
     await lab.ipH(['link', 'add', staleBridge, 'type', 'bridge']);
     await lab.ipH(['link', 'add', staleHost, 'type', 'veth', 'peer', 'name', stalePeer]);
+    for (const l of [staleBridge, staleHost, stalePeer]) await lab.ipH(['link', 'set', l, 'alias', 'tsbridge']);
     // a link that only looks similar (too short for a tsbridge name) is not ours
     const notOurs = `tsb-x${randomId()}`;
     await lab.ipH(['link', 'add', notOurs, 'type', 'bridge']);

@@ -88,3 +88,12 @@ test('sweep forgets joined endpoints whose container died unseen, and unpublishe
   // the port is free again
   await w.driver.programExternalConnectivity(NET_A, EP_2, [portReq(80, 8080)]);
 });
+
+test("links with tsbridge names made by another instance (not ours by alias) are left alone", async () => {
+  w.kernel.addForeignLink('tsb-bbbb0000000', 'bridge'); // another tsbridge instance's network
+  w.kernel.addForeignLink(hostVethName('c'.repeat(64)), 'veth');
+  const db = new Db(w.store, await w.store.load());
+  const report = await new Reconciler(db, w.kernel, silentLogger()).startup();
+  expect(report.staleLinksRemoved).toEqual([]);
+  expect(w.kernel.snapshot().foreign.map((l) => l.name).sort()).toEqual(['tsb-bbbb0000000', hostVethName('c'.repeat(64))].sort());
+});

@@ -1,7 +1,8 @@
 import type { Logger } from '../../logging.js';
 import type { EndpointRecord, NetworkRecord } from '../../state/types.js';
 import { endpointDelta, fullRuleset, type FirewallView } from '../rules/nft.js';
-import { FORWARD_CHAIN, forwardChainRestore } from '../rules/iptables.js';
+import { forwardChainRestore } from '../rules/iptables.js';
+import { DEFAULT_INSTANCE, ownerFor, type Owner } from '../owner.js';
 import type { Firewall } from '../types.js';
 import type { Runner } from './exec.js';
 
@@ -15,10 +16,11 @@ export class NftFirewall implements Firewall {
     private readonly runner: Runner,
     private readonly log: Logger,
     private readonly iptables: { v4: string; v6: string } = { v4: 'iptables', v6: 'ip6tables' },
+    private readonly owner: Owner = ownerFor(DEFAULT_INSTANCE),
   ) {}
 
   async applyAll(view: FirewallView): Promise<void> {
-    await this.runner.run('nft', ['-f', '-'], { input: fullRuleset(view) });
+    await this.runner.run('nft', ['-f', '-'], { input: fullRuleset(view, this.owner.table) });
     const live = view.networks.filter((n) => n.phase !== 'deleting');
     const bridges = live.map((n) => ({ name: n.bridge, internal: n.internal }));
     for (const bin of [this.iptables.v4, this.iptables.v6]) {
@@ -27,7 +29,7 @@ export class NftFirewall implements Firewall {
   }
 
   async applyEndpoint(ep: EndpointRecord, net: NetworkRecord, op: 'add' | 'delete'): Promise<void> {
-    const script = endpointDelta(ep, net, op);
+    const script = endpointDelta(ep, net, op, this.owner.table);
     if (script) await this.runner.run('nft', ['-f', '-'], { input: script });
   }
 
@@ -59,6 +61,7 @@ export class NftFirewall implements Firewall {
 
   /** Rewrites TSBRIDGE-FORWARD and makes sure it is jumped to; removes both when no bridge is left. */
   private async applyShim(bin: string, bridges: { name: string; internal: boolean }[]): Promise<void> {
+    const chain = this.owner.forwardChain;
     const probe = await this.runner.run(bin, ['-w', '5', '-t', 'filter', '-S'], { allowFail: true });
     if (probe.exitCode !== 0) {
       this.log.debug('iptables not usable; skipping forward shim', { bin, stderr: probe.stderr });
@@ -66,19 +69,19 @@ export class NftFirewall implements Firewall {
     }
     const rules = probe.stdout.split('\n');
     const parent = rules.includes('-N DOCKER-USER') ? 'DOCKER-USER' : 'FORWARD';
-    const jumps = rules.filter((r) => r.endsWith(`-j ${FORWARD_CHAIN}`)).map((r) => r.split(' ')[1]!);
-    const chainExists = rules.includes(`-N ${FORWARD_CHAIN}`);
+    const jumps = rules.filter((r) => r.endsWith(`-j ${chain}`)).map((r) => r.split(' ')[1]!);
+    const chainExists = rules.includes(`-N ${chain}`);
     if (bridges.length === 0) {
-      for (const p of jumps) await this.runner.run(bin, ['-w', '5', '-t', 'filter', '-D', p, '-j', FORWARD_CHAIN], { allowFail: true });
+      for (const p of jumps) await this.runner.run(bin, ['-w', '5', '-t', 'filter', '-D', p, '-j', chain], { allowFail: true });
       if (chainExists) {
-        await this.runner.run(bin, ['-w', '5', '-t', 'filter', '-F', FORWARD_CHAIN], { allowFail: true });
-        await this.runner.run(bin, ['-w', '5', '-t', 'filter', '-X', FORWARD_CHAIN], { allowFail: true });
+        await this.runner.run(bin, ['-w', '5', '-t', 'filter', '-F', chain], { allowFail: true });
+        await this.runner.run(bin, ['-w', '5', '-t', 'filter', '-X', chain], { allowFail: true });
       }
       return;
     }
-    await this.runner.run(`${bin}-restore`, ['-w', '5', '--noflush'], { input: forwardChainRestore(bridges) });
+    await this.runner.run(`${bin}-restore`, ['-w', '5', '--noflush'], { input: forwardChainRestore(bridges, chain) });
     if (!jumps.includes(parent)) {
-      await this.runner.run(bin, ['-w', '5', '-t', 'filter', '-I', parent, '1', '-j', FORWARD_CHAIN]);
+      await this.runner.run(bin, ['-w', '5', '-t', 'filter', '-I', parent, '1', '-j', chain]);
     }
   }
 }

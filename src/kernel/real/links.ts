@@ -3,14 +3,29 @@ import { TsbridgeError } from '../../errors.js';
 import type { BridgeSpec, LinkInfo, Links, VethSpec } from '../types.js';
 import type { Runner } from './exec.js';
 
+interface RawLink {
+  ifname: string;
+  master?: string;
+  ifalias?: string;
+  linkinfo?: { info_kind?: string };
+}
+
 /** Links through iproute2: one `ip -batch` per operation. Names are validated before they get here. */
 export class IpLinks implements Links {
-  constructor(private readonly runner: Runner, private readonly sysfs = '/sys/class/net') {}
+  constructor(
+    private readonly runner: Runner,
+    private readonly sysfs = '/sys/class/net',
+    /** Set as ifalias on every link created here, so start-up can tell its own links from others'. */
+    private readonly alias = 'tsbridge',
+  ) {}
+
+  private info(x: RawLink): LinkInfo {
+    return { name: x.ifname, kind: x.linkinfo?.info_kind ?? '', master: x.master ?? null, owned: x.ifalias === this.alias };
+  }
 
   async list(): Promise<LinkInfo[]> {
     const r = await this.runner.run('ip', ['-j', '-d', 'link', 'show']);
-    const rows = JSON.parse(r.stdout || '[]') as { ifname: string; master?: string; linkinfo?: { info_kind?: string } }[];
-    return rows.map((x) => ({ name: x.ifname, kind: x.linkinfo?.info_kind ?? '', master: x.master ?? null }));
+    return (JSON.parse(r.stdout || '[]') as RawLink[]).map((x) => this.info(x));
   }
 
   /** Cheap existence check through sysfs (no process). */
@@ -27,8 +42,8 @@ export class IpLinks implements Links {
     if (!(await this.present(name))) return null;
     const r = await this.runner.run('ip', ['-j', '-d', 'link', 'show', 'dev', name], { allowFail: true });
     if (r.exitCode !== 0) return null;
-    const x = (JSON.parse(r.stdout || '[]') as { ifname: string; master?: string; linkinfo?: { info_kind?: string } }[])[0];
-    return x ? { name: x.ifname, kind: x.linkinfo?.info_kind ?? '', master: x.master ?? null } : null;
+    const x = (JSON.parse(r.stdout || '[]') as RawLink[])[0];
+    return x ? this.info(x) : null;
   }
 
   async ensureBridge(spec: BridgeSpec): Promise<void> {
@@ -37,7 +52,10 @@ export class IpLinks implements Links {
     if (have && have.kind !== 'bridge') {
       throw new TsbridgeError('BRIDGE_NAME_IN_USE', { name: spec.name, networkId: `no network (it is a ${have.kind || 'non-bridge'} interface)` });
     }
-    if (!have) L.push(`link add name ${spec.name} address ${spec.mac} mtu ${spec.mtu} type bridge stp_state 0 forward_delay 0`);
+    if (!have) {
+      L.push(`link add name ${spec.name} address ${spec.mac} mtu ${spec.mtu} type bridge stp_state 0 forward_delay 0`);
+      L.push(`link set dev ${spec.name} alias ${this.alias}`);
+    }
     else L.push(`link set dev ${spec.name} mtu ${spec.mtu}`);
     for (const a of spec.addresses) {
       L.push(a.includes(':') ? `addr replace ${a} dev ${spec.name} nodad` : `addr replace ${a} dev ${spec.name}`);
@@ -51,6 +69,8 @@ export class IpLinks implements Links {
     if (await this.present(spec.hostName)) L.push(`link del dev ${spec.hostName}`);
     L.push(
       `link add name ${spec.hostName} mtu ${spec.mtu} type veth peer name ${spec.peerName} mtu ${spec.mtu} address ${spec.mac}`,
+      `link set dev ${spec.hostName} alias ${this.alias}`,
+      `link set dev ${spec.peerName} alias ${this.alias}`,
       `link set dev ${spec.hostName} master ${spec.bridge}`,
       `link set dev ${spec.hostName} type bridge_slave hairpin on`,
       `link set dev ${spec.hostName} up`,

@@ -16,14 +16,14 @@ export interface ShimBridge {
 }
 
 /** iptables-restore input (use with --noflush) that rewrites TSBRIDGE-FORWARD. */
-export function forwardChainRestore(bridges: ShimBridge[]): string {
-  const L = ['*filter', `:${FORWARD_CHAIN} - [0:0]`, `-F ${FORWARD_CHAIN}`];
+export function forwardChainRestore(bridges: ShimBridge[], chain: string = FORWARD_CHAIN): string {
+  const L = ['*filter', `:${chain} - [0:0]`, `-F ${chain}`];
   for (const b of [...bridges].sort((x, y) => x.name.localeCompare(y.name))) {
     if (b.internal) {
-      L.push(`-A ${FORWARD_CHAIN} -i ${b.name} -o ${b.name} -j ACCEPT`);
+      L.push(`-A ${chain} -i ${b.name} -o ${b.name} -j ACCEPT`);
     } else {
-      L.push(`-A ${FORWARD_CHAIN} -i ${b.name} -j ACCEPT`);
-      L.push(`-A ${FORWARD_CHAIN} -o ${b.name} -j ACCEPT`);
+      L.push(`-A ${chain} -i ${b.name} -j ACCEPT`);
+      L.push(`-A ${chain} -o ${b.name} -j ACCEPT`);
     }
   }
   L.push('COMMIT');

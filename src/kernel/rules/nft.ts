@@ -29,7 +29,7 @@
  */
 import type { EndpointRecord, NetworkRecord, PortMapping } from '../../state/types.js';
 
-export const TABLE = 'tsbridge';
+export const DEFAULT_TABLE = 'tsbridge';
 
 export interface FirewallView {
   networks: NetworkRecord[];
@@ -83,7 +83,7 @@ const MAP_TYPES: Record<string, string> = {
 };
 
 /** The whole of tsbridge's nftables state, as one `nft -f` script that replaces it atomically. */
-export function fullRuleset(view: FirewallView): string {
+export function fullRuleset(view: FirewallView, TABLE: string = DEFAULT_TABLE): string {
   const nets = view.networks.filter((n) => n.phase !== 'deleting').sort((a, b) => a.id.localeCompare(b.id));
   const eps = view.endpoints.filter((e) => e.phase === 'ready' && nets.some((n) => n.id === e.networkId));
   eps.sort((a, b) => a.id.localeCompare(b.id));
@@ -175,7 +175,7 @@ function setBlock(name: string, type: string, elements: string[], kind: 'set' | 
 }
 
 /** One transaction adding (or deleting) one endpoint's published ports and ICC membership. */
-export function endpointDelta(ep: EndpointRecord, net: NetworkRecord, op: 'add' | 'delete'): string {
+export function endpointDelta(ep: EndpointRecord, net: NetworkRecord, op: 'add' | 'delete', TABLE: string = DEFAULT_TABLE): string {
   const L: string[] = [];
   // nft 1.0.6 has no `destroy`: adding before deleting makes a delete succeed
   // whether or not the element was there, so a repeated delete is harmless.
