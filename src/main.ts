@@ -13,6 +13,7 @@ import { Db } from './state/db.js';
 import { ExecRunner } from './kernel/real/exec.js';
 import { IpLinks } from './kernel/real/links.js';
 import { NftFirewall } from './kernel/real/firewall.js';
+import { detectIptables, iptablesSetting } from './kernel/real/iptables-variant.js';
 import { ProcSysctl } from './kernel/real/sysctl.js';
 import { ProcHost } from './kernel/real/host.js';
 import type { Kernel } from './kernel/types.js';
@@ -29,9 +30,11 @@ export async function start(config: Config, log: Logger): Promise<{ stop: (signa
   const db = new Db(store, state);
   const runner = new ExecRunner(config.commandTimeoutMs);
   const owner = ownerFor(instanceFromSocket(config.socket));
+  const iptables = await detectIptables(runner, iptablesSetting());
+  log.info('iptables variant', { variant: iptables.variant, commands: [iptables.v4, iptables.v6], why: iptables.why });
   const kernel: Kernel = {
     links: new IpLinks(runner, '/sys/class/net', owner.linkAlias),
-    firewall: new NftFirewall(runner, log, { v4: 'iptables', v6: 'ip6tables' }, owner),
+    firewall: new NftFirewall(runner, log, { v4: iptables.v4, v6: iptables.v6 }, owner),
     sysctl: new ProcSysctl(),
   };
   const host = new ProcHost();

@@ -81,10 +81,12 @@ export class Reconciler {
 
   /**
    * Forgets endpoints whose container died without Docker telling us (its
-   * namespace, and so both veth ends, are gone), and re-checks the firewall.
+   * namespace, and so both veth ends, are gone), and re-checks the firewall
+   * (what dockerd may have changed around the forward shim since).
    */
   async sweep(): Promise<number> {
     return this.db.tx(async (s) => {
+      if (Object.keys(s.networks).length > 0) await this.kernel.firewall.refresh?.(firewallView(s));
       const joined = Object.values(s.endpoints).filter((e) => e.joined && e.phase === 'ready');
       if (joined.length === 0) return 0;
       const links = new Set((await this.kernel.links.list()).map((l) => l.name));

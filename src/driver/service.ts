@@ -202,7 +202,10 @@ export class DriverService {
         ep.joined = true;
         await this.db.save();
       }
-      const gw4 = net.internal || net.inhibitIpv4 ? '' : (net.ipv4[0]?.gateway ?? '').split('/')[0]!;
+      // inhibit_ipv4 keeps the address off the bridge, not the route: as with Docker's bridge,
+      // the gateway is a router on the bridge's segment (and without one, Docker would hang
+      // the container on its docker_gwbridge for egress).
+      const gw4 = net.internal ? '' : (net.ipv4[0]?.gateway ?? '').split('/')[0]!;
       const gw6 = net.internal || !net.enableIpv6 || !ep.ipv6 ? '' : (net.ipv6[0]?.gateway ?? '').split('/')[0]!;
       return { srcName: ep.peerVeth, dstPrefix: net.ifacePrefix, gateway: gw4, gatewayIpv6: gw6 };
     });
@@ -233,8 +236,8 @@ export class DriverService {
         .flatMap((e) => e.ports.map((mapping) => ({ mapping, owner: `endpoint ${e.id.slice(0, 12)}` })));
       const families = { v4: ep.ipv4 !== null, v6: ep.ipv6 !== null };
       const mappings = allocatePorts(reqs, { taken, listening, ephemeral, defaultHostIp: net.hostBindingIpv4, families });
-      // Port elements only: handed a network with icc on, applyEndpoint leaves the
-      // endpoint's no_icc membership alone (it is not this method's to touch).
+      // Port elements only (scope 'ports'): the endpoint's anti-spoofing and no_icc membership
+      // are not this method's to touch. (icc on as well, for kernels that only know that hint.)
       const portsNet: NetworkRecord = { ...net, icc: true };
       const portsOf = (ports: PortMapping[]) => ({ ...ep, ports });
       const previous = ep.ports;
@@ -242,12 +245,12 @@ export class DriverService {
       ep.ports = mappings;
       await this.db.save();
       try {
-        if (previous.length) await this.kernel.firewall.applyEndpoint(portsOf(previous), portsNet, 'delete');
-        await this.kernel.firewall.applyEndpoint(portsOf(mappings), portsNet, 'add');
+        if (previous.length) await this.kernel.firewall.applyEndpoint(portsOf(previous), portsNet, 'delete', 'ports');
+        await this.kernel.firewall.applyEndpoint(portsOf(mappings), portsNet, 'add', 'ports');
       } catch (e) {
         // Back to what was published before, in the kernel and on disk (Db puts memory back).
-        await this.undo('programExternalConnectivity', () => this.kernel.firewall.applyEndpoint(portsOf(mappings), portsNet, 'delete'));
-        if (previous.length) await this.undo('programExternalConnectivity', () => this.kernel.firewall.applyEndpoint(portsOf(previous), portsNet, 'add'));
+        await this.undo('programExternalConnectivity', () => this.kernel.firewall.applyEndpoint(portsOf(mappings), portsNet, 'delete', 'ports'));
+        if (previous.length) await this.undo('programExternalConnectivity', () => this.kernel.firewall.applyEndpoint(portsOf(previous), portsNet, 'add', 'ports'));
         ep.ports = previous;
         await this.undo('programExternalConnectivity', () => this.db.save());
         throw e;
@@ -263,9 +266,9 @@ export class DriverService {
       const net = s.networks[networkId];
       const ep = s.endpoints[endpointId];
       if (!net || !ep || ep.ports.length === 0) return;
-      // Exactly this endpoint's map elements; with icc on, applyEndpoint leaves its no_icc
-      // membership alone (the endpoint may stay joined).
-      await this.kernel.firewall.applyEndpoint(ep, { ...net, icc: true }, 'delete');
+      // Exactly this endpoint's map elements (scope 'ports'): its anti-spoofing and no_icc
+      // membership stay (the endpoint may stay joined).
+      await this.kernel.firewall.applyEndpoint(ep, { ...net, icc: true }, 'delete', 'ports');
       const gone = ep.ports;
       ep.ports = [];
       await this.db.save();

@@ -47,8 +47,18 @@ export interface Links {
 export interface Firewall {
   /** Replaces all of tsbridge's rules with those for this view (one transaction per tool). */
   applyAll(view: FirewallView): Promise<void>;
-  /** Adds or removes one endpoint's rules (published ports, ICC set) in one transaction. */
-  applyEndpoint(ep: EndpointRecord, net: NetworkRecord, op: 'add' | 'delete'): Promise<void>;
+  /**
+   * Adds or removes one endpoint's rules in one transaction: its published ports and, with
+   * scope 'all' (the default), its anti-spoofing and ICC set membership; 'ports' touches the
+   * published ports alone.
+   */
+  applyEndpoint(ep: EndpointRecord, net: NetworkRecord, op: 'add' | 'delete', scope?: 'all' | 'ports'): Promise<void>;
+  /**
+   * Re-checks what other programs may have changed around tsbridge's rules (dockerd creating
+   * DOCKER-USER or its isolation chains after tsbridge started) and repairs only what differs.
+   * Optional: a kernel without such neighbours has nothing to re-check.
+   */
+  refresh?(view: FirewallView): Promise<void>;
   /** Forgets conntrack entries of these UDP/SCTP host ports so remapped flows don't go stale. */
   flushConntrack(entries: { proto: 'udp' | 'sctp' | 'tcp'; hostPort: number }[]): Promise<void>;
 }

@@ -1,6 +1,12 @@
 /** Shared pieces of the end-to-end suites: the tsbridge footprint on the host, and small docker shorthands. */
 import { sh, shOk } from '../lib/run.js';
 import { docker, TEST_IMAGE } from '../lib/docker.js';
+import { ownerFor } from '../../src/kernel/owner.js';
+
+/** The nftables table name a plugin instance (driver name) uses. */
+export function tableOf(driver: string): string {
+  return ownerFor(driver).table;
+}
 
 /** Everything on the host that tsbridge could have made: links, nft tables, iptables chains. */
 export async function footprint(): Promise<{ links: string[]; nft: string[]; iptables: string[] }> {

@@ -23,7 +23,7 @@ import { REPO_ROOT, startPlugin, type PluginHandle } from '../lib/plugin.js';
 import { parsePeerReply, tcpRequest, udpRequest } from '../lib/probe.js';
 import { sh, shOk } from '../lib/run.js';
 import { havePythonRaw, sctpProbe } from '../lib/sctp.js';
-import { footprint, foreignFirewall, TEST_IMAGE } from './helpers.js';
+import { footprint, foreignFirewall, TEST_IMAGE, tableOf } from './helpers.js';
 
 const DRIVER = 'tsbt-ports';
 const SUB_A = '10.216.1.0/24';
@@ -121,7 +121,7 @@ async function settled<T>(probe: () => Promise<T | null>, tries = 3): Promise<T 
 async function mapElements(): Promise<string[]> {
   const out: string[] = [];
   for (const m of ['ports4', 'ports4_addr', 'ports6', 'ports6_addr']) {
-    const r = await shOk('nft', ['list', 'map', 'inet', 'tsbridge', m]);
+    const r = await shOk('nft', ['list', 'map', 'inet', tableOf(DRIVER), m]);
     if (r.exitCode !== 0) continue;
     const body = /elements = \{([^}]*)\}/.exec(r.stdout)?.[1] ?? '';
     out.push(...body.split(',').map((e) => `${m} ${e.replace(/\s+/g, ' ').trim()}`).filter((e) => e !== `${m} `));

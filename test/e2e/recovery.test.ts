@@ -12,7 +12,7 @@ import { Cleanup } from '../lib/cleanup.js';
 import { docker, dockerOk, removeContainers, removeNetworks, requireDocker, uniqueName, waitFor } from '../lib/docker.js';
 import { pluginCall, REPO_ROOT, startPlugin, type PluginHandle } from '../lib/plugin.js';
 import { sh, shOk } from '../lib/run.js';
-import { footprint, runIn, TEST_IMAGE } from './helpers.js';
+import { footprint, runIn, tableOf, TEST_IMAGE } from './helpers.js';
 
 const DRIVER = 'tsbt-recovery';
 const cleanup = new Cleanup();
@@ -90,16 +90,17 @@ test('simulated host reboot: kernel objects deleted, plugin restarts, networks c
   const net = uniqueName('boot');
   const c = new Cleanup();
   c.add(() => removeNetworks([net]), net);
+  c.add(() => (plugin.running ? undefined : plugin.restart()), 'plugin back up'); // runs first
   try {
     const id = await docker(['network', 'create', '-d', DRIVER, '--ipam-driver', DRIVER, '--subnet', '10.212.41.0/24', net]);
     const bridge = `tsb-${id.slice(0, 11)}`;
     await plugin.stop();
     await sh('ip', ['link', 'del', bridge]);
-    await sh('nft', ['delete', 'table', 'inet', 'tsbridge']);
-    await sh('nft', ['delete', 'table', 'bridge', 'tsbridge']);
+    await sh('nft', ['delete', 'table', 'inet', tableOf(DRIVER)]);
+    await sh('nft', ['delete', 'table', 'bridge', tableOf(DRIVER)]);
     await plugin.restart();
     expect(await sh('ip', ['-o', 'addr', 'show', 'dev', bridge])).toContain('10.212.41.1/24');
-    expect(await sh('nft', ['list', 'tables'])).toContain('inet tsbridge');
+    expect(await sh('nft', ['list', 'tables'])).toContain(`inet ${tableOf(DRIVER)}`);
     const out = await runIn(net, 'ip -o -4 addr show eth0; ping -c1 -W2 10.212.41.1');
     expect(out).toContain('1 packets received');
   } finally {

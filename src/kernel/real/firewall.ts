@@ -1,15 +1,20 @@
 import type { Logger } from '../../logging.js';
 import type { EndpointRecord, NetworkRecord } from '../../state/types.js';
 import { endpointDelta, fullRuleset, type FirewallView } from '../rules/nft.js';
-import { forwardChainRestore } from '../rules/iptables.js';
+import { DOCKER_ISOLATION_CHAINS, forwardChainRestore, forwardChainRules, jumpPosition, parseFilterRules, shimParent, type ShimBridge } from '../rules/iptables.js';
 import { DEFAULT_INSTANCE, ownerFor, type Owner } from '../owner.js';
 import type { Firewall } from '../types.js';
 import type { Runner } from './exec.js';
 
 /**
- * nftables for everything tsbridge decides; iptables (whichever variant the
- * host's `iptables` is, the same one Docker uses) only for the accept shim
- * that gets tsbridge's traffic past a DROP policy on FORWARD.
+ * nftables for everything tsbridge decides; iptables (the variant holding
+ * Docker's chains: iptables-variant.ts picks the commands) only for the accept
+ * shim that gets tsbridge's traffic past a DROP policy on FORWARD, and through
+ * Docker's isolation from its own bridge networks (rules/iptables.ts).
+ *
+ * Outside its own two nftables tables and its own iptables chain, the only
+ * thing tsbridge ever writes is the one jump to that chain, present while it
+ * has networks. It never changes a policy, and never another program's rule.
  */
 export class NftFirewall implements Firewall {
   constructor(
@@ -21,15 +26,24 @@ export class NftFirewall implements Firewall {
 
   async applyAll(view: FirewallView): Promise<void> {
     await this.runner.run('nft', ['-f', '-'], { input: fullRuleset(view, this.owner.table) });
-    const live = view.networks.filter((n) => n.phase !== 'deleting');
-    const bridges = live.map((n) => ({ name: n.bridge, internal: n.internal }));
+    await this.refresh(view);
+  }
+
+  /**
+   * Brings the forward shim (both families) to what the view needs, writing only what differs:
+   * cheap enough to run periodically, so the shim follows what dockerd did since — its
+   * DOCKER-USER and isolation chains appearing after tsbridge started (boot order), a jump
+   * lost to someone's flush.
+   */
+  async refresh(view: FirewallView): Promise<void> {
+    const bridges = view.networks.filter((n) => n.phase !== 'deleting').map((n) => ({ name: n.bridge, internal: n.internal }));
     for (const bin of [this.iptables.v4, this.iptables.v6]) {
       await this.applyShim(bin, bridges);
     }
   }
 
-  async applyEndpoint(ep: EndpointRecord, net: NetworkRecord, op: 'add' | 'delete'): Promise<void> {
-    const script = endpointDelta(ep, net, op, this.owner.table);
+  async applyEndpoint(ep: EndpointRecord, net: NetworkRecord, op: 'add' | 'delete', scope: 'all' | 'ports' = 'all'): Promise<void> {
+    const script = endpointDelta(ep, net, op, this.owner.table, scope);
     if (script) await this.runner.run('nft', ['-f', '-'], { input: script });
   }
 
@@ -59,30 +73,39 @@ export class NftFirewall implements Firewall {
     }
   }
 
-  /** Rewrites TSBRIDGE-FORWARD and makes sure it is jumped to; removes both when no bridge is left. */
-  private async applyShim(bin: string, bridges: { name: string; internal: boolean }[]): Promise<void> {
+  /**
+   * Makes TSBRIDGE-FORWARD hold the rules for these bridges and be jumped to from exactly one
+   * place; removes the jump and the chain when no bridge is left. Touches no other rule.
+   */
+  private async applyShim(bin: string, bridges: ShimBridge[]): Promise<void> {
     const chain = this.owner.forwardChain;
-    const probe = await this.runner.run(bin, ['-w', '5', '-t', 'filter', '-S'], { allowFail: true });
+    const ipt = (args: string[]) => this.runner.run(bin, ['-w', '5', '-t', 'filter', ...args]);
+    const probe = await this.runner.run(bin, ['-w', '5', '-t', 'filter', '-S'], { allowFail: true }).catch((e: unknown) => ({
+      exitCode: -1, stdout: '', stderr: e instanceof Error ? e.message : String(e),
+    }));
     if (probe.exitCode !== 0) {
       this.log.debug('iptables not usable; skipping forward shim', { bin, stderr: probe.stderr });
       return;
     }
-    const rules = probe.stdout.split('\n');
-    const parent = rules.includes('-N DOCKER-USER') ? 'DOCKER-USER' : 'FORWARD';
-    const jumps = rules.filter((r) => r.endsWith(`-j ${chain}`)).map((r) => r.split(' ')[1]!);
-    const chainExists = rules.includes(`-N ${chain}`);
+    const view = parseFilterRules(probe.stdout);
+    const jumps = view.rules.filter((r) => r.endsWith(` -j ${chain}`)).map((r) => r.split(' ')[1]!);
     if (bridges.length === 0) {
       for (const p of jumps) await this.runner.run(bin, ['-w', '5', '-t', 'filter', '-D', p, '-j', chain], { allowFail: true });
-      if (chainExists) {
+      if (view.chains.has(chain)) {
         await this.runner.run(bin, ['-w', '5', '-t', 'filter', '-F', chain], { allowFail: true });
         await this.runner.run(bin, ['-w', '5', '-t', 'filter', '-X', chain], { allowFail: true });
       }
       return;
     }
-    await this.runner.run(`${bin}-restore`, ['-w', '5', '--noflush'], { input: forwardChainRestore(bridges, chain) });
-    if (!jumps.includes(parent)) {
-      await this.runner.run(bin, ['-w', '5', '-t', 'filter', '-I', parent, '1', '-j', chain]);
+    const isolation = DOCKER_ISOLATION_CHAINS.filter((c) => view.chains.has(c));
+    const want = forwardChainRules(bridges, chain, isolation);
+    const have = view.rules.filter((r) => r.startsWith(`-A ${chain} `));
+    if (!view.chains.has(chain) || want.join('\n') !== have.join('\n')) {
+      await this.runner.run(`${bin}-restore`, ['-w', '5', '--noflush'], { input: forwardChainRestore(bridges, chain, isolation) });
     }
+    const parent = shimParent(view);
+    for (const p of jumps.filter((j) => j !== parent)) await ipt(['-D', p, '-j', chain]); // FORWARD, before dockerd made DOCKER-USER
+    if (!jumps.includes(parent)) await ipt(['-I', parent, String(jumpPosition(view, parent)), '-j', chain]);
   }
 }
 
