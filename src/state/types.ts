@@ -46,6 +46,20 @@ export interface NetworkOptions {
   enableIpv6: boolean;
 }
 
+/** What a network gets for every option the user did not set (Docker's bridge defaults). */
+export const NETWORK_DEFAULTS: Omit<NetworkOptions, 'bridge'> = {
+  bridgeNamedByUser: false,
+  mtu: 1500,
+  internal: false,
+  icc: true,
+  masquerade: true,
+  hostBindingIpv4: '',
+  snatIpv4: '',
+  inhibitIpv4: false,
+  ifacePrefix: 'eth',
+  enableIpv6: false,
+};
+
 export interface NetworkRecord extends NetworkOptions {
   id: string;
   phase: Phase;

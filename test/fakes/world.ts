@@ -11,7 +11,7 @@ import type { DefaultPool } from '../../src/ipam/types.js';
 import type { EndpointSpec, NetworkSpec, PortRequest } from '../../src/protocol/network.js';
 import { Db } from '../../src/state/db.js';
 import { MemoryStore } from '../../src/state/store.js';
-import { emptyState, type State } from '../../src/state/types.js';
+import { emptyState, NETWORK_DEFAULTS, type State } from '../../src/state/types.js';
 import { FakeHost } from './host.js';
 import { FakeKernel } from './kernel.js';
 
@@ -69,18 +69,9 @@ export const EP_3 = '33330000000000000000000000000000000000000000000000000000000
 export function networkSpec(over: Partial<NetworkSpec> = {}): NetworkSpec {
   const id = over.id ?? NET_A;
   return {
+    ...NETWORK_DEFAULTS,
     id,
     bridge: bridgeName(id),
-    bridgeNamedByUser: false,
-    mtu: 1500,
-    internal: false,
-    icc: true,
-    masquerade: true,
-    hostBindingIpv4: '',
-    snatIpv4: '',
-    inhibitIpv4: false,
-    ifacePrefix: 'eth',
-    enableIpv6: false,
     ipv4: [{ subnet: '10.10.0.0/24', gateway: '10.10.0.1/24' }],
     ipv6: [],
     ...over,

@@ -22,7 +22,7 @@ import { silentLogger } from '../../../src/logging.js';
 import type { NetworkSpec, PortRequest } from '../../../src/protocol/network.js';
 import { Db } from '../../../src/state/db.js';
 import { MemoryStore } from '../../../src/state/store.js';
-import { emptyState } from '../../../src/state/types.js';
+import { emptyState, NETWORK_DEFAULTS } from '../../../src/state/types.js';
 import type { Cleanup } from '../../lib/cleanup.js';
 import { createNetns, type Netns } from '../../lib/netns.js';
 import { sh, shOk } from '../../lib/run.js';
@@ -250,17 +250,9 @@ export class Lab {
     const net6 = opts.v6 ? `fd5e:${this.v6Base}:${n + 1}` : null;
     const { v6: _v6, ...rest } = opts;
     const spec: NetworkSpec = {
+      ...NETWORK_DEFAULTS,
       id,
       bridge: bridgeName(id),
-      bridgeNamedByUser: false,
-      mtu: 1500,
-      internal: false,
-      icc: true,
-      masquerade: true,
-      hostBindingIpv4: '',
-      snatIpv4: '',
-      inhibitIpv4: false,
-      ifacePrefix: 'eth',
       enableIpv6: !!opts.v6,
       ...rest,
       ipv4: [{ subnet: `${net4}.0/24`, gateway: `${net4}.1/24` }],
