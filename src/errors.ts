@@ -1,46 +1,44 @@
 /**
  * The one catalogue of tsbridge errors. Every failure a caller can see has a
- * code here, a message template and an HTTP status. The protocol edge maps a
+ * code here and a message template. The protocol edge maps a
  * TsbridgeError to Docker's `{"Err"}` / `{"Error"}` replies in one place
  * (src/server/reply.ts); nothing else formats errors for Docker.
  */
 export const ERRORS = {
-  BAD_REQUEST: { status: 400, message: 'malformed request: {detail}' },
-  BAD_OPTION: { status: 400, message: 'invalid option {option}={value}: {detail}' },
-  UNSUPPORTED_OPTION: { status: 400, message: 'option {option} is not supported by tsbridge' },
-  BAD_CIDR: { status: 400, message: 'invalid {what} "{value}": {detail}' },
-  BAD_ADDRESS: { status: 400, message: 'invalid address "{value}": {detail}' },
-  POOL_OVERLAP: { status: 409, message: 'subnet {pool} overlaps {other}' },
-  NO_FREE_POOL: { status: 409, message: 'no free {family} pool left in the default pools ({pools})' },
-  UNKNOWN_POOL: { status: 404, message: 'unknown address pool {poolId}' },
-  ADDRESS_OUT_OF_POOL: { status: 400, message: 'address {address} is not in pool {pool}' },
-  ADDRESS_IN_USE: { status: 409, message: 'address {address} is already in use in pool {pool}' },
-  POOL_EXHAUSTED: { status: 409, message: 'no free address left in pool {pool}{range}' },
-  NETWORK_EXISTS: { status: 409, message: 'network {networkId} already exists with different settings' },
-  UNKNOWN_NETWORK: { status: 404, message: 'unknown network {networkId}' },
-  UNKNOWN_ENDPOINT: { status: 404, message: 'unknown endpoint {endpointId} on network {networkId}' },
-  BRIDGE_NAME_IN_USE: { status: 409, message: 'bridge name {name} is already used by network {networkId}' },
-  ENDPOINT_EXISTS: { status: 409, message: 'endpoint {endpointId} already exists with different settings' },
-  PORT_IN_USE: { status: 409, message: 'host port {hostIp}:{port}/{proto} is already allocated{owner}' },
-  NO_FREE_PORT: { status: 409, message: 'no free host port for {proto} in {range}' },
-  KERNEL: { status: 500, message: '{op} failed: {detail}' },
-  TIMEOUT: { status: 500, message: '{op} timed out after {ms} ms' },
-  STATE: { status: 500, message: 'state store: {detail}' },
-  INTERNAL: { status: 500, message: 'internal error: {detail}' },
-} as const satisfies Record<string, { status: number; message: string }>;
+  BAD_REQUEST: { message: 'malformed request: {detail}' },
+  BAD_OPTION: { message: 'invalid option {option}={value}: {detail}' },
+  UNSUPPORTED_OPTION: { message: 'option {option} is not supported by tsbridge' },
+  BAD_CIDR: { message: 'invalid {what} "{value}": {detail}' },
+  BAD_ADDRESS: { message: 'invalid address "{value}": {detail}' },
+  POOL_OVERLAP: { message: 'subnet {pool} overlaps {other}' },
+  NO_FREE_POOL: { message: 'no free {family} pool left in the default pools ({pools})' },
+  UNKNOWN_POOL: { message: 'unknown address pool {poolId}' },
+  ADDRESS_OUT_OF_POOL: { message: 'address {address} is not in pool {pool}' },
+  ADDRESS_IN_USE: { message: 'address {address} is already in use in pool {pool}' },
+  POOL_EXHAUSTED: { message: 'no free address left in pool {pool}{range}' },
+  NETWORK_EXISTS: { message: 'network {networkId} already exists with different settings' },
+  UNKNOWN_NETWORK: { message: 'unknown network {networkId}' },
+  UNKNOWN_ENDPOINT: { message: 'unknown endpoint {endpointId} on network {networkId}' },
+  BRIDGE_NAME_IN_USE: { message: 'bridge name {name} is already used by network {networkId}' },
+  ENDPOINT_EXISTS: { message: 'endpoint {endpointId} already exists with different settings' },
+  PORT_IN_USE: { message: 'host port {hostIp}:{port}/{proto} is already allocated{owner}' },
+  NO_FREE_PORT: { message: 'no free host port for {proto} in {range}' },
+  KERNEL: { message: '{op} failed: {detail}' },
+  TIMEOUT: { message: '{op} timed out after {ms} ms' },
+  STATE: { message: 'state store: {detail}' },
+  INTERNAL: { message: 'internal error: {detail}' },
+} as const satisfies Record<string, { message: string }>;
 
 export type ErrorCode = keyof typeof ERRORS;
 
 export class TsbridgeError extends Error {
   readonly code: ErrorCode;
-  readonly status: number;
   readonly params: Record<string, string | number>;
 
   constructor(code: ErrorCode, params: Record<string, string | number> = {}, options?: { cause?: unknown }) {
     super(formatMessage(code, params), options);
     this.name = 'TsbridgeError';
     this.code = code;
-    this.status = ERRORS[code].status;
     this.params = params;
   }
 }

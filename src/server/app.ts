@@ -4,15 +4,15 @@
  * calls one use case and shapes Docker's reply. Errors go through reply.ts.
  */
 import express, { type Request, type Response } from 'express';
-import { fail, TsbridgeError } from '../errors.js';
+import { TsbridgeError } from '../errors.js';
 import type { Logger } from '../logging.js';
 import { shortId } from '../logging.js';
 import type { DriverService } from '../driver/service.js';
 import type { IpamService } from '../ipam/service.js';
 import { parseCreateEndpoint, parseCreateNetwork, parseIds, parsePortBindings } from '../protocol/network.js';
-import { optionalString, requireObject } from '../protocol/validate.js';
+import { dockerId, optionalString, requireObject } from '../protocol/validate.js';
 import { GATEWAY_REQUEST } from '../protocol/wire.js';
-import { errorReply, type Api } from './reply.js';
+import { errorReply } from './reply.js';
 
 type Handler = (body: Record<string, unknown>) => Promise<unknown>;
 
@@ -24,38 +24,36 @@ export interface AppDeps {
   implements?: string[];
 }
 
-export function routes(d: AppDeps): Record<string, { api: Api; handler: Handler }> {
-  const nd = (handler: Handler) => ({ api: 'NetworkDriver' as const, handler });
-  const ipam = (handler: Handler) => ({ api: 'IpamDriver' as const, handler });
+export function routes(d: AppDeps): Record<string, Handler> {
   const empty = async () => ({});
   return {
-    '/Plugin.Activate': { api: 'Plugin', handler: async () => ({ Implements: d.implements ?? ['NetworkDriver', 'IpamDriver'] }) },
+    '/Plugin.Activate': async () => ({ Implements: d.implements ?? ['NetworkDriver', 'IpamDriver'] }),
 
-    '/NetworkDriver.GetCapabilities': nd(async () => ({ Scope: 'local', ConnectivityScope: 'local' })),
-    '/NetworkDriver.CreateNetwork': nd(async (b) => {
+    '/NetworkDriver.GetCapabilities': async () => ({ Scope: 'local', ConnectivityScope: 'local' }),
+    '/NetworkDriver.CreateNetwork': async (b) => {
       await d.driver.createNetwork(parseCreateNetwork(b));
       return {};
-    }),
-    '/NetworkDriver.DeleteNetwork': nd(async (b) => {
-      await d.driver.deleteNetwork(idOf(b, 'NetworkID'));
+    },
+    '/NetworkDriver.DeleteNetwork': async (b) => {
+      await d.driver.deleteNetwork(dockerId(b.NetworkID, 'NetworkID'));
       return {};
-    }),
-    '/NetworkDriver.CreateEndpoint': nd(async (b) => {
+    },
+    '/NetworkDriver.CreateEndpoint': async (b) => {
       const spec = parseCreateEndpoint(b);
       const { mac } = await d.driver.createEndpoint(spec);
       // Only fields Docker left empty may be returned; echoing a set one fails the call.
       return { Interface: spec.mac ? null : { MacAddress: mac } };
-    }),
-    '/NetworkDriver.DeleteEndpoint': nd(async (b) => {
+    },
+    '/NetworkDriver.DeleteEndpoint': async (b) => {
       const { networkId, endpointId } = parseIds(b);
       await d.driver.deleteEndpoint(networkId, endpointId);
       return {};
-    }),
-    '/NetworkDriver.EndpointOperInfo': nd(async (b) => {
+    },
+    '/NetworkDriver.EndpointOperInfo': async (b) => {
       const { networkId, endpointId } = parseIds(b);
       return { Value: d.driver.endpointInfo(networkId, endpointId) };
-    }),
-    '/NetworkDriver.Join': nd(async (b) => {
+    },
+    '/NetworkDriver.Join': async (b) => {
       const { networkId, endpointId } = parseIds(b);
       const j = await d.driver.join(networkId, endpointId);
       const reply: Record<string, unknown> = {
@@ -66,59 +64,54 @@ export function routes(d: AppDeps): Record<string, { api: Api; handler: Handler 
       if (j.gateway) reply.Gateway = j.gateway;
       if (j.gatewayIpv6) reply.GatewayIPv6 = j.gatewayIpv6;
       return reply;
-    }),
-    '/NetworkDriver.Leave': nd(async (b) => {
+    },
+    '/NetworkDriver.Leave': async (b) => {
       const { networkId, endpointId } = parseIds(b);
       await d.driver.leave(networkId, endpointId);
       return {};
-    }),
-    '/NetworkDriver.ProgramExternalConnectivity': nd(async (b) => {
+    },
+    '/NetworkDriver.ProgramExternalConnectivity': async (b) => {
       const { networkId, endpointId } = parseIds(b);
       await d.driver.programExternalConnectivity(networkId, endpointId, parsePortBindings(b.Options));
       return {};
-    }),
-    '/NetworkDriver.RevokeExternalConnectivity': nd(async (b) => {
+    },
+    '/NetworkDriver.RevokeExternalConnectivity': async (b) => {
       const { networkId, endpointId } = parseIds(b);
       await d.driver.revokeExternalConnectivity(networkId, endpointId);
       return {};
-    }),
-    '/NetworkDriver.DiscoverNew': nd(empty),
-    '/NetworkDriver.DiscoverDelete': nd(empty),
-    '/NetworkDriver.AllocateNetwork': nd(async () => ({ Options: {} })),
-    '/NetworkDriver.FreeNetwork': nd(empty),
+    },
+    '/NetworkDriver.DiscoverNew': empty,
+    '/NetworkDriver.DiscoverDelete': empty,
+    '/NetworkDriver.AllocateNetwork': async () => ({ Options: {} }),
+    '/NetworkDriver.FreeNetwork': empty,
 
-    '/IpamDriver.GetCapabilities': ipam(async () => ({ RequiresMACAddress: false, RequiresRequestReplay: false })),
-    '/IpamDriver.GetDefaultAddressSpaces': ipam(async () => ({ LocalDefaultAddressSpace: 'local', GlobalDefaultAddressSpace: 'global' })),
-    '/IpamDriver.RequestPool': ipam(async (b) => {
+    '/IpamDriver.GetCapabilities': async () => ({ RequiresMACAddress: false, RequiresRequestReplay: false }),
+    '/IpamDriver.GetDefaultAddressSpaces': async () => ({ LocalDefaultAddressSpace: 'local', GlobalDefaultAddressSpace: 'global' }),
+    '/IpamDriver.RequestPool': async (b) => {
       const r = await d.ipam.requestPool({
         pool: optionalString(b.Pool, 'Pool'),
         subPool: optionalString(b.SubPool, 'SubPool'),
         v6: b.V6 === true,
       });
       return { PoolID: r.poolId, Pool: r.pool, Data: {} };
-    }),
-    '/IpamDriver.ReleasePool': ipam(async (b) => {
+    },
+    '/IpamDriver.ReleasePool': async (b) => {
       await d.ipam.releasePool(optionalString(b.PoolID, 'PoolID'));
       return {};
-    }),
-    '/IpamDriver.RequestAddress': ipam(async (b) => {
+    },
+    '/IpamDriver.RequestAddress': async (b) => {
       const opts = (b.Options ?? {}) as Record<string, unknown>;
       const kind = opts.RequestAddressType === GATEWAY_REQUEST ? 'gateway' : 'endpoint';
       const address = await d.ipam.requestAddress(optionalString(b.PoolID, 'PoolID'), optionalString(b.Address, 'Address'), kind);
       return { Address: address, Data: {} };
-    }),
-    '/IpamDriver.ReleaseAddress': ipam(async (b) => {
+    },
+    '/IpamDriver.ReleaseAddress': async (b) => {
       await d.ipam.releaseAddress(optionalString(b.PoolID, 'PoolID'), optionalString(b.Address, 'Address'));
       return {};
-    }),
+    },
   };
 }
 
-function idOf(b: Record<string, unknown>, field: string): string {
-  const v = b[field];
-  if (typeof v !== 'string' || !/^[0-9a-f]{12,64}$/.test(v)) fail('BAD_REQUEST', { detail: `${field} must be a hex ID` });
-  return v;
-}
 
 export function createApp(d: AppDeps): express.Express {
   const app = express();
@@ -127,8 +120,8 @@ export function createApp(d: AppDeps): express.Express {
   app.use(express.text({ type: () => true, limit: '4mb' }));
   const table = routes(d);
   app.post(/.*/, async (req: Request, res: Response) => {
-    const route = table[req.path];
-    if (!route) {
+    const handler = table[req.path];
+    if (!handler) {
       res.status(404).json({ Err: `unknown call ${req.path}`, Error: `unknown call ${req.path}` });
       return;
     }
@@ -140,13 +133,13 @@ export function createApp(d: AppDeps): express.Express {
       for (const k of ['NetworkID', 'EndpointID', 'PoolID', 'Pool', 'Address'] as const) {
         if (typeof body[k] === 'string' && body[k]) fields[k] = k.endsWith('ID') && k !== 'PoolID' ? shortId(body[k] as string) : body[k];
       }
-      const out = await route.handler(body);
+      const out = await handler(body);
       fields.ms = msSince(started);
       if (!req.path.endsWith('EndpointOperInfo') && !req.path.endsWith('GetCapabilities')) d.log.info('ok', fields);
       else d.log.debug('ok', fields);
       res.status(200).json(out);
     } catch (e) {
-      const { status, body: errBody, message, code } = errorReply(route.api, e);
+      const { status, body: errBody, message, code } = errorReply(e);
       fields.ms = msSince(started);
       d.log.error('failed', { ...fields, code, error: message });
       res.status(status).json(errBody);
