@@ -4,7 +4,11 @@
 // host's dockerd, but a plugin cannot see the host's `update-alternatives` choice. The rootfs
 // carries both variants, each as a directory of links (iptables, ip6tables, *-restore, *-save)
 // under /opt/tsbridge/xtables/<variant>; this module puts the chosen one first on PATH, so every
-// `iptables` the plugin runs is that variant.
+// `iptables` the plugin runs is that variant, and hands its choice to the core in
+// TSBRIDGE_IPTABLES so both agree.
+//
+// The decision itself is the core's (dist/src/kernel/real/iptables-variant.js, the same code
+// a tsbridge outside a plugin runs); only how the two variants are reached is the plugin's.
 //
 // TSBRIDGE_IPTABLES (settable with `docker plugin set`):
 //   auto    (default) the variant that holds more of Docker's chains; on a tie (none at all:
@@ -14,14 +18,15 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, realpathSync } from 'node:fs';
 
+const core = await import(new URL('../dist/src/kernel/real/iptables-variant.js', import.meta.url).href);
+
 const ROOT = process.env.TSBRIDGE_XTABLES_DIR || '/opt/tsbridge/xtables';
-const VARIANTS = ['nft', 'legacy'];
 
 function log(level, message, fields) {
   process.stdout.write(JSON.stringify({ level, message, ...fields, timestamp: new Date().toISOString() }) + '\n');
 }
 
-/** Lines of `iptables-save` (v4) mentioning Docker's chains; -1 when that variant cannot be read. */
+/** Lines of `iptables-save` (v4, all tables) mentioning Docker's chains; -1 when that variant cannot be read. */
 function dockerRules(variant) {
   try {
     const out = execFileSync(`${ROOT}/${variant}/iptables-save`, [], {
@@ -30,7 +35,7 @@ function dockerRules(variant) {
       encoding: 'utf8',
       env: { ...process.env, LC_ALL: 'C' },
     });
-    return out.split('\n').filter((l) => /\bDOCKER\b|DOCKER-USER|DOCKER-ISOLATION/.test(l)).length;
+    return core.dockerLines(out);
   } catch {
     return -1;
   }
@@ -45,23 +50,15 @@ function builtDefault() {
   }
 }
 
-const wanted = (process.env.TSBRIDGE_IPTABLES || 'auto').trim().toLowerCase();
-let variant;
-let why;
-if (VARIANTS.includes(wanted)) {
-  variant = wanted;
-  why = 'TSBRIDGE_IPTABLES';
-} else if (wanted === 'auto') {
-  const nft = dockerRules('nft');
-  const legacy = dockerRules('legacy');
-  // Both can hold rules after a host switched variants: the one with more of Docker's wins.
-  if (legacy > 0 && legacy > nft) [variant, why] = ['legacy', `Docker's chains are in iptables-legacy (${legacy} lines; nft ${nft})`];
-  else if (nft > 0 && nft > legacy) [variant, why] = ['nft', `Docker's chains are in iptables-nft (${nft} lines; legacy ${legacy})`];
-  else [variant, why] = [builtDefault(), `no clear answer (nft ${nft}, legacy ${legacy} lines): rootfs default`];
-} else {
-  console.error(`tsbridge: TSBRIDGE_IPTABLES must be auto, nft or legacy (got "${process.env.TSBRIDGE_IPTABLES}")`);
+let setting;
+try {
+  setting = core.iptablesSetting(process.env);
+} catch (e) {
+  console.error(`tsbridge: ${e.message}`);
   process.exit(2);
 }
+const counts = setting === 'auto' ? { nft: dockerRules('nft'), legacy: dockerRules('legacy') } : { nft: -1, legacy: -1 };
+const { variant, why } = core.chooseVariant(setting, counts, builtDefault());
 
 const dir = `${ROOT}/${variant}`;
 if (!existsSync(`${dir}/iptables`)) {
@@ -69,4 +66,5 @@ if (!existsSync(`${dir}/iptables`)) {
   process.exit(2);
 }
 process.env.PATH = `${dir}:${process.env.PATH || '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'}`;
+process.env[core.IPTABLES_ENV] = variant;
 log('info', 'iptables variant', { variant, why });

@@ -2,7 +2,7 @@
 import { fail } from '../errors.js';
 import { canonicalPrefix, parsePrefix } from '../ipam/addr.js';
 import { bridgeName } from '../driver/names.js';
-import type { NetworkOptions, PortMapping, Subnet } from '../state/types.js';
+import { NETWORK_DEFAULTS as D, type NetworkOptions, type PortMapping, type Subnet } from '../state/types.js';
 import {
   dockerId, goBool, hostAddress, interfaceCidr, interfaceName, ipv4Address, macAddress, mtu, optionalString, port, proto, requireObject,
 } from './validate.js';
@@ -14,7 +14,11 @@ export interface NetworkSpec extends NetworkOptions {
   ipv6: Subnet[];
 }
 
-/** Every `-o` option tsbridge understands. Anything else is refused by name. */
+/**
+ * Every `-o` option tsbridge understands (docs/options.md, side by side with Docker's bridge).
+ * Anything else is refused by name: a silently ignored option — a security one above all — is
+ * worse than an error.
+ */
 export const NETWORK_OPTIONS = {
   BRIDGE_NAME: 'com.docker.network.bridge.name',
   MTU: 'com.docker.network.driver.mtu',
@@ -27,6 +31,13 @@ export const NETWORK_OPTIONS = {
 } as const;
 
 const KNOWN = new Set<string>(Object.values(NETWORK_OPTIONS));
+
+/**
+ * The prefix of tsbridge's own options, should it ever have any (it has none today: Docker's
+ * names cover what it does). A key under it that this version does not know is refused, on a
+ * network or an endpoint, like any other unknown option.
+ */
+export const TSBRIDGE_OPTION_PREFIX = 'io.tsbridge.';
 
 export function parseCreateNetwork(body: unknown): NetworkSpec {
   const b = requireObject(body);
@@ -57,15 +68,15 @@ export function parseCreateNetwork(body: unknown): NetworkSpec {
     id,
     bridge: bridge !== undefined ? interfaceName(bridge, NETWORK_OPTIONS.BRIDGE_NAME) : bridgeName(id),
     bridgeNamedByUser: bridge !== undefined,
-    mtu: mtuStr !== undefined ? mtu(mtuStr, NETWORK_OPTIONS.MTU) : 1500,
-    internal: options[OPT_INTERNAL] === undefined ? false : goBool(options[OPT_INTERNAL], OPT_INTERNAL),
-    icc: boolOpt(NETWORK_OPTIONS.ICC, true),
-    masquerade: boolOpt(NETWORK_OPTIONS.MASQUERADE, true),
-    hostBindingIpv4: hostBinding !== undefined && hostBinding !== '0.0.0.0' ? ipv4Address(hostBinding, NETWORK_OPTIONS.HOST_BINDING_IPV4) : '',
-    snatIpv4: snat !== undefined ? ipv4Address(snat, NETWORK_OPTIONS.HOST_IPV4) : '',
-    inhibitIpv4: boolOpt(NETWORK_OPTIONS.INHIBIT_IPV4, false),
-    ifacePrefix: prefix ?? 'eth',
-    enableIpv6: options[OPT_ENABLE_IPV6] === undefined ? false : goBool(options[OPT_ENABLE_IPV6], OPT_ENABLE_IPV6),
+    mtu: mtuStr !== undefined ? mtu(mtuStr, NETWORK_OPTIONS.MTU) : D.mtu,
+    internal: options[OPT_INTERNAL] === undefined ? D.internal : goBool(options[OPT_INTERNAL], OPT_INTERNAL),
+    icc: boolOpt(NETWORK_OPTIONS.ICC, D.icc),
+    masquerade: boolOpt(NETWORK_OPTIONS.MASQUERADE, D.masquerade),
+    hostBindingIpv4: hostBinding !== undefined && hostBinding !== '0.0.0.0' ? ipv4Address(hostBinding, NETWORK_OPTIONS.HOST_BINDING_IPV4) : D.hostBindingIpv4,
+    snatIpv4: snat !== undefined ? ipv4Address(snat, NETWORK_OPTIONS.HOST_IPV4) : D.snatIpv4,
+    inhibitIpv4: boolOpt(NETWORK_OPTIONS.INHIBIT_IPV4, D.inhibitIpv4),
+    ifacePrefix: prefix ?? D.ifacePrefix,
+    enableIpv6: options[OPT_ENABLE_IPV6] === undefined ? D.enableIpv6 : goBool(options[OPT_ENABLE_IPV6], OPT_ENABLE_IPV6),
     ipv4: parseIpamData(b.IPv4Data, 4),
     ipv6: parseIpamData(b.IPv6Data, 6),
   };
@@ -99,8 +110,23 @@ export interface EndpointSpec {
   mac: string | null;
 }
 
+/**
+ * CreateEndpoint. Its Options mix what Docker itself adds (port bindings, exposed ports, and on
+ * newer engines keys such as com.docker.network.endpoint.*) with the user's `--driver-opt`
+ * values, so unknown keys cannot all be refused. tsbridge has no endpoint option of its own;
+ * refused by name are keys under its prefix and network options given per endpoint (they
+ * would otherwise look applied, and are not).
+ */
 export function parseCreateEndpoint(body: unknown): EndpointSpec {
   const b = requireObject(body);
+  const opts = b.Options ?? {};
+  if (typeof opts !== 'object' || opts === null || Array.isArray(opts)) fail('BAD_REQUEST', { detail: 'Options must be an object' });
+  for (const [key, value] of Object.entries(opts)) {
+    if (key.startsWith(TSBRIDGE_OPTION_PREFIX)) fail('UNSUPPORTED_OPTION', { option: key });
+    if (KNOWN.has(key)) {
+      fail('BAD_OPTION', { option: key, value: String(value), detail: 'a network option: set it with docker network create -o, not per endpoint' });
+    }
+  }
   const iface = (b.Interface ?? {}) as Record<string, unknown>;
   const addr = optionalString(iface.Address, 'Interface.Address');
   const addr6 = optionalString(iface.AddressIPv6, 'Interface.AddressIPv6');

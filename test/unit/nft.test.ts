@@ -1,10 +1,12 @@
 /**
  * Golden tests of the pure rule builders: the nft script for a whole view,
- * one endpoint's delta, the map elements of published ports, and the
- * iptables-restore input of the FORWARD shim.
+ * one endpoint's delta, the map elements of published ports, anti-spoofing,
+ * and the iptables side of the FORWARD shim.
  */
-import { endpointDelta, fullRuleset, portElements, type FirewallView } from '../../src/kernel/rules/nft.js';
-import { forwardChainRestore } from '../../src/kernel/rules/iptables.js';
+import { BASE_CHAINS, endpointDelta, fullRuleset, guardElements, linkLocal, portElements, type FirewallView } from '../../src/kernel/rules/nft.js';
+import {
+  forwardChainRestore, forwardChainRules, jumpPosition, parseFilterSave, shimParent,
+} from '../../src/kernel/rules/iptables.js';
 import type { EndpointRecord, NetworkRecord, PortMapping } from '../../src/state/types.js';
 
 function network(over: Partial<NetworkRecord> & { id: string; bridge: string }): NetworkRecord {
@@ -172,8 +174,60 @@ describe('fullRuleset', () => {
 
   test('icc=false: the ready endpoints of that network are in no_icc, others are not', () => {
     expect(script).toContain('  set no_icc {\n    type ifname\n    elements = { "tsve1e1e1e1e1e1", "tsve2e2e2e2e2e2" }\n  }');
-    expect(script).not.toContain('tsve3e3e3e3e3e3');
-    expect(script).not.toContain('tsve4e4e4e4e4e4');
+    expect(script).not.toContain('tsve4e4e4e4e4e4'); // not ready: in no set at all
+  });
+
+  test('internal networks: nothing from their bridge reaches the host but replies (and neighbour discovery)', () => {
+    expect(script).toContain(
+      [
+        '  chain input {',
+        '    type filter hook input priority filter - 1; policy accept;',
+        '    iifname "tsb-internal" ct state established,related accept',
+        '    iifname "tsb-internal" icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept',
+        '    iifname "tsb-internal" drop',
+        '  }',
+      ].join('\n'),
+    );
+    const open = network({ id: 'dddd04', bridge: 'tsb-open', ipv4: [{ subnet: '10.4.0.0/24', gateway: '10.4.0.1/24' }] });
+    expect(fullRuleset({ networks: [open], endpoints: [] })).not.toContain('chain input');
+  });
+
+  test('anti-spoofing: every ready endpoint of every network is guarded, with its MAC and addresses', () => {
+    const set = (name: string) => new RegExp(`  set ${name} \\{\\n    (type|typeof) [^\\n]+\\n    elements = \\{ ([^}]*) \\}`).exec(script)?.[2];
+    expect(set('guarded')).toBe('"tsve1e1e1e1e1e1", "tsve2e2e2e2e2e2", "tsve3e3e3e3e3e3"');
+    expect(set('mac')).toBe('"tsve1e1e1e1e1e1" . 02:00:00:00:00:01, "tsve2e2e2e2e2e2" . 02:00:00:00:00:01, "tsve3e3e3e3e3e3" . 02:00:00:00:00:01');
+    expect(set('addr4')).toBe('"tsve1e1e1e1e1e1" . 10.2.0.2, "tsve2e2e2e2e2e2" . 10.2.0.3, "tsve3e3e3e3e3e3" . 10.1.0.2');
+    expect(set('addr6')).toBe('"tsve1e1e1e1e1e1" . fd00:2::2');
+    expect(script).toContain('  set nd_target {\n    typeof iifname . @th,64,128\n');
+    const chain = script.slice(script.indexOf('  chain prerouting {', script.indexOf('table bridge tsbridge {')));
+    expect(chain.slice(0, chain.indexOf('  }'))).toBe(
+      [
+        '  chain prerouting {',
+        '    type filter hook prerouting priority filter; policy accept;',
+        '    iifname != @guarded accept',
+        '    iifname . ether saddr != @mac drop',
+        '    iifname . arp saddr ether != @mac drop',
+        '    arp saddr ip 0.0.0.0 accept',
+        '    iifname . arp saddr ip @addr4 accept',
+        '    iifname . ip saddr @addr4 accept',
+        '    icmpv6 type { nd-router-advert, nd-redirect } drop',
+        '    icmpv6 type nd-neighbor-advert iifname . @th,64,128 != @nd_target drop',
+        '    iifname . ip6 saddr @addr6 accept',
+        '    ip6 saddr { ::, fe80::/10 } accept',
+        '    drop',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  test('every base chain is declared with the hook and priority BASE_CHAINS documents', () => {
+    for (const c of BASE_CHAINS) {
+      const table = script.slice(script.indexOf(`table ${c.family} tsbridge {`));
+      const body = table.slice(table.indexOf(`  chain ${c.chain} {`));
+      expect(body.split('\n')[1]).toMatch(new RegExp(`^    type (filter|nat) hook ${c.hook} priority ${c.spelled.replace(/[-+]/g, '\\$&')}; policy accept;$`));
+    }
+    const declared = script.match(/hook \w+ priority/g)!.length;
+    expect(declared).toBe(BASE_CHAINS.length);
   });
 
   test('does not depend on the order of the view', () => {
@@ -194,15 +248,47 @@ describe('fullRuleset', () => {
   });
 });
 
+describe('guardElements', () => {
+  test("an endpoint's port, MAC and addresses; neighbour advertisements may claim its address and its link-local one", () => {
+    expect(guardElements(web)).toEqual({
+      guarded: ['"tsve1e1e1e1e1e1"'],
+      mac: ['"tsve1e1e1e1e1e1" . 02:00:00:00:00:01'],
+      addr4: ['"tsve1e1e1e1e1e1" . 10.2.0.2'],
+      addr6: ['"tsve1e1e1e1e1e1" . fd00:2::2'],
+      nd_target: ['"tsve1e1e1e1e1e1" . 0xfd000002000000000000000000000002', '"tsve1e1e1e1e1e1" . 0xfe80000000000000000000fffe000001'],
+    });
+  });
+
+  test('the EUI-64 link-local address of a MAC (the universal/local bit flipped, ff:fe in the middle)', () => {
+    expect(linkLocal('02:42:ac:11:00:02').toString(16)).toBe('fe80000000000000' + '0042acfffe110002');
+    expect(linkLocal('00:1b:21:3a:4f:5c').toString(16)).toBe('fe80000000000000' + '021b21fffe3a4f5c');
+  });
+
+  test('no IPv6 address: only the link-local one may be claimed', () => {
+    expect(guardElements(v4only).addr6).toEqual([]);
+    expect(guardElements(v4only).nd_target).toEqual(['"tsve2e2e2e2e2e2" . 0xfe80000000000000000000fffe000001']);
+  });
+});
+
 describe('endpointDelta', () => {
-  test('add: one add per element, then the ICC entry when icc=false', () => {
-    expect(endpointDelta(v4only, isolated, 'add')).toBe(
-      'add element inet tsbridge ports4 { sctp . 9000 : 10.2.0.3 . 9000 }\n' + 'add element bridge tsbridge no_icc { "tsve2e2e2e2e2e2" }\n',
-    );
+  const guardAdd = (veth: string, ip: string) => [
+    `add element bridge tsbridge guarded { "${veth}" }`,
+    `add element bridge tsbridge mac { "${veth}" . 02:00:00:00:00:01 }`,
+    `add element bridge tsbridge addr4 { "${veth}" . ${ip} }`,
+    `add element bridge tsbridge nd_target { "${veth}" . 0xfe80000000000000000000fffe000001 }`,
+  ];
+
+  test("add: one add per map, then the endpoint's guard, then the ICC entry when icc=false", () => {
+    expect(endpointDelta(v4only, isolated, 'add').trimEnd().split('\n')).toEqual([
+      'add element inet tsbridge ports4 { sctp . 9000 : 10.2.0.3 . 9000 }',
+      ...guardAdd('tsve2e2e2e2e2e2', '10.2.0.3'),
+      'add element bridge tsbridge no_icc { "tsve2e2e2e2e2e2" }',
+    ]);
   });
 
   test('delete: all elements of a map first added, then deleted by their keys, one statement each', () => {
-    expect(endpointDelta(web, isolated, 'delete').trimEnd().split('\n')).toEqual([
+    const lines = endpointDelta(web, isolated, 'delete').trimEnd().split('\n');
+    expect(lines.slice(0, 8)).toEqual([
       'add element inet tsbridge ports4 { tcp . 8080 : 10.2.0.2 . 80, tcp . 8081 : 10.2.0.2 . 81 }',
       'delete element inet tsbridge ports4 { tcp . 8080, tcp . 8081 }',
       'add element inet tsbridge ports6 { tcp . 8080 : fd00:2::2 . 80, tcp . 8082 : fd00:2::2 . 82 }',
@@ -211,47 +297,105 @@ describe('endpointDelta', () => {
       'delete element inet tsbridge ports4_addr { 127.0.0.1 . udp . 5353 }',
       'add element inet tsbridge ports6_addr { 2001:db8::1 . tcp . 8443 : fd00:2::2 . 443 }',
       'delete element inet tsbridge ports6_addr { 2001:db8::1 . tcp . 8443 }',
-      'add element bridge tsbridge no_icc { "tsve1e1e1e1e1e1" }',
-      'delete element bridge tsbridge no_icc { "tsve1e1e1e1e1e1" }',
     ]);
+    const bridgeSets = lines.slice(8);
+    expect(bridgeSets.map((l) => l.split(' ').slice(0, 5).join(' '))).toEqual(
+      ['guarded', 'mac', 'addr4', 'addr6', 'nd_target', 'no_icc'].flatMap((set) => [`add element bridge tsbridge ${set}`, `delete element bridge tsbridge ${set}`]),
+    );
+    expect(bridgeSets.at(-1)).toBe('delete element bridge tsbridge no_icc { "tsve1e1e1e1e1e1" }');
   });
 
   test('a thousand ports are still one statement per map', () => {
     const many = { ...v4only, ports: Array.from({ length: 1000 }, (_, i) => tcp('', 30000 + i, 80)) };
     const open = network({ id: 'dddd04', bridge: 'tsb-open', ipv4: [{ subnet: '10.4.0.0/24', gateway: '10.4.0.1/24' }] });
-    const lines = endpointDelta(many, open, 'add').trimEnd().split('\n');
+    const lines = endpointDelta(many, open, 'add').trimEnd().split('\n').filter((l) => l.includes(' inet '));
     expect(lines).toHaveLength(1);
     expect(lines[0]!.match(/ : 10\.2\.0\.3 \. 80/g)).toHaveLength(1000);
   });
 
-  test('icc=true: only port elements, never the no_icc set (what the port methods rely on)', () => {
-    expect(endpointDelta(web, { ...isolated, icc: true }, 'delete')).not.toContain('no_icc');
+  test("scope 'ports': only port elements, never the bridge table (what the port calls rely on)", () => {
+    const delta = endpointDelta(web, isolated, 'delete', 'tsbridge', 'ports');
+    expect(delta).not.toContain('bridge tsbridge');
+    expect(delta.trimEnd().split('\n')).toHaveLength(8);
+    expect(endpointDelta({ ...v4only, ports: [] }, isolated, 'add', 'tsbridge', 'ports')).toBe('');
   });
 
-  test('icc=true and no ports: nothing to do', () => {
+  test('no ports, icc on: the guard alone', () => {
     const open = network({ id: 'dddd04', bridge: 'tsb-open', ipv4: [{ subnet: '10.4.0.0/24', gateway: '10.4.0.1/24' }] });
-    expect(endpointDelta({ ...v4only, networkId: 'dddd04', ports: [] }, open, 'add')).toBe('');
-    expect(endpointDelta({ ...v4only, networkId: 'dddd04', ports: [] }, open, 'delete')).toBe('');
+    expect(endpointDelta({ ...v4only, networkId: 'dddd04', ports: [] }, open, 'add').trimEnd().split('\n')).toEqual(guardAdd('tsve2e2e2e2e2e2', '10.2.0.3'));
+  });
+
+  test("another instance's table", () => {
+    expect(endpointDelta(v4only, isolated, 'add', 'tsbridge_x')).not.toMatch(/ tsbridge /);
   });
 });
 
-describe('forwardChainRestore', () => {
-  test('rewrites the chain with an accept per bridge, sorted; internal bridges only within themselves', () => {
+describe('forward shim (iptables)', () => {
+  test('rewrites the chain with accepts per bridge, sorted; internal bridges only within themselves', () => {
     expect(forwardChainRestore([{ name: 'tsb-zz', internal: false }, { name: 'tsb-aa', internal: true }])).toBe(
       [
         '*filter',
         ':TSBRIDGE-FORWARD - [0:0]',
         '-F TSBRIDGE-FORWARD',
         '-A TSBRIDGE-FORWARD -i tsb-aa -o tsb-aa -j ACCEPT',
-        '-A TSBRIDGE-FORWARD -i tsb-zz -j ACCEPT',
         '-A TSBRIDGE-FORWARD -o tsb-zz -j ACCEPT',
+        '-A TSBRIDGE-FORWARD -i tsb-zz -j ACCEPT',
         'COMMIT',
         '',
       ].join('\n'),
     );
   });
 
+  test("with Docker's isolation chains: out of a bridge only DNATed traffic skips them, the rest goes through both first", () => {
+    expect(forwardChainRules([{ name: 'tsb-zz', internal: false }, { name: 'tsb-aa', internal: true }], 'C', ['DOCKER-ISOLATION-STAGE-1', 'DOCKER-ISOLATION-STAGE-2'])).toEqual([
+      '-A C -i tsb-aa -o tsb-aa -j ACCEPT',
+      '-A C -o tsb-zz -j ACCEPT',
+      '-A C -i tsb-zz -m conntrack --ctstate DNAT -j ACCEPT',
+      '-A C -i tsb-zz -j DOCKER-ISOLATION-STAGE-1',
+      '-A C -i tsb-zz -j DOCKER-ISOLATION-STAGE-2',
+      '-A C -i tsb-zz -j ACCEPT',
+    ]);
+  });
+
   test('no bridges: an empty chain', () => {
     expect(forwardChainRestore([])).toBe('*filter\n:TSBRIDGE-FORWARD - [0:0]\n-F TSBRIDGE-FORWARD\nCOMMIT\n');
+  });
+
+  const save = [
+    '# Generated by iptables-save v1.8.9 (nf_tables)',
+    '*nat',
+    ':PREROUTING ACCEPT [0:0]',
+    ':DOCKER - [0:0]',
+    '-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER',
+    'COMMIT',
+    '*filter',
+    ':INPUT ACCEPT [0:0]',
+    ':FORWARD DROP [12:720]',
+    ':DOCKER-USER - [0:0]',
+    ':DOCKER-ISOLATION-STAGE-2 - [0:0]',
+    '-A FORWARD -j DOCKER-USER',
+    '-A DOCKER-USER -s 198.51.100.0/24 -j DROP',
+    '-A DOCKER-USER -j RETURN',
+    'COMMIT',
+  ].join('\n');
+
+  test('reads the filter table of an iptables-save listing, and only it', () => {
+    const v = parseFilterSave(save)!;
+    expect([...v.chains]).toEqual(['INPUT', 'FORWARD', 'DOCKER-USER', 'DOCKER-ISOLATION-STAGE-2']);
+    expect(v.rules).toEqual(['-A FORWARD -j DOCKER-USER', '-A DOCKER-USER -s 198.51.100.0/24 -j DROP', '-A DOCKER-USER -j RETURN']);
+    expect(parseFilterSave('*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n')).toBeNull();
+    expect(parseFilterSave('')).toBeNull();
+  });
+
+  test("the jump goes into DOCKER-USER after the operator's rules, before Docker's RETURN; into FORWARD first", () => {
+    const v = parseFilterSave(save)!;
+    expect(shimParent(v)).toBe('DOCKER-USER');
+    expect(jumpPosition(v, 'DOCKER-USER')).toBe(2);
+    expect(jumpPosition({ chains: v.chains, rules: ['-A DOCKER-USER -j RETURN'] }, 'DOCKER-USER')).toBe(1);
+    expect(jumpPosition({ chains: v.chains, rules: ['-A DOCKER-USER -j DROP'] }, 'DOCKER-USER')).toBe(2); // no RETURN: append
+    expect(jumpPosition({ chains: v.chains, rules: [] }, 'DOCKER-USER')).toBe(1);
+    const noDocker = parseFilterSave('*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -j ufw-before-forward\nCOMMIT\n')!;
+    expect(shimParent(noDocker)).toBe('FORWARD');
+    expect(jumpPosition(noDocker, 'FORWARD')).toBe(1);
   });
 });

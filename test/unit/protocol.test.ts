@@ -3,7 +3,8 @@
  * possible) to validated domain values, and every refusal by its code.
  */
 import { isTsbridgeError, type ErrorCode } from '../../src/errors.js';
-import { parseCreateEndpoint, parseCreateNetwork, parsePortBindings } from '../../src/protocol/network.js';
+import { readFileSync } from 'node:fs';
+import { NETWORK_OPTIONS, TSBRIDGE_OPTION_PREFIX, parseCreateEndpoint, parseCreateNetwork, parsePortBindings } from '../../src/protocol/network.js';
 import { recordedOf } from '../fakes/recorded.js';
 
 function errorOf(fn: () => unknown): { code: ErrorCode; message: string } {
@@ -137,7 +138,7 @@ describe('parseCreateNetwork', () => {
     expect(parseCreateNetwork(createNetwork({ 'com.docker.network.bridge.name': 'abcdefghijklmno' })).bridge).toBe('abcdefghijklmno');
   });
 
-  test.each(['com.docker.network.bridge.default_bridge', 'com.docker.network.bridge.gateway_mode_ipv4', 'foo'])(
+  test.each(['com.docker.network.bridge.default_bridge', 'com.docker.network.bridge.gateway_mode_ipv4', 'io.tsbridge.anything', 'foo'])(
     'unknown option %s is UNSUPPORTED_OPTION naming it',
     (option) => {
       const e = errorOf(() => parseCreateNetwork(createNetwork({ [option]: 'true' })));
@@ -221,6 +222,34 @@ describe('parseCreateEndpoint', () => {
     expect(parseCreateEndpoint({ NetworkID: NET, EndpointID: EP })).toEqual({ networkId: NET, endpointId: EP, ipv4: null, ipv6: null, mac: null });
   });
 
+  test("Docker's own keys and the user's other --driver-opt values pass (tsbridge has no endpoint option)", () => {
+    const options = {
+      'com.docker.network.portmap': [],
+      'com.docker.network.endpoint.exposedports': [],
+      'com.docker.network.endpoint.macaddress': 'AkIKYwAC',
+      'com.docker.network.endpoint.sysctls': 'net.ipv4.conf.IFNAME.log_martians=1',
+      foo: 'bar',
+    };
+    expect(parseCreateEndpoint({ NetworkID: NET, EndpointID: EP, Options: options }).endpointId).toBe(EP);
+    expect(parseCreateEndpoint({ NetworkID: NET, EndpointID: EP, Options: null }).endpointId).toBe(EP);
+  });
+
+  test('a key under tsbridge\'s own prefix is UNSUPPORTED_OPTION naming it', () => {
+    const e = errorOf(() => parseCreateEndpoint({ NetworkID: NET, EndpointID: EP, Options: { 'io.tsbridge.spoof_check': 'false' } }));
+    expect(e).toEqual({ code: 'UNSUPPORTED_OPTION', message: 'option io.tsbridge.spoof_check is not supported by tsbridge' });
+  });
+
+  test('a network option given per endpoint is BAD_OPTION saying where it belongs', () => {
+    const e = errorOf(() => parseCreateEndpoint({ NetworkID: NET, EndpointID: EP, Options: { 'com.docker.network.bridge.enable_icc': 'false' } }));
+    expect(e.code).toBe('BAD_OPTION');
+    expect(e.message).toContain('com.docker.network.bridge.enable_icc=false');
+    expect(e.message).toContain('docker network create -o');
+  });
+
+  test('Options that are not an object are BAD_REQUEST', () => {
+    expect(errorOf(() => parseCreateEndpoint({ NetworkID: NET, EndpointID: EP, Options: ['x'] })).code).toBe('BAD_REQUEST');
+  });
+
   test.each([
     ['an address without prefix length', { Address: '10.99.0.2' }],
     ['an IPv6 address as Address', { Address: 'fd00::2/64' }],
@@ -286,3 +315,17 @@ describe('parsePortBindings', () => {
     expect(errorOf(() => parsePortBindings({ 'com.docker.network.portmap': {} })).code).toBe('BAD_REQUEST');
   });
 });
+
+describe('docs/options.md', () => {
+  const doc = readFileSync(new URL('../../docs/options.md', import.meta.url), 'utf8');
+  const documented = [...doc.matchAll(/^\| `(com\.docker\.network\.[a-z0-9_.]+)` \|/gm)].map((m) => m[1]);
+
+  test('lists every network option tsbridge accepts, and no other', () => {
+    expect(documented.sort()).toEqual(Object.values(NETWORK_OPTIONS).sort());
+  });
+
+  test("names tsbridge's own prefix", () => {
+    expect(doc).toContain(`\`${TSBRIDGE_OPTION_PREFIX}…\``);
+  });
+});
+

@@ -1,7 +1,7 @@
 import type { Logger } from '../../logging.js';
 import type { EndpointRecord, NetworkRecord } from '../../state/types.js';
 import { endpointDelta, fullRuleset, type FirewallView } from '../rules/nft.js';
-import { DOCKER_ISOLATION_CHAINS, forwardChainRestore, forwardChainRules, jumpPosition, parseFilterRules, shimParent, type ShimBridge } from '../rules/iptables.js';
+import { DOCKER_ISOLATION_CHAINS, forwardChainRestore, forwardChainRules, jumpPosition, parseFilterSave, shimParent, type FilterView, type ShimBridge } from '../rules/iptables.js';
 import { DEFAULT_INSTANCE, ownerFor, type Owner } from '../owner.js';
 import type { Firewall } from '../types.js';
 import type { Runner } from './exec.js';
@@ -24,6 +24,11 @@ export class NftFirewall implements Firewall {
     private readonly owner: Owner = ownerFor(DEFAULT_INSTANCE),
   ) {}
 
+  /** The bridges the shim was last brought to (the live networks of the last full view). */
+  private shimBridges: ShimBridge[] = [];
+  /** The last check saw Docker's chains in place (DOCKER-USER and its isolation): nothing more will appear. */
+  private dockerSettled = false;
+
   async applyAll(view: FirewallView): Promise<void> {
     await this.runner.run('nft', ['-f', '-'], { input: fullRuleset(view, this.owner.table) });
     await this.refresh(view);
@@ -31,20 +36,31 @@ export class NftFirewall implements Firewall {
 
   /**
    * Brings the forward shim (both families) to what the view needs, writing only what differs:
-   * cheap enough to run periodically, so the shim follows what dockerd did since — its
-   * DOCKER-USER and isolation chains appearing after tsbridge started (boot order), a jump
-   * lost to someone's flush.
+   * cheap enough to run periodically, so the shim follows what dockerd did since — its filter
+   * table, DOCKER-USER and isolation chains appearing after tsbridge started (boot order), a
+   * jump lost to someone's flush.
    */
   async refresh(view: FirewallView): Promise<void> {
-    const bridges = view.networks.filter((n) => n.phase !== 'deleting').map((n) => ({ name: n.bridge, internal: n.internal }));
-    for (const bin of [this.iptables.v4, this.iptables.v6]) {
-      await this.applyShim(bin, bridges);
-    }
+    this.shimBridges = view.networks.filter((n) => n.phase !== 'deleting').map((n) => ({ name: n.bridge, internal: n.internal }));
+    await this.applyShims();
+  }
+
+  private async applyShims(): Promise<void> {
+    const v4 = await this.applyShim(this.iptables.v4, this.shimBridges);
+    await this.applyShim(this.iptables.v6, this.shimBridges);
+    this.dockerSettled = v4 !== null && v4.chains.has('DOCKER-USER') && DOCKER_ISOLATION_CHAINS.every((c) => v4.chains.has(c));
   }
 
   async applyEndpoint(ep: EndpointRecord, net: NetworkRecord, op: 'add' | 'delete', scope: 'all' | 'ports' = 'all'): Promise<void> {
     const script = endpointDelta(ep, net, op, this.owner.table, scope);
     if (script) await this.runner.run('nft', ['-f', '-'], { input: script });
+    // Until Docker's chains have been seen, each new endpoint re-checks the shim: at boot
+    // tsbridge starts before dockerd, and dockerd's FORWARD DROP and isolation chains appear
+    // just before it starts its containers — which must not wait for the next sweep.
+    // A failure here is not the endpoint's: it is logged, and the next sweep tries again.
+    if (op === 'add' && scope === 'all' && !this.dockerSettled && this.shimBridges.length > 0) {
+      await this.applyShims().catch((e: unknown) => this.log.warn('forward shim re-check failed', { error: e instanceof Error ? e.message : String(e) }));
+    }
   }
 
   /**
@@ -76,18 +92,20 @@ export class NftFirewall implements Firewall {
   /**
    * Makes TSBRIDGE-FORWARD hold the rules for these bridges and be jumped to from exactly one
    * place; removes the jump and the chain when no bridge is left. Touches no other rule.
+   * Returns the filter table as it found it (null: none, or iptables not usable).
    */
-  private async applyShim(bin: string, bridges: ShimBridge[]): Promise<void> {
+  private async applyShim(bin: string, bridges: ShimBridge[]): Promise<FilterView | null> {
     const chain = this.owner.forwardChain;
     const ipt = (args: string[]) => this.runner.run(bin, ['-w', '5', '-t', 'filter', ...args]);
-    const probe = await this.runner.run(bin, ['-w', '5', '-t', 'filter', '-S'], { allowFail: true }).catch((e: unknown) => ({
+    const probe = await this.runner.run(`${bin}-save`, [], { allowFail: true }).catch((e: unknown) => ({
       exitCode: -1, stdout: '', stderr: e instanceof Error ? e.message : String(e),
     }));
     if (probe.exitCode !== 0) {
       this.log.debug('iptables not usable; skipping forward shim', { bin, stderr: probe.stderr });
-      return;
+      return null;
     }
-    const view = parseFilterRules(probe.stdout);
+    const view = parseFilterSave(probe.stdout);
+    if (view === null) return null; // no filter table: nothing blocks forwarding here, nothing of ours can be left
     const jumps = view.rules.filter((r) => r.endsWith(` -j ${chain}`)).map((r) => r.split(' ')[1]!);
     if (bridges.length === 0) {
       for (const p of jumps) await this.runner.run(bin, ['-w', '5', '-t', 'filter', '-D', p, '-j', chain], { allowFail: true });
@@ -95,7 +113,7 @@ export class NftFirewall implements Firewall {
         await this.runner.run(bin, ['-w', '5', '-t', 'filter', '-F', chain], { allowFail: true });
         await this.runner.run(bin, ['-w', '5', '-t', 'filter', '-X', chain], { allowFail: true });
       }
-      return;
+      return view;
     }
     const isolation = DOCKER_ISOLATION_CHAINS.filter((c) => view.chains.has(c));
     const want = forwardChainRules(bridges, chain, isolation);
@@ -106,6 +124,7 @@ export class NftFirewall implements Firewall {
     const parent = shimParent(view);
     for (const p of jumps.filter((j) => j !== parent)) await ipt(['-D', p, '-j', chain]); // FORWARD, before dockerd made DOCKER-USER
     if (!jumps.includes(parent)) await ipt(['-I', parent, String(jumpPosition(view, parent)), '-j', chain]);
+    return view;
   }
 }
 

@@ -54,23 +54,39 @@ export function forwardChainRestore(bridges: ShimBridge[], chain: string = FORWA
   return L.join('\n') + '\n';
 }
 
-/** What `iptables -S` (filter table) shows that the shim depends on. */
+/** What the filter table holds that the shim depends on. */
 export interface FilterView {
-  /** Chains that exist (`-N NAME`, and the built-in ones by their policy lines). */
+  /** Chains that exist, built-in and user-defined. */
   chains: Set<string>;
   /** `-A CHAIN …` lines, in order. */
   rules: string[];
 }
 
-export function parseFilterRules(listing: string): FilterView {
+/**
+ * The filter table of an `iptables-save` listing (all tables), or null when there is none. With
+ * no filter table nothing filters forwarded traffic in that variant and family, so there is
+ * nothing to get past — and tsbridge must not create the table by writing its chain there.
+ * (Listing all tables never creates one; `iptables -S`, `-t filter` may, with legacy.)
+ */
+export function parseFilterSave(save: string): FilterView | null {
+  let inFilter = false;
+  let found = false;
   const chains = new Set<string>();
   const rules: string[] = [];
-  for (const line of listing.split('\n')) {
+  for (const line of save.split('\n')) {
     const t = line.trim();
-    if (t.startsWith('-N ') || t.startsWith('-P ')) chains.add(t.split(' ')[1]!);
-    else if (t.startsWith('-A ')) rules.push(t);
+    if (t.startsWith('*')) {
+      inFilter = t === '*filter';
+      found ||= inFilter;
+    } else if (!inFilter || t === 'COMMIT') {
+      inFilter = inFilter && t !== 'COMMIT';
+    } else if (t.startsWith(':')) {
+      chains.add(t.slice(1).split(' ')[0]!);
+    } else if (t.startsWith('-A ')) {
+      rules.push(t);
+    }
   }
-  return { chains, rules };
+  return found ? { chains, rules } : null;
 }
 
 /** Where the jump to the shim goes: DOCKER-USER when Docker made it, else FORWARD. */

@@ -1,0 +1,144 @@
+/**
+ * NftFirewall's forward shim against canned `iptables-save` listings: what it reads, and the only
+ * writes it makes — its chain and its one jump, never anything else.
+ */
+import type { RunResult, Runner } from '../../src/kernel/real/exec.js';
+import { NftFirewall } from '../../src/kernel/real/firewall.js';
+import type { FirewallView } from '../../src/kernel/rules/nft.js';
+import { silentLogger } from '../../src/logging.js';
+import type { EndpointRecord, NetworkRecord } from '../../src/state/types.js';
+import { NETWORK_DEFAULTS } from '../../src/state/types.js';
+
+/** Answers `iptables-save` / `ip6tables-save` from `saves`, everything else with success; records every call. */
+class ScriptedRunner implements Runner {
+  readonly calls: string[] = [];
+  constructor(public saves: { v4: string; v6: string }) {}
+  async run(cmd: string, args: string[], opts: { input?: string } = {}): Promise<RunResult> {
+    this.calls.push([cmd, ...args].join(' ') + (opts.input ? `\n${opts.input}` : ''));
+    if (cmd === 'iptables-save') return { stdout: this.saves.v4, stderr: '', exitCode: 0 };
+    if (cmd === 'ip6tables-save') return { stdout: this.saves.v6, stderr: '', exitCode: 0 };
+    return { stdout: '', stderr: '', exitCode: 0 };
+  }
+  writes(): string[] {
+    return this.calls.filter((c) => !c.startsWith('iptables-save') && !c.startsWith('ip6tables-save') && !c.startsWith('nft '));
+  }
+}
+
+const DOCKER = [
+  '*filter',
+  ':INPUT ACCEPT [0:0]',
+  ':FORWARD DROP [0:0]',
+  ':OUTPUT ACCEPT [0:0]',
+  ':DOCKER-ISOLATION-STAGE-1 - [0:0]',
+  ':DOCKER-ISOLATION-STAGE-2 - [0:0]',
+  ':DOCKER-USER - [0:0]',
+  '-A FORWARD -j DOCKER-USER',
+  '-A DOCKER-USER -s 198.51.100.7/32 -j DROP',
+  '-A DOCKER-USER -j RETURN',
+  'COMMIT',
+].join('\n');
+
+const net: NetworkRecord = {
+  ...NETWORK_DEFAULTS,
+  id: 'aa01',
+  phase: 'ready',
+  bridge: 'tsb-a',
+  ipv4: [{ subnet: '10.217.40.0/24', gateway: '10.217.40.1/24' }],
+  ipv6: [],
+};
+const view: FirewallView = { networks: [net], endpoints: [] };
+const ep: EndpointRecord = {
+  id: 'e1', networkId: 'aa01', phase: 'ready', hostVeth: 'tsve1', peerVeth: 'tsce1', mac: '02:00:00:00:00:01',
+  ipv4: '10.217.40.2/24', ipv6: null, joined: false, ports: [],
+};
+
+function firewall(r: Runner): NftFirewall {
+  return new NftFirewall(r, silentLogger());
+}
+
+describe('forward shim', () => {
+  test("with Docker's chains: the chain through Docker's isolation, the jump after the operator's rule and before RETURN", async () => {
+    const r = new ScriptedRunner({ v4: DOCKER, v6: '' });
+    await firewall(r).applyAll(view);
+    expect(r.writes()).toEqual([
+      [
+        'iptables-restore -w 5 --noflush',
+        '*filter',
+        ':TSBRIDGE-FORWARD - [0:0]',
+        '-F TSBRIDGE-FORWARD',
+        '-A TSBRIDGE-FORWARD -o tsb-a -j ACCEPT',
+        '-A TSBRIDGE-FORWARD -i tsb-a -m conntrack --ctstate DNAT -j ACCEPT',
+        '-A TSBRIDGE-FORWARD -i tsb-a -j DOCKER-ISOLATION-STAGE-1',
+        '-A TSBRIDGE-FORWARD -i tsb-a -j DOCKER-ISOLATION-STAGE-2',
+        '-A TSBRIDGE-FORWARD -i tsb-a -j ACCEPT',
+        'COMMIT',
+        '',
+      ].join('\n'),
+      'iptables -w 5 -t filter -I DOCKER-USER 2 -j TSBRIDGE-FORWARD',
+    ]);
+  });
+
+  test('a family without a filter table is left alone: nothing to get past, and no table created', async () => {
+    const r = new ScriptedRunner({ v4: '', v6: '*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n' });
+    await firewall(r).applyAll(view);
+    expect(r.writes()).toEqual([]);
+  });
+
+  test('already in place: a refresh only reads', async () => {
+    const placed = DOCKER.replace(':DOCKER-USER - [0:0]', ':DOCKER-USER - [0:0]\n:TSBRIDGE-FORWARD - [0:0]').replace(
+      '-A DOCKER-USER -j RETURN',
+      [
+        '-A DOCKER-USER -j TSBRIDGE-FORWARD',
+        '-A DOCKER-USER -j RETURN',
+        '-A TSBRIDGE-FORWARD -o tsb-a -j ACCEPT',
+        '-A TSBRIDGE-FORWARD -i tsb-a -m conntrack --ctstate DNAT -j ACCEPT',
+        '-A TSBRIDGE-FORWARD -i tsb-a -j DOCKER-ISOLATION-STAGE-1',
+        '-A TSBRIDGE-FORWARD -i tsb-a -j DOCKER-ISOLATION-STAGE-2',
+        '-A TSBRIDGE-FORWARD -i tsb-a -j ACCEPT',
+      ].join('\n'),
+    );
+    const r = new ScriptedRunner({ v4: placed, v6: '' });
+    await firewall(r).refresh(view);
+    expect(r.calls).toEqual(['iptables-save', 'ip6tables-save']);
+  });
+
+  test('a jump left in FORWARD (from before dockerd made DOCKER-USER) moves to DOCKER-USER', async () => {
+    const before = DOCKER.replace('-A FORWARD -j DOCKER-USER', '-A FORWARD -j DOCKER-USER\n-A FORWARD -j TSBRIDGE-FORWARD');
+    const r = new ScriptedRunner({ v4: before, v6: '' });
+    await firewall(r).refresh(view);
+    expect(r.writes().filter((w) => !w.includes('restore'))).toEqual([
+      'iptables -w 5 -t filter -D FORWARD -j TSBRIDGE-FORWARD',
+      'iptables -w 5 -t filter -I DOCKER-USER 2 -j TSBRIDGE-FORWARD',
+    ]);
+  });
+
+  test('no network left: the jump and the chain go, nothing else', async () => {
+    const placed = DOCKER.replace(':DOCKER-USER - [0:0]', ':DOCKER-USER - [0:0]\n:TSBRIDGE-FORWARD - [0:0]').replace(
+      '-A DOCKER-USER -j RETURN',
+      '-A DOCKER-USER -j TSBRIDGE-FORWARD\n-A DOCKER-USER -j RETURN\n-A TSBRIDGE-FORWARD -o tsb-a -j ACCEPT',
+    );
+    const r = new ScriptedRunner({ v4: placed, v6: '' });
+    await firewall(r).applyAll({ networks: [], endpoints: [] });
+    expect(r.writes()).toEqual([
+      'iptables -w 5 -t filter -D DOCKER-USER -j TSBRIDGE-FORWARD',
+      'iptables -w 5 -t filter -F TSBRIDGE-FORWARD',
+      'iptables -w 5 -t filter -X TSBRIDGE-FORWARD',
+    ]);
+  });
+
+  test("new endpoints re-check the shim until Docker's chains have been seen, then no more", async () => {
+    const r = new ScriptedRunner({ v4: '', v6: '' });
+    const fw = firewall(r);
+    await fw.applyAll(view);
+    r.calls.length = 0;
+    await fw.applyEndpoint(ep, net, 'add');
+    expect(r.calls.filter((c) => c.includes('tables-save'))).toEqual(['iptables-save', 'ip6tables-save']); // dockerd not there yet
+    r.saves.v4 = DOCKER; // dockerd started
+    await fw.applyEndpoint({ ...ep, id: 'e2', hostVeth: 'tsve2' }, net, 'add');
+    expect(r.writes().some((w) => w.startsWith('iptables -w 5 -t filter -I DOCKER-USER'))).toBe(true);
+    r.calls.length = 0;
+    await fw.applyEndpoint({ ...ep, id: 'e3', hostVeth: 'tsve3' }, net, 'add');
+    await fw.applyEndpoint(ep, net, 'delete');
+    expect(r.calls.filter((c) => c.includes('tables'))).toEqual([]);
+  });
+});
