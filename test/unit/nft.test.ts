@@ -7,21 +7,12 @@ import { BASE_CHAINS, endpointDelta, fullRuleset, guardElements, linkLocal, port
 import {
   forwardChainRestore, forwardChainRules, jumpPosition, parseFilterSave, shimParent,
 } from '../../src/kernel/rules/iptables.js';
-import type { EndpointRecord, NetworkRecord, PortMapping } from '../../src/state/types.js';
+import { NETWORK_DEFAULTS, type EndpointRecord, type NetworkRecord, type PortMapping } from '../../src/state/types.js';
 
 function network(over: Partial<NetworkRecord> & { id: string; bridge: string }): NetworkRecord {
   return {
+    ...NETWORK_DEFAULTS,
     phase: 'ready',
-    bridgeNamedByUser: false,
-    mtu: 1500,
-    internal: false,
-    icc: true,
-    masquerade: true,
-    hostBindingIpv4: '',
-    snatIpv4: '',
-    inhibitIpv4: false,
-    ifacePrefix: 'eth',
-    enableIpv6: false,
     ipv4: [],
     ipv6: [],
     ...over,
