@@ -15,7 +15,7 @@ export const ERRORS = {
   UNKNOWN_POOL: { message: 'unknown address pool {poolId}' },
   ADDRESS_OUT_OF_POOL: { message: 'address {address} is not in pool {pool}' },
   ADDRESS_IN_USE: { message: 'address {address} is already in use in pool {pool}' },
-  POOL_EXHAUSTED: { message: 'no free address left in pool {pool}{range}' },
+  POOL_EXHAUSTED: { message: 'no free address left in pool {pool}{range}{network}' },
   NETWORK_EXISTS: { message: 'network {networkId} already exists with different settings' },
   UNKNOWN_NETWORK: { message: 'unknown network {networkId}' },
   UNKNOWN_ENDPOINT: { message: 'unknown endpoint {endpointId} on network {networkId}' },

@@ -4,7 +4,7 @@
  * routes (through HostView) so automatic pools never collide with them.
  */
 import { randomBytes } from 'node:crypto';
-import { fail } from '../errors.js';
+import { fail, isTsbridgeError, TsbridgeError } from '../errors.js';
 import type { State } from '../state/types.js';
 import type { Db } from '../state/db.js';
 import { canonicalPrefix, parsePrefix, overlaps, parseAddress } from './addr.js';
@@ -93,7 +93,18 @@ export class IpamService {
     return this.db.tx(async (s) => {
       const rec = s.pools[id];
       if (!rec) fail('UNKNOWN_POOL', { poolId: id });
-      const a = allocateAddress(rec, { address: address || null, kind });
+      let a;
+      try {
+        a = allocateAddress(rec, { address: address || null, kind });
+      } catch (e) {
+        // The IPAM never learns a network's name, but when a tsbridge network uses this
+        // pool its ID tells the user which network is full (`docker network ls` shows it).
+        const net = Object.values(s.networks).find((n) => [...n.ipv4, ...n.ipv6].some((x) => x.subnet === rec.pool));
+        if (net && isTsbridgeError(e, 'POOL_EXHAUSTED')) {
+          throw new TsbridgeError('POOL_EXHAUSTED', { ...e.params, network: ` of network ${net.id.slice(0, 12)}` });
+        }
+        throw e;
+      }
       s.pools[id] = a.pool;
       await this.db.save();
       return a.cidr;

@@ -91,7 +91,7 @@ describe('explicit subnet, gateway, range, aux address and --ip', () => {
     const before = await footprint();
     const r = await dockerOk(['run', '--rm', '--network', net, TEST_IMAGE, 'true']);
     expect(r.exitCode).not.toBe(0);
-    expect(r.stderr).toMatch(/no free address left in pool 10\.212\.20\.0\/24 \(range 10\.212\.20\.128\/30\)/);
+    expect(r.stderr).toMatch(/no free address left in pool 10\.212\.20\.0\/24 \(range 10\.212\.20\.128\/30\) of network [0-9a-f]{12}/);
     expect(await footprint()).toEqual(before);
   });
 

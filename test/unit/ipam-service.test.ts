@@ -7,7 +7,7 @@ import { overlaps, parsePrefix } from '../../src/ipam/addr.js';
 import { IpamService } from '../../src/ipam/service.js';
 import { Db } from '../../src/state/db.js';
 import { FakeHost } from '../fakes/host.js';
-import { makeWorld, type World } from '../fakes/world.js';
+import { makeWorld, NET_A, networkSpec, type World } from '../fakes/world.js';
 
 async function codeOf(p: Promise<unknown>): Promise<ErrorCode> {
   try {
@@ -249,5 +249,24 @@ describe('many requests at once', () => {
     ]);
     expect(Object.keys(w.db.state.pools[poolId]!.allocated)).toHaveLength(100);
     expect(w.store.saved?.pools[poolId]).toEqual(w.db.state.pools[poolId]);
+  });
+});
+
+describe('exhaustion names the network', () => {
+  test('a full pool used by a tsbridge network: the error names that network', async () => {
+    const { poolId } = await w.ipam.requestPool(v4('10.10.0.0/30'));
+    await w.ipam.requestAddress(poolId, '', 'gateway');
+    await w.driver.createNetwork(networkSpec({ ipv4: [{ subnet: '10.10.0.0/30', gateway: '10.10.0.1/30' }] }));
+    await w.ipam.requestAddress(poolId, '', 'endpoint');
+    await expect(w.ipam.requestAddress(poolId, '', 'endpoint')).rejects.toThrow(
+      `no free address left in pool 10.10.0.0/30 of network ${NET_A.slice(0, 12)}`,
+    );
+  });
+
+  test('a full pool no tsbridge network uses (e.g. serving the built-in bridge): the pool alone', async () => {
+    const { poolId } = await w.ipam.requestPool(v4('10.10.1.0/31'));
+    await w.ipam.requestAddress(poolId, '', 'endpoint');
+    await w.ipam.requestAddress(poolId, '', 'endpoint');
+    await expect(w.ipam.requestAddress(poolId, '', 'endpoint')).rejects.toThrow(/no free address left in pool 10\.10\.1\.0\/31$/);
   });
 });
