@@ -14,7 +14,13 @@ export interface Config {
   commandTimeoutMs: number;
   /** Seconds between sweeps for endpoints whose container died unseen (0 = off). */
   gcIntervalSec: number;
+  /** Where sysctls are written (a read-write mount of the host's /proc/sys in a managed plugin). */
+  sysctlRoot: string;
+  /** Which iptables variant the forward shim uses. */
+  iptables: IptablesSetting;
 }
+
+import { iptablesSetting, type IptablesSetting } from './kernel/real/iptables-variant.js';
 
 const LEVELS = ['error', 'warn', 'info', 'debug'] as const;
 
@@ -30,6 +36,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     defaultPools: env.TSBRIDGE_DEFAULT_POOLS ?? '',
     commandTimeoutMs: positiveInt(env, 'TSBRIDGE_COMMAND_TIMEOUT_MS', 10_000),
     gcIntervalSec: nonNegativeInt(env, 'TSBRIDGE_GC_INTERVAL', 30),
+    sysctlRoot: env.TSBRIDGE_SYSCTL_ROOT || '/proc/sys',
+    iptables: iptablesSetting(env),
   };
 }
 

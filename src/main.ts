@@ -13,7 +13,7 @@ import { Db } from './state/db.js';
 import { ExecRunner } from './kernel/real/exec.js';
 import { IpLinks } from './kernel/real/links.js';
 import { NftFirewall } from './kernel/real/firewall.js';
-import { detectIptables, iptablesSetting } from './kernel/real/iptables-variant.js';
+import { detectIptables } from './kernel/real/iptables-variant.js';
 import { ProcSysctl } from './kernel/real/sysctl.js';
 import { ProcHost } from './kernel/real/host.js';
 import type { Kernel } from './kernel/types.js';
@@ -25,17 +25,19 @@ import { DEFAULT_POOLS, parseDefaultPools } from './ipam/pools.js';
 import { createApp } from './server/app.js';
 
 export async function start(config: Config, log: Logger): Promise<{ stop: (signal: string) => Promise<void> }> {
+  // Before anything touches the kernel: another process serving this socket owns this instance.
+  await removeStaleSocket(config.socket, log);
   const store = new FileStore(config.stateDir);
   const state = await store.load(); // a corrupt file throws: never start empty over it
   const db = new Db(store, state);
   const runner = new ExecRunner(config.commandTimeoutMs);
   const owner = ownerFor(instanceFromSocket(config.socket));
-  const iptables = await detectIptables(runner, iptablesSetting());
+  const iptables = await detectIptables(runner, config.iptables);
   log.info('iptables variant', { variant: iptables.variant, commands: [iptables.v4, iptables.v6], why: iptables.why });
   const kernel: Kernel = {
     links: new IpLinks(runner, '/sys/class/net', owner.linkAlias),
     firewall: new NftFirewall(runner, log, { v4: iptables.v4, v6: iptables.v6 }, owner),
-    sysctl: new ProcSysctl(),
+    sysctl: new ProcSysctl(config.sysctlRoot),
   };
   const host = new ProcHost();
   const pools = config.defaultPools.trim() ? parseDefaultPools(config.defaultPools) : DEFAULT_POOLS;
@@ -47,7 +49,6 @@ export async function start(config: Config, log: Logger): Promise<{ stop: (signa
   const report = await reconciler.startup();
   log.info('reconciled', { ...report, ms: Date.now() - t0, networks: Object.keys(db.state.networks).length, endpoints: Object.keys(db.state.endpoints).length });
 
-  await removeStaleSocket(config.socket, log);
   await fs.mkdir(path.dirname(config.socket), { recursive: true });
   const app = createApp({ driver, ipam, log });
   const server: Server = await new Promise((resolve, reject) => {

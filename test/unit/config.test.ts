@@ -10,6 +10,8 @@ describe('loadConfig', () => {
       defaultPools: '',
       commandTimeoutMs: 10_000,
       gcIntervalSec: 30,
+      sysctlRoot: '/proc/sys',
+      iptables: 'auto',
     });
   });
 
@@ -22,6 +24,8 @@ describe('loadConfig', () => {
         TSBRIDGE_DEFAULT_POOLS: '10.210.0.0/16:24',
         TSBRIDGE_COMMAND_TIMEOUT_MS: '2500',
         TSBRIDGE_GC_INTERVAL: '0',
+        TSBRIDGE_SYSCTL_ROOT: '/host/proc/sys',
+        TSBRIDGE_IPTABLES: 'legacy',
       }),
     ).toEqual({
       socket: '/tmp/x/tsb.sock',
@@ -30,6 +34,8 @@ describe('loadConfig', () => {
       defaultPools: '10.210.0.0/16:24',
       commandTimeoutMs: 2500,
       gcIntervalSec: 0,
+      sysctlRoot: '/host/proc/sys',
+      iptables: 'legacy',
     });
   });
 
@@ -71,4 +77,8 @@ describe('loadConfig', () => {
       else process.env.TSBRIDGE_STATE_DIR = saved;
     }
   });
+});
+
+test('a bad TSBRIDGE_IPTABLES is refused by name', () => {
+  expect(() => loadConfig({ TSBRIDGE_IPTABLES: 'iptables-ng' })).toThrow(/TSBRIDGE_IPTABLES must be auto, nft or legacy/);
 });

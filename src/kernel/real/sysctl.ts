@@ -10,7 +10,7 @@ import type { Sysctl } from '../types.js';
  * naming the sysctl the operator must set.
  */
 export class ProcSysctl implements Sysctl {
-  constructor(private readonly root = process.env.TSBRIDGE_SYSCTL_ROOT || '/proc/sys') {}
+  constructor(private readonly root = '/proc/sys') {}
 
   async ensure(key: string, value: string): Promise<void> {
     const file = `${this.root}/${key.replace(/\./g, '/')}`;
