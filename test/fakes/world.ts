@@ -3,6 +3,7 @@
  * and IPAM services over FakeKernel and FakeHost. Plus spec builders so tests
  * state only what they care about.
  */
+import { isTsbridgeError, type ErrorCode } from '../../src/errors.js';
 import { silentLogger } from '../../src/logging.js';
 import { DriverService } from '../../src/driver/service.js';
 import { bridgeName } from '../../src/driver/names.js';
@@ -84,4 +85,15 @@ export function endpointSpec(over: Partial<EndpointSpec> = {}): EndpointSpec {
 
 export function portReq(containerPort: number, hostPort: number, over: Partial<PortRequest> = {}): PortRequest {
   return { proto: 'tcp', containerPort, hostIp: '', hostPort, hostPortEnd: hostPort, ...over };
+}
+
+/** The catalogue code a call fails with (fails the test if the call succeeds or throws something else). */
+export async function codeOf(p: Promise<unknown>): Promise<ErrorCode> {
+  try {
+    await p;
+  } catch (e) {
+    if (isTsbridgeError(e)) return e.code;
+    throw e;
+  }
+  throw new Error('expected the call to fail');
 }

@@ -10,7 +10,7 @@ import { Cleanup } from '../lib/cleanup.js';
 import { listNetns, startPeerRecorder } from '../lib/netns.js';
 import { parsePeerReply } from '../lib/probe.js';
 import { requireRoot } from '../lib/run.js';
-import { Lab, requireLabTools, conntrack, ping, reaches, tcpFrom, udpFrom, type LabEndpoint } from './helpers/lab.js';
+import { Lab, requireLabTools, conntrack, ping, reaches, tcpFrom, udpFrom, type LabEndpoint, seenAs } from './helpers/lab.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -27,12 +27,6 @@ afterAll(async () => {
 });
 
 const T = 45_000;
-
-/** The address the peer recorder answered with. */
-function seenAs(reply: { reply?: string; error?: string }): string {
-  if (reply.reply === undefined) throw new Error(`no answer: ${reply.error}`);
-  return parsePeerReply(reply.reply).address;
-}
 
 async function expectIsolated(a: LabEndpoint, b: LabEndpoint): Promise<void> {
   expect(await ping(a.ns, b.ipv4)).toBe(false);

@@ -11,9 +11,8 @@ import { hostVethName, peerVethName } from '../../src/driver/names.js';
 import { Cleanup } from '../lib/cleanup.js';
 import { waitFor } from '../lib/docker.js';
 import { listNetns, randomId, startPeerRecorder } from '../lib/netns.js';
-import { parsePeerReply } from '../lib/probe.js';
 import { requireRoot, sh } from '../lib/run.js';
-import { Lab, requireLabTools, haveBinary, ping, reaches, tcpFrom } from './helpers/lab.js';
+import { Lab, requireLabTools, haveBinary, ping, reaches, tcpFrom, seenAs } from './helpers/lab.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -30,11 +29,6 @@ afterAll(async () => {
 });
 
 const T = 45_000;
-
-function seenAs(reply: { reply?: string; error?: string }): string {
-  if (reply.reply === undefined) throw new Error(`no answer: ${reply.error}`);
-  return parsePeerReply(reply.reply).address;
-}
 
 /** Everything of H's that tsbridge could have touched. */
 async function snapshot(lab: Lab, v4 = 'iptables', v6 = 'ip6tables') {

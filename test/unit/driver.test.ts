@@ -3,22 +3,12 @@
  * use case leaves in the kernel and the state, and that a failure at any step
  * leaves nothing half-made.
  */
-import { isTsbridgeError, TsbridgeError, type ErrorCode } from '../../src/errors.js';
+import { TsbridgeError } from '../../src/errors.js';
 import { hostVethName, macFromId, peerVethName } from '../../src/driver/names.js';
 import type { KernelMethod } from '../fakes/kernel.js';
 import { emptyState } from '../../src/state/types.js';
 import { FakeHost } from '../fakes/host.js';
-import { EP_1, EP_2, EP_3, NET_A, NET_B, endpointSpec, makeWorld, networkSpec, portReq, type World } from '../fakes/world.js';
-
-async function codeOf(p: Promise<unknown>): Promise<ErrorCode> {
-  try {
-    await p;
-  } catch (e) {
-    if (isTsbridgeError(e)) return e.code;
-    throw e;
-  }
-  throw new Error('expected the call to fail');
-}
+import { codeOf, EP_1, EP_2, EP_3, NET_A, NET_B, endpointSpec, makeWorld, networkSpec, portReq, type World } from '../fakes/world.js';
 
 /** Everything a failed operation must leave as it found: kernel, in-memory state, saved state. */
 function everything(w: World) {

@@ -2,22 +2,12 @@
  * IpamService over Db(MemoryStore) and a FakeHost: pools (explicit and
  * automatic), addresses, releases, and many requests in flight at once.
  */
-import { isTsbridgeError, type ErrorCode } from '../../src/errors.js';
+import { isTsbridgeError } from '../../src/errors.js';
 import { overlaps, parsePrefix } from '../../src/ipam/addr.js';
 import { IpamService } from '../../src/ipam/service.js';
 import { Db } from '../../src/state/db.js';
 import { FakeHost } from '../fakes/host.js';
-import { makeWorld, NET_A, networkSpec, type World } from '../fakes/world.js';
-
-async function codeOf(p: Promise<unknown>): Promise<ErrorCode> {
-  try {
-    await p;
-  } catch (e) {
-    if (isTsbridgeError(e)) return e.code;
-    throw e;
-  }
-  throw new Error('expected the call to fail');
-}
+import { codeOf, makeWorld, NET_A, networkSpec, type World } from '../fakes/world.js';
 
 const v4 = (pool = '', subPool = '') => ({ pool, subPool, v6: false });
 

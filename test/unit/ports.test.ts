@@ -9,7 +9,7 @@ import { conntrackDestPorts } from '../../src/kernel/real/firewall.js';
 import type { PortRequest } from '../../src/protocol/network.js';
 import type { PortMapping } from '../../src/state/types.js';
 import { FakeHost } from '../fakes/host.js';
-import { EP_1, EP_2, NET_A, endpointSpec, makeWorld, networkSpec, portReq, type World } from '../fakes/world.js';
+import { codeOf, EP_1, EP_2, NET_A, endpointSpec, makeWorld, networkSpec, portReq, type World } from '../fakes/world.js';
 
 const req = (over: Partial<PortRequest> = {}): PortRequest => ({ proto: 'tcp', containerPort: 80, hostIp: '', hostPort: 8080, hostPortEnd: 0, ...over });
 const ctx = (over: Partial<PortContext> = {}): PortContext => ({ taken: [], listening: [], ephemeral: [49152, 49155], defaultHostIp: '', ...over });
@@ -23,16 +23,6 @@ function errorOf(fn: () => unknown): { code: ErrorCode; message: string } {
     throw e;
   }
   throw new Error('expected a failure');
-}
-
-async function codeOf(p: Promise<unknown>): Promise<ErrorCode> {
-  try {
-    await p;
-  } catch (e) {
-    if (isTsbridgeError(e)) return e.code;
-    throw e;
-  }
-  throw new Error('expected the call to fail');
 }
 
 describe('allocatePorts', () => {

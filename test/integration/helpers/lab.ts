@@ -10,6 +10,7 @@
  * fd5e:<rand>:ffff::/64. Every namespace is registered with the Cleanup given to {@link Lab.create}
  * and deleted with all its links and rules when that runs.
  */
+import { parsePeerReply } from '../../lib/probe.js';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { DriverService, type HostPorts, type JoinResult } from '../../../src/driver/service.js';
@@ -447,4 +448,10 @@ export async function requireLabTools(): Promise<void> {
 /** True when the binary exists on PATH (checked with `which`, no shell). */
 export async function haveBinary(name: string): Promise<boolean> {
   return (await shOk('which', [name])).exitCode === 0;
+}
+
+/** The address the peer recorder answered with (fails the test when it did not answer). */
+export function seenAs(reply: { reply?: string; error?: string }): string {
+  if (reply.reply === undefined) throw new Error(`no answer: ${reply.error}`);
+  return parsePeerReply(reply.reply).address;
 }
