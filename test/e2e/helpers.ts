@@ -40,3 +40,24 @@ export function runIn(network: string, script: string, extra: string[] = []): Pr
 
 
 export { TEST_IMAGE };
+
+/** A request for the CGI that answers with the client's address. */
+export const PEER_REQUEST = 'GET /cgi-bin/ip HTTP/1.0\r\n\r\n';
+
+/** A container script: busybox httpd on port 80 with that CGI, then `extra` lines, then it waits. */
+export function peerServerScript(extra: string[] = []): string {
+  return [
+    'mkdir -p /www/cgi-bin',
+    `printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho "peer=$REMOTE_ADDR"\\n' > /www/cgi-bin/ip`,
+    'chmod +x /www/cgi-bin/ip',
+    'httpd -p 80 -h /www',
+    ...extra,
+    'exec sleep 100000',
+  ].join('\n');
+}
+
+/** The client address in an answer of the CGI ("peer=[::ffff:1.2.3.4]" → "1.2.3.4"), or null. */
+export function httpPeer(answer: string): string | null {
+  const m = /peer=\[?([^\]\s]+)\]?/.exec(answer);
+  return m ? m[1]!.replace(/^::ffff:(?=\d+\.)/, '') : null;
+}

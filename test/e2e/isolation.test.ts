@@ -20,7 +20,7 @@ import { docker, dockerOk, removeContainers, removeNetworks, requireDocker, uniq
 import { createOutsideWorld, startPeerRecorder, type Netns, type OutsideWorld, type PeerRecorder } from '../lib/netns.js';
 import { startPlugin, type PluginHandle } from '../lib/plugin.js';
 import { sh, shOk } from '../lib/run.js';
-import { TEST_IMAGE } from './helpers.js';
+import { TEST_IMAGE, httpPeer, PEER_REQUEST, peerServerScript } from './helpers.js';
 
 const DRIVER = 'tsbt-iso';
 const OWNER = ownerFor(DRIVER);
@@ -39,20 +39,8 @@ const HOST = { exec: (c: string, a: readonly string[]) => sh(c, a), execOk: (c: 
 
 // ---------------------------------------------------------------- helpers
 
-const HTTP = 'GET /cgi-bin/ip HTTP/1.0\r\n\r\n';
-/** httpd with a CGI answering the client's address. */
-const SERVE = [
-  'mkdir -p /www/cgi-bin',
-  `printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho "peer=$REMOTE_ADDR"\\n' > /www/cgi-bin/ip`,
-  'chmod +x /www/cgi-bin/ip',
-  'httpd -p 80 -h /www',
-  'exec sleep 100000',
-].join('\n');
-
-function httpPeer(answer: string): string | null {
-  const m = /peer=\[?([^\]\s]+)\]?/.exec(answer);
-  return m ? m[1]!.replace(/^::ffff:(?=\d+\.)/, '') : null;
-}
+const HTTP = PEER_REQUEST;
+const SERVE = peerServerScript([]);
 
 /** HTTP to the CGI from inside a container: the client address the server saw, or null. */
 async function httpFromCtr(ctr: string, host: string, port = 80): Promise<string | null> {

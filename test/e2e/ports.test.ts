@@ -23,7 +23,7 @@ import { REPO_ROOT, startPlugin, type PluginHandle } from '../lib/plugin.js';
 import { parsePeerReply, tcpRequest, udpRequest } from '../lib/probe.js';
 import { sh, shOk } from '../lib/run.js';
 import { havePythonRaw, sctpProbe } from '../lib/sctp.js';
-import { footprint, foreignFirewall, TEST_IMAGE, tableOf } from './helpers.js';
+import { footprint, foreignFirewall, TEST_IMAGE, tableOf, httpPeer, PEER_REQUEST, peerServerScript } from './helpers.js';
 
 const DRIVER = 'tsbt-ports';
 const SUB_A = '10.216.1.0/24';
@@ -46,23 +46,8 @@ const far = uniqueName('far');
 
 // ---------------------------------------------------------------- helpers
 
-const HTTP = 'GET /cgi-bin/ip HTTP/1.0\r\n\r\n';
-/** The server script: httpd with a CGI answering the client address, on 80 and 8002; udp-echo on 7. */
-const SERVE = [
-  'mkdir -p /www/cgi-bin',
-  `printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho "peer=$REMOTE_ADDR"\\n' > /www/cgi-bin/ip`,
-  'chmod +x /www/cgi-bin/ip',
-  'httpd -p 80 -h /www',
-  'httpd -p 8002 -h /www',
-  'udp-echo 7 >/dev/null &',
-  'exec sleep 100000',
-].join('\n');
-
-/** The client address in an answer of the CGI ("peer=[::ffff:1.2.3.4]" → "1.2.3.4"), or null. */
-function httpPeer(answer: string): string | null {
-  const m = /peer=\[?([^\]\s]+)\]?/.exec(answer);
-  return m ? m[1]!.replace(/^::ffff:(?=\d+\.)/, '') : null;
-}
+const HTTP = PEER_REQUEST;
+const SERVE = peerServerScript(['httpd -p 8002 -h /www', 'udp-echo 7 >/dev/null &']);
 
 /** HTTP through the CGI from inside a namespace (busybox nc); the client address the server saw, or null. */
 async function tcpFromNs(ns: Netns, host: string, port: number): Promise<string | null> {

@@ -97,3 +97,14 @@ export async function codeOf(p: Promise<unknown>): Promise<ErrorCode> {
   }
   throw new Error('expected the call to fail');
 }
+
+/** The catalogue error a synchronous call throws (fails the test if it throws nothing or something else). */
+export function errorOf(fn: () => unknown): { code: ErrorCode; message: string; params: Record<string, string | number> } {
+  try {
+    fn();
+  } catch (e) {
+    if (isTsbridgeError(e)) return { code: e.code, message: e.message, params: e.params };
+    throw e;
+  }
+  throw new Error('expected a TsbridgeError');
+}

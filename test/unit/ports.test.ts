@@ -9,21 +9,11 @@ import { conntrackDestPorts } from '../../src/kernel/real/firewall.js';
 import type { PortRequest } from '../../src/protocol/network.js';
 import type { PortMapping } from '../../src/state/types.js';
 import { FakeHost } from '../fakes/host.js';
-import { codeOf, EP_1, EP_2, NET_A, endpointSpec, makeWorld, networkSpec, portReq, type World } from '../fakes/world.js';
+import { codeOf, EP_1, EP_2, NET_A, endpointSpec, makeWorld, networkSpec, portReq, type World, errorOf } from '../fakes/world.js';
 
 const req = (over: Partial<PortRequest> = {}): PortRequest => ({ proto: 'tcp', containerPort: 80, hostIp: '', hostPort: 8080, hostPortEnd: 0, ...over });
 const ctx = (over: Partial<PortContext> = {}): PortContext => ({ taken: [], listening: [], ephemeral: [49152, 49155], defaultHostIp: '', ...over });
 const mapping = (over: Partial<PortMapping> = {}): PortMapping => ({ proto: 'tcp', hostIp: '', hostPort: 8080, containerPort: 80, ...over });
-
-function errorOf(fn: () => unknown): { code: ErrorCode; message: string } {
-  try {
-    fn();
-  } catch (e) {
-    if (isTsbridgeError(e)) return { code: e.code, message: e.message };
-    throw e;
-  }
-  throw new Error('expected a failure');
-}
 
 describe('allocatePorts', () => {
   test('a fixed port is taken as asked', () => {
@@ -38,7 +28,7 @@ describe('allocatePorts', () => {
 
   test('a whole range busy is NO_FREE_PORT naming the range', () => {
     const listening = [8000, 8001].map((port) => ({ proto: 'tcp' as const, ip: '', port }));
-    expect(errorOf(() => allocatePorts([req({ hostPort: 8000, hostPortEnd: 8001 })], ctx({ listening })))).toEqual({
+    expect(errorOf(() => allocatePorts([req({ hostPort: 8000, hostPortEnd: 8001 })], ctx({ listening })))).toMatchObject({
       code: 'NO_FREE_PORT',
       message: 'no free host port for tcp in 8000-8001',
     });
@@ -57,7 +47,7 @@ describe('allocatePorts', () => {
 
   test('conflicts read like Docker\'s "port is already allocated", naming the owner', () => {
     const taken = [{ mapping: mapping(), owner: 'endpoint 0123456789ab' }];
-    expect(errorOf(() => allocatePorts([req()], ctx({ taken })))).toEqual({
+    expect(errorOf(() => allocatePorts([req()], ctx({ taken })))).toMatchObject({
       code: 'PORT_IN_USE',
       message: 'host port 0.0.0.0:8080/tcp is already allocated (published by endpoint 0123456789ab)',
     });

@@ -6,16 +6,7 @@ import { isTsbridgeError, type ErrorCode } from '../../src/errors.js';
 import { readFileSync } from 'node:fs';
 import { NETWORK_OPTIONS, TSBRIDGE_OPTION_PREFIX, parseCreateEndpoint, parseCreateNetwork, parsePortBindings } from '../../src/protocol/network.js';
 import { recordedOf } from '../fakes/recorded.js';
-
-function errorOf(fn: () => unknown): { code: ErrorCode; message: string } {
-  try {
-    fn();
-  } catch (e) {
-    if (isTsbridgeError(e)) return { code: e.code, message: e.message };
-    throw e;
-  }
-  throw new Error('expected a TsbridgeError');
-}
+import { errorOf } from '../fakes/world.js';
 
 const NET = 'b428f65ce838648217a3c236a05ad428b2174f664bf9170615a85731a589d16f';
 const EP = '7c2c3b27dce186ccd9b01b8aae898c7ee6153d21c40bae5a277588297e82da70';
@@ -236,7 +227,7 @@ describe('parseCreateEndpoint', () => {
 
   test('a key under tsbridge\'s own prefix is UNSUPPORTED_OPTION naming it', () => {
     const e = errorOf(() => parseCreateEndpoint({ NetworkID: NET, EndpointID: EP, Options: { 'io.tsbridge.spoof_check': 'false' } }));
-    expect(e).toEqual({ code: 'UNSUPPORTED_OPTION', message: 'option io.tsbridge.spoof_check is not supported by tsbridge' });
+    expect(e).toEqual({ code: 'UNSUPPORTED_OPTION', message: 'option io.tsbridge.spoof_check is not supported by tsbridge', params: { option: 'io.tsbridge.spoof_check' } });
   });
 
   test('a network option given per endpoint is BAD_OPTION saying where it belongs', () => {

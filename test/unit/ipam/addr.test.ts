@@ -14,16 +14,7 @@ import {
   prefixSize,
   subnets,
 } from '../../../src/ipam/addr.js';
-
-function errorOf(fn: () => unknown): { code: string; message: string; params: Record<string, unknown> } {
-  try {
-    fn();
-  } catch (e) {
-    if (isTsbridgeError(e)) return { code: e.code, message: e.message, params: e.params };
-    throw e;
-  }
-  throw new Error('expected a TsbridgeError');
-}
+import { errorOf } from '../../fakes/world.js';
 
 describe('parseAddress / canonicalAddress', () => {
   test.each([

@@ -8,16 +8,7 @@ import {
   usableRange,
 } from '../../../src/ipam/allocator.js';
 import type { AllocKind, PoolRecord } from '../../../src/ipam/types.js';
-
-function errorOf(fn: () => unknown): { code: string; message: string; params: Record<string, unknown> } {
-  try {
-    fn();
-  } catch (e) {
-    if (isTsbridgeError(e)) return { code: e.code, message: e.message, params: e.params };
-    throw e;
-  }
-  throw new Error('expected a TsbridgeError');
-}
+import { errorOf } from '../../fakes/world.js';
 
 function pool(cidr: string, subPool: string | null = null, allocated: Record<string, AllocKind> = {}): PoolRecord {
   const rec = newPoolRecord({ id: 'p', pool: cidr, subPool, auto: false });
