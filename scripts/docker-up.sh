@@ -39,7 +39,8 @@ wait_until() {
   local secs=$1 pid=$2 name=$3; shift 3
   local deadline=$((SECONDS + secs))
   until "$@"; do
-    alive "$pid" "$name" || { tail -n 30 "$LOG_DIR/$name.log" >&2; die "$name (pid $pid) exited during start-up; log: $LOG_DIR/$name.log"; }
+    # Until the child has exec'd, its name is still bash or setsid: that is starting, not gone.
+    alive "$pid" "$name" || alive "$pid" bash || alive "$pid" setsid || { tail -n 30 "$LOG_DIR/$name.log" >&2; die "$name (pid $pid) exited during start-up; log: $LOG_DIR/$name.log"; }
     ((SECONDS < deadline)) || { tail -n 30 "$LOG_DIR/$name.log" >&2; die "$name not ready after ${secs}s; log: $LOG_DIR/$name.log"; }
     sleep 0.5
   done
