@@ -5,7 +5,7 @@
  * firewall outside tsbridge byte for byte as it was.
  *
  * Needs: root, a running dockerd (iptables-nft here), the tsbridge-test image
- * (scripts/test-image.sh). Run under the shared lock:
+ * (scripts/test-image.sh). Run under the e2e lock:
  *   npm run build && flock -o /run/tsbridge-e2e.lock npm run test:e2e -- test/e2e/isolation.test.ts
  * Plugin instance tsbt-iso; addresses 10.217.x.0/24, fd5e:217:11::/64; host ports 25000-25999;
  * the "host address" is the host end of the outside-world veth, never eth0's.

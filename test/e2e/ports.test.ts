@@ -7,7 +7,7 @@
  * rm remove, `tsbridge ports`, and the firewall back to its baseline at the end.
  *
  * Needs: root, a running dockerd, the tsbridge-test image (scripts/test-image.sh), python3
- * (SCTP raw packets), busybox on the host (nc). Run under the shared lock:
+ * (SCTP raw packets), busybox on the host (nc). Run under the e2e lock:
  *   npm run build && flock /run/tsbridge-e2e.lock npm run test:e2e -- test/e2e/ports.test.ts
  * Addresses: 10.216.1-4.0/24, fd5e:216:1::/64; host ports 24000-24999. The "host address" is
  * the host end of the outside-world veth (198.18.x.1), never eth0's.

@@ -1,13 +1,13 @@
 /**
- * Requests recorded from a live Docker 20.10 daemon
- * (/work/shared/reference/docker-20.10-requests.jsonl, beside the repository).
+ * Requests recorded from a live Docker 20.10 daemon, kept in the repository
+ * (test/fixtures/docker/20.10-requests.jsonl) so a fresh clone replays them.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const RECORDED_FILE = path.resolve(REPO_ROOT, '..', 'shared', 'reference', 'docker-20.10-requests.jsonl');
+export const RECORDED_FILE = path.resolve(REPO_ROOT, 'test', 'fixtures', 'docker', '20.10-requests.jsonl');
 
 export interface RecordedCall {
   /** 0-based line number in the file. */
