@@ -4,20 +4,15 @@
  * step fails. Touches the kernel only through the Kernel interface.
  */
 import { fail, isTsbridgeError } from '../errors.js';
-import { overlaps, parsePrefix } from '../ipam/addr.js';
+import { overlaps, parsePrefix } from '../net/addr.js';
 import type { Logger } from '../logging.js';
-import type { Kernel } from '../kernel/types.js';
+import type { HostPorts, Kernel } from '../kernel/types.js';
 import type { FirewallView } from '../kernel/rules/nft.js';
 import type { EndpointSpec, NetworkSpec, PortRequest } from '../protocol/network.js';
 import type { Db } from '../state/db.js';
 import type { EndpointRecord, NetworkRecord, PortMapping, State } from '../state/types.js';
 import { hostVethName, macFromId, peerVethName } from './names.js';
-import { allocatePorts, type Listener } from './ports.js';
-
-export interface HostPorts {
-  listening(): Promise<Listener[]>;
-  ephemeralRange(): Promise<[number, number]>;
-}
+import { allocatePorts } from './ports.js';
 
 export interface JoinResult {
   srcName: string;

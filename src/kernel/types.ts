@@ -4,6 +4,7 @@
  * test/fakes. Every method is idempotent.
  */
 import type { FirewallView } from './rules/nft.js';
+import type { Listener } from '../driver/ports.js';
 import type { EndpointRecord, NetworkRecord } from '../state/types.js';
 
 export interface BridgeSpec {
@@ -66,6 +67,19 @@ export interface Firewall {
 export interface Sysctl {
   /** Sets a sysctl (path under /proc/sys, dotted or slashed); no-op when it already holds the value. */
   ensure(key: string, value: string): Promise<void>;
+}
+
+/** What the IPAM needs to know about the host: addresses in use that a pool must avoid. */
+export interface HostView {
+  /** Route destinations, interface addresses and nameservers (CIDRs or plain addresses). */
+  takenPrefixes(): Promise<string[]>;
+}
+
+/** What port publishing needs to know about the host: sockets a published port must not steal. */
+export interface HostPorts {
+  listening(): Promise<Listener[]>;
+  /** The kernel's ephemeral port range (ip_local_port_range), for HostPort 0. */
+  ephemeralRange(): Promise<[number, number]>;
 }
 
 export interface Kernel {

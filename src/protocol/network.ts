@@ -1,6 +1,6 @@
 /** CreateNetwork / CreateEndpoint / port bindings: wire → validated domain values. */
 import { fail } from '../errors.js';
-import { canonicalPrefix, parsePrefix } from '../ipam/addr.js';
+import { canonicalPrefix, parsePrefix } from '../net/addr.js';
 import { bridgeName } from '../driver/names.js';
 import { NETWORK_DEFAULTS as D, type NetworkOptions, type PortMapping, type Subnet } from '../state/types.js';
 import {

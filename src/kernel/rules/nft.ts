@@ -39,7 +39,7 @@
  *                         127.0.0.1 must not be reachable from other hosts, and
  *                         route_localnet must not open the host's loopback to containers
  */
-import { parseAddress } from '../../ipam/addr.js';
+import { parseAddress } from '../../net/addr.js';
 import type { EndpointRecord, NetworkRecord, PortMapping } from '../../state/types.js';
 
 export const DEFAULT_TABLE = 'tsbridge';

@@ -13,12 +13,12 @@
 import { parsePeerReply } from '../../lib/probe.js';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { DriverService, type HostPorts, type JoinResult } from '../../../src/driver/service.js';
+import { DriverService, type JoinResult } from '../../../src/driver/service.js';
 import { Reconciler } from '../../../src/driver/reconcile.js';
 import { bridgeName } from '../../../src/driver/names.js';
 import { NftFirewall } from '../../../src/kernel/real/firewall.js';
 import { IpLinks } from '../../../src/kernel/real/links.js';
-import type { Kernel } from '../../../src/kernel/types.js';
+import type { HostPorts, Kernel } from '../../../src/kernel/types.js';
 import { silentLogger } from '../../../src/logging.js';
 import type { NetworkSpec, PortRequest } from '../../../src/protocol/network.js';
 import { Db } from '../../../src/state/db.js';
