@@ -5,7 +5,7 @@
  * Needs: root, iproute2, nftables, iptables, conntrack, busybox (ping) and node.
  * Nothing here touches the machine's own links, routes, addresses or rulesets.
  */
-import { hostVethName, peerVethName } from '../../src/driver/names.js';
+import { hostVethName, peerVethName } from '../../src/domain/names.js';
 import { Cleanup } from '../lib/cleanup.js';
 import { listNetns, startPeerRecorder } from '../lib/netns.js';
 import { parsePeerReply } from '../lib/probe.js';
@@ -64,7 +64,7 @@ describe('links', () => {
 
     // Join hands out the peer; once Docker moved it, the container sees the same MTU and MAC
     const c = await lab.attach(net);
-    expect(c.join).toEqual({ srcName: peerVethName(c.id), dstPrefix: 'eth', gateway: net.gateway4, gatewayIpv6: net.gateway6 });
+    expect(c.join).toEqual({ srcName: peerVethName(c.id), dstPrefix: 'eth', gateway: net.gateway4, gatewayIpv6: net.gateway6, staticRoutes: [] });
     const inside = await lab.linkDetails('eth0', c.ns);
     expect(inside.mtu).toBe(1400);
     expect(inside.address).toBe(c.mac);
@@ -78,6 +78,27 @@ describe('links', () => {
     expect((await lab.addresses(net.bridge)).filter((a) => !a.includes(':'))).toEqual([]);
     const c = await lab.attach(net);
     expect(c.join.gateway).toBe(net.gateway4);
+  }, T);
+
+  test('a veth without a bridge (what a point-to-point kind asks for): the host end holds its addresses and routes lead through it; both go with the link', async () => {
+    const lab = await Lab.create(cleanup);
+    const [host, peer] = ['tsvp2p000000001', 'tscp2p000000001'];
+    await lab.kernel.links.ensureVeth({ hostName: host, peerName: peer, master: null, mtu: 1450, mac: '02:00:00:00:0a:01', hostAddresses: ['10.213.250.1/32', 'fd5e:250::1/128'] });
+    await lab.kernel.links.ensureRoutes([{ to: '10.213.250.2/32', dev: host }, { to: 'fd5e:250::2/128', dev: host }]);
+    await lab.kernel.links.ensureRoutes([{ to: '10.213.250.2/32', dev: host }]); // again: no change, no error
+    const h = await lab.linkDetails(host);
+    expect(h.master).toBeUndefined();
+    expect(h.mtu).toBe(1450);
+    expect(h.flags).toContain('UP');
+    expect(await lab.addresses(host)).toEqual(expect.arrayContaining(['10.213.250.1/32', 'fd5e:250::1/128']));
+    const routes = async () => [
+      ...(JSON.parse(await lab.ipH(['-j', 'route', 'show', 'dev', host])) as { dst: string; scope: string }[]),
+      ...(JSON.parse(await lab.ipH(['-j', '-6', 'route', 'show', 'dev', host])) as { dst: string; scope?: string }[]),
+    ].map((r) => r.dst);
+    expect(await routes()).toEqual(expect.arrayContaining(['10.213.250.2', 'fd5e:250::2']));
+    await lab.kernel.links.deleteLinks([host]);
+    expect(await lab.tsbridgeLinks()).not.toContain(host);
+    expect(JSON.parse(await lab.ipH(['-j', 'route', 'show', '10.213.250.2/32']))).toEqual([]);
   }, T);
 });
 

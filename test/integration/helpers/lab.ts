@@ -15,15 +15,16 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { DriverService, type JoinResult } from '../../../src/driver/service.js';
 import { Reconciler } from '../../../src/driver/reconcile.js';
-import { bridgeName } from '../../../src/driver/names.js';
+import { bridgeName } from '../../../src/domain/names.js';
 import { NftFirewall } from '../../../src/kernel/real/firewall.js';
 import { IpLinks } from '../../../src/kernel/real/links.js';
 import type { HostPorts, Kernel } from '../../../src/kernel/types.js';
 import { silentLogger } from '../../../src/logging.js';
-import type { NetworkSpec, PortRequest } from '../../../src/protocol/network.js';
+import type { NetworkSpec, PortRequest } from '../../../src/domain/types.js';
 import { Db } from '../../../src/state/db.js';
 import { MemoryStore } from '../../../src/state/store.js';
-import { emptyState, NETWORK_DEFAULTS } from '../../../src/state/types.js';
+import { emptyState } from '../../../src/state/types.js';
+import { networkSpec, type BridgeNetworkFields } from '../../fakes/world.js';
 import type { Cleanup } from '../../lib/cleanup.js';
 import { createNetns, type Netns } from '../../lib/netns.js';
 import { sh, shOk } from '../../lib/run.js';
@@ -34,7 +35,7 @@ export interface LabOptions {
   iptables?: { v4: string; v6: string };
 }
 
-export interface NetworkOpts extends Partial<Omit<NetworkSpec, 'ipv4' | 'ipv6'>> {
+export interface NetworkOpts extends Partial<Omit<BridgeNetworkFields, 'ipv4' | 'ipv6'>> {
   /** Give the network an IPv6 subnet (and enable IPv6). */
   v6?: boolean;
 }
@@ -250,16 +251,15 @@ export class Lab {
     const net4 = `10.213.${(this.netBase + n) % 256}`;
     const net6 = opts.v6 ? `fd5e:${this.v6Base}:${n + 1}` : null;
     const { v6: _v6, ...rest } = opts;
-    const spec: NetworkSpec = {
-      ...NETWORK_DEFAULTS,
+    const spec: NetworkSpec = networkSpec({
       id,
       bridge: bridgeName(id),
       enableIpv6: !!opts.v6,
       ...rest,
       ipv4: [{ subnet: `${net4}.0/24`, gateway: `${net4}.1/24` }],
       ipv6: net6 ? [{ subnet: `${net6}::/64`, gateway: `${net6}::1/64` }] : [],
-    };
-    return { spec, id, bridge: spec.bridge, net4, net6, gateway4: `${net4}.1`, gateway6: net6 ? `${net6}::1` : null, next: 2 };
+    });
+    return { spec, id, bridge: String(spec.settings.bridge), net4, net6, gateway4: `${net4}.1`, gateway6: net6 ? `${net6}::1` : null, next: 2 };
   }
 
   /** Creates a network through the driver. */
