@@ -145,6 +145,7 @@ export class DriverService {
       if (net.ipv6.length > 0 && net.enableIpv6 === false && spec.ipv6) {
         fail('BAD_REQUEST', { detail: 'IPv6 address given on a network without IPv6' });
       }
+      if (net.ipv4.length === 0 && spec.ipv4) fail('BAD_REQUEST', { detail: 'IPv4 address given on a network without IPv4' });
       const rec: Endpoint = {
         id: spec.endpointId,
         networkId: spec.networkId,

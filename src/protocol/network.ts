@@ -8,7 +8,7 @@ import type { CommonNetwork, KindRegistry } from '../kinds/types.js';
 import {
   dockerId, goBool, hostAddress, interfaceCidr, macAddress, mtu, optionalString, port, proto, requireObject,
 } from './validate.js';
-import { OPT_ENABLE_IPV6, OPT_EXPOSED, OPT_GENERIC, OPT_INTERNAL, OPT_PORTMAP, type IpamData } from './wire.js';
+import { OPT_ENABLE_IPV4, OPT_ENABLE_IPV6, OPT_EXPOSED, OPT_GENERIC, OPT_INTERNAL, OPT_PORTMAP, type IpamData } from './wire.js';
 
 export type { EndpointSpec, NetworkSpec, PortRequest };
 
@@ -41,6 +41,12 @@ export const TSBRIDGE_OPTION_PREFIX = 'io.tsbridge.';
  * CreateNetwork. The common fields are parsed here; the options select the network's kind
  * (io.tsbridge.mode, default the NAT bridge), which validates its own. Nothing reaches the kernel
  * before all of it passed.
+ *
+ * IPv4: Docker 28 always sends com.docker.network.enable_ipv4 (older engines never do, and mean
+ * true). false is an IPv6-only network (`--ipv4=false --ipv6`): it has no IPv4 at all — IPv4Data,
+ * should any arrive, is ignored, as Docker's own bridge driver does (no IPv4 address on the
+ * bridge, no IPv4 gateway, no IPv4 rules; Docker itself requests no IPv4 pool then). Neither
+ * family enabled is refused, as Docker refuses it.
  */
 export function parseCreateNetwork(body: unknown, kinds: KindRegistry = KINDS): NetworkSpec {
   const b = requireObject(body);
@@ -67,10 +73,13 @@ export function parseCreateNetwork(body: unknown, kinds: KindRegistry = KINDS): 
     fail('BAD_OPTION', { option: COMMON_OPTIONS.IFACE_PREFIX, value: prefix, detail: 'a prefix is 1 to 10 lower-case letters or digits, starting with a letter' });
   }
   const topBool = (k: string, dflt: boolean) => (options[k] === undefined ? dflt : goBool(options[k], k));
+  const enableIpv4 = topBool(OPT_ENABLE_IPV4, true);
   const enableIpv6 = topBool(OPT_ENABLE_IPV6, COMMON_DEFAULTS.enableIpv6);
-  const ipv4 = parseIpamData(b.IPv4Data, 4);
+  if (!enableIpv4 && !enableIpv6) fail('BAD_REQUEST', { detail: `${OPT_ENABLE_IPV4} and ${OPT_ENABLE_IPV6} are both false: a network needs IPv4 or IPv6` });
+  const ipv4 = enableIpv4 ? parseIpamData(b.IPv4Data, 4) : [];
   const ipv6 = parseIpamData(b.IPv6Data, 6);
-  if (ipv4.length === 0) fail('BAD_REQUEST', { detail: 'IPv4Data must hold at least one subnet' });
+  if (enableIpv4 && ipv4.length === 0) fail('BAD_REQUEST', { detail: 'IPv4Data must hold at least one subnet' });
+  if (!enableIpv4 && ipv6.length === 0) fail('BAD_REQUEST', { detail: `IPv6Data must hold at least one subnet on a network without IPv4 (${OPT_ENABLE_IPV4}=false)` });
   const mtuStr = given[COMMON_OPTIONS.MTU];
   const common: CommonNetwork = {
     id,

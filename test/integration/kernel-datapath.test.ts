@@ -355,3 +355,30 @@ describe('isolation', () => {
     expect(await reaches(c1.ns, c3.ipv4)).toBe(true);
   }, T);
 });
+
+describe('an IPv6-only network (Docker 28: --ipv4=false --ipv6)', () => {
+  test('no IPv4 anywhere; containers reach each other and the outside over IPv6 (masqueraded); the outside reaches a published port over IPv6 only', async () => {
+    const lab = await Lab.create(cleanup);
+    await lab.dockerLikeFirewall();
+    await lab.dockerLikeFirewall('ip6tables');
+    const net = await lab.network({ v6: true, v4: false });
+    const addrs = await lab.addresses(net.bridge);
+    expect(addrs).toContain(`${net.gateway6}/64`);
+    expect(addrs.filter((a) => !a.includes(':'))).toEqual([]);
+
+    const [c1, c2] = [await lab.attach(net), await lab.attach(net)];
+    expect({ gateway: c1.join.gateway, gatewayIpv6: c1.join.gatewayIpv6 }).toEqual({ gateway: '', gatewayIpv6: net.gateway6 });
+    expect(c1.ipv4).toBe('');
+    expect(await reaches(c1.ns, c2.ipv6!)).toBe(true);
+    expect(await reaches(c1.ns, net.gateway6!)).toBe(true);
+
+    const rec = await startPeerRecorder(lab.outside, 7071);
+    expect(seenAs(await tcpFrom(c1.ns, lab.outAddr6, rec.port))).toBe(lab.hostAddr6);
+
+    await startPeerRecorder(c2.ns, 80);
+    const P = 20000 + Math.floor(Math.random() * 10000);
+    await lab.driver.programExternalConnectivity(net.id, c2.id, [{ proto: 'tcp', containerPort: 80, hostIp: '', hostPort: P, hostPortEnd: 0 }]);
+    expect(seenAs(await tcpFrom(lab.outside, lab.hostAddr6, P))).toBe(lab.outAddr6);
+    expect((await tcpFrom(lab.outside, lab.hostAddr, P, 1000)).reply).toBeUndefined(); // nothing is published on IPv4
+  }, T);
+});
