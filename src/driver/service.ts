@@ -18,8 +18,6 @@ import type { KindContext, KindRegistry } from '../kinds/types.js';
 import { allocatePorts } from './ports.js';
 import { Lifecycles, endpointElements, firewallView, realizeEndpoint, realizeNetwork } from './realize.js';
 
-export type JoinResult = JoinInfo;
-
 /** Kinds and the running work of networks; main.ts shares one between the driver and the reconciler. */
 export interface KindsRuntime {
   kinds: KindRegistry;

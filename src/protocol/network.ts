@@ -10,8 +10,6 @@ import {
 } from './validate.js';
 import { OPT_ENABLE_IPV4, OPT_ENABLE_IPV6, OPT_EXPOSED, OPT_GENERIC, OPT_INTERNAL, OPT_PORTMAP, type IpamData } from './wire.js';
 
-export type { EndpointSpec, NetworkSpec, PortRequest };
-
 /** Options every kind of network takes (docs/options.md); each kind adds its own (src/kinds). */
 export const COMMON_OPTIONS = {
   MODE: MODE_OPTION,

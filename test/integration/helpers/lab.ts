@@ -13,14 +13,14 @@
 import { parsePeerReply } from '../../lib/probe.js';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { DriverService, type JoinResult } from '../../../src/driver/service.js';
+import { DriverService } from '../../../src/driver/service.js';
 import { Reconciler } from '../../../src/driver/reconcile.js';
 import { bridgeName } from '../../../src/domain/names.js';
 import { NftFirewall } from '../../../src/kernel/real/firewall.js';
 import { IpLinks } from '../../../src/kernel/real/links.js';
 import type { HostPorts, Kernel } from '../../../src/kernel/types.js';
 import { silentLogger } from '../../../src/logging.js';
-import type { NetworkSpec, PortRequest } from '../../../src/domain/types.js';
+import type { JoinInfo, NetworkSpec, PortRequest } from '../../../src/domain/types.js';
 import { Db } from '../../../src/state/db.js';
 import { MemoryStore } from '../../../src/state/store.js';
 import { emptyState } from '../../../src/state/types.js';
@@ -64,7 +64,7 @@ export interface LabEndpoint {
   ipv4: string;
   ipv6: string | null;
   mac: string;
-  join: JoinResult;
+  join: JoinInfo;
   /** Name of the interface inside the container (dstPrefix + '0'). */
   ifname: string;
 }
