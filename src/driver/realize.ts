@@ -7,6 +7,7 @@ import type { Endpoint, Network } from '../domain/types.js';
 import type { EndpointElements, FirewallView, Kernel, LinkInfo } from '../kernel/types.js';
 import type { Logger } from '../logging.js';
 import type { State } from '../state/types.js';
+import { KINDS } from '../kinds/registry.js';
 import type { EndpointPlan, KindContext, KindRegistry, NetworkPlan, Running } from '../kinds/types.js';
 
 /** Makes the kernel hold what the network's plan says: its links, routes and sysctls (not its rules). */
@@ -92,4 +93,15 @@ export class Lifecycles {
   has(networkId: string): boolean {
     return this.running.has(networkId);
   }
+}
+
+/** Kinds and the running work of networks; main.ts shares one between the driver and the reconciler. */
+export interface KindsRuntime {
+  kinds: KindRegistry;
+  lifecycles: Lifecycles;
+}
+
+export function kindsRuntime(kernel: Kernel, log: Logger, kinds: KindRegistry = KINDS): KindsRuntime {
+  const ctx: KindContext = { kernel, log };
+  return { kinds, lifecycles: new Lifecycles(kinds, ctx) };
 }

@@ -8,8 +8,7 @@ import type { Logger } from '../logging.js';
 import type { Kernel } from '../kernel/types.js';
 import type { Db } from '../state/db.js';
 import { isOurLinkName } from '../domain/names.js';
-import { firewallView, realizeEndpoint, realizeNetwork } from './realize.js';
-import { kindsRuntime, type KindsRuntime } from './service.js';
+import { firewallView, kindsRuntime, realizeEndpoint, realizeNetwork, type KindsRuntime } from './realize.js';
 
 export interface ReconcileReport {
   networksRestored: number;

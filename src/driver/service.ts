@@ -13,21 +13,11 @@ import type { EndpointSpec, JoinInfo, Network, NetworkSpec, PortMapping, PortReq
 import { hostVethName, macFromId, peerVethName } from '../domain/names.js';
 import type { Db } from '../state/db.js';
 import type { Endpoint, State } from '../state/types.js';
-import { KINDS } from '../kinds/registry.js';
 import type { KindContext, KindRegistry } from '../kinds/types.js';
 import { allocatePorts } from './ports.js';
-import { Lifecycles, endpointElements, firewallView, realizeEndpoint, realizeNetwork } from './realize.js';
+import { endpointElements, firewallView, kindsRuntime, realizeEndpoint, realizeNetwork, type KindsRuntime, type Lifecycles } from './realize.js';
 
-/** Kinds and the running work of networks; main.ts shares one between the driver and the reconciler. */
-export interface KindsRuntime {
-  kinds: KindRegistry;
-  lifecycles: Lifecycles;
-}
-
-export function kindsRuntime(kernel: Kernel, log: Logger, kinds: KindRegistry = KINDS): KindsRuntime {
-  const ctx: KindContext = { kernel, log };
-  return { kinds, lifecycles: new Lifecycles(kinds, ctx) };
-}
+export { kindsRuntime, type KindsRuntime };
 
 function specOf(n: Network): NetworkSpec {
   const { phase: _phase, ...spec } = n;
