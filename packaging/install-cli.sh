@@ -112,7 +112,7 @@ exec "\$node" "\$cli" "\$@"
 EOF
 }
 
-# Environment=TSBRIDGE_X=… of the installed unit (the defaults the service starts with).
+# The value of `Environment=NAME=…` in the installed unit (the defaults the service starts with).
 unit_value() {
   sed -n "s/^Environment=$2=//p" "$1" | tail -n1
 }
