@@ -31,6 +31,13 @@ if command -v dpkg-query >/dev/null 2>&1; then
   for p in "${PACKAGES[@]}"; do
     installed "$p" || missing+=("$p")
   done
+  # Never replace a Docker engine that is there already (Docker CE's packages conflict with
+  # Debian's docker.io: installing one removes the other).
+  if [[ " ${missing[*]} " == *" docker.io "* ]] && engine=$(command -v dockerd); then
+    missing=("${missing[@]/docker.io/}")
+    read -r -a missing <<<"${missing[*]}"
+    prereq_note "a Docker engine is installed already ($engine): docker.io is not installed"
+  fi
 else
   # Not Debian: the programs must already be there.
   for p in ip nft iptables conntrack; do command -v "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -70,6 +70,15 @@ describe('scripts/install-deps.sh', () => {
     expect(r.stderr).toContain('sudo env PATH="$PATH" bash scripts/install-deps.sh');
   });
 
+  test('a Docker engine already installed is never replaced: docker.io is left out of what is missing', async () => {
+    await stub('dockerd', 'exit 0');
+    const r = await run('scripts/install-deps.sh', [], { asUser: true });
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain(`a Docker engine is installed already (${fake}/dockerd): docker.io is not installed`);
+    expect(r.stderr).toMatch(/packages are missing \(iptables nftables iproute2 busybox-static conntrack gcc libc6-dev docker-compose python3\)/);
+    expect(await recorded()).toBe('');
+  });
+
   test('an unknown option is refused; the interface is "" or --runtime', async () => {
     const r = await run('scripts/install-deps.sh', ['--frobnicate']);
     expect(r.exitCode).toBe(1);
