@@ -26,7 +26,7 @@ import { DriverService } from './driver/service.js';
 import { Reconciler } from './driver/reconcile.js';
 import { IpamService } from './ipam/service.js';
 import { DEFAULT_POOLS, parseDefaultPools } from './ipam/pools.js';
-import { createApp } from './server/app.js';
+import { createApp, jsonClientErrors } from './server/app.js';
 
 export async function start(config: Config, log: Logger): Promise<{ stop: (signal: string) => Promise<void>; metricsAddress: string | null }> {
   // Before anything touches the kernel: another tsbridge on this state directory, or another
@@ -87,6 +87,7 @@ async function startLocked(config: Config, log: Logger, releaseLock: () => Promi
     const s = app.listen(config.socket, () => resolve(s));
     s.on('error', reject);
   });
+  jsonClientErrors(server, log);
   await fs.chmod(config.socket, 0o660);
   log.info('listening', { socket: config.socket, stateDir: config.stateDir, instance: owner.instance, table: owner.table });
 

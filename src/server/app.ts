@@ -7,6 +7,7 @@
  * Besides Docker's calls (POST), `GET /Plugin.Health` answers how the plugin is doing
  * (src/metrics/health.ts); `tsbridge health` asks it.
  */
+import type { Server } from 'node:http';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { TsbridgeError } from '../errors.js';
 import type { Logger } from '../logging.js';
@@ -200,6 +201,24 @@ export function createApp(d: AppDeps): express.Express {
     res.status(status).json(errorBody(e.message));
   });
   return app;
+}
+
+/**
+ * Requests Node's HTTP parser rejects before Express sees them (a malformed request line or
+ * header, a body longer than its Content-Length, headers too large) get the same JSON error, then
+ * the connection is closed.
+ */
+export function jsonClientErrors(server: Server, log?: Logger): void {
+  server.on('clientError', (err: NodeJS.ErrnoException & { code?: string }, socket) => {
+    if (!socket.writable || err.code === 'ECONNRESET') {
+      socket.destroy();
+      return;
+    }
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+    const body = JSON.stringify(errorBody(new TsbridgeError('BAD_REQUEST', { detail: `unreadable HTTP request (${err.code ?? err.message})` }).message));
+    log?.error('failed', { code: 'BAD_REQUEST', error: `unreadable HTTP request (${err.code ?? err.message})`, status });
+    socket.end(`HTTP/1.1 ${status} Bad Request\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  });
 }
 
 function errorBody(message: string): { Err: string; Error: string } {
