@@ -55,22 +55,19 @@ export async function lockStateDir(stateDir: string, me: Omit<LockHolder, 'state
   const token = randomBytes(16).toString('hex');
   const holder: LockHolder = { ...me, stateDir: path.resolve(stateDir), since: new Date().toISOString() };
   const answer = JSON.stringify({ ...holder, token }) + '\n';
-  const server = net.createServer((c) => {
-    c.on('error', () => undefined);
-    c.end(answer);
-  });
-  server.unref(); // never what keeps the process alive
-
   for (let attempt = 0; ; attempt++) {
+    const server = net.createServer((c) => {
+      c.on('error', () => undefined);
+      c.end(answer);
+    });
+    server.unref(); // never what keeps the process alive
     const bound = await new Promise<boolean>((resolve, reject) => {
-      const onError = (e: NodeJS.ErrnoException) => (e.code === 'EADDRINUSE' ? resolve(false) : reject(e));
-      server.once('error', onError);
-      server.listen(`\0${name}`, () => {
-        server.off('error', onError);
-        resolve(true);
-      });
+      server.once('error', (e: NodeJS.ErrnoException) => (e.code === 'EADDRINUSE' ? resolve(false) : reject(e)));
+      server.once('listening', () => resolve(true));
+      server.listen(`\0${name}`);
     });
     if (bound) {
+      server.removeAllListeners('error');
       await writeLockFile(stateDir, answer);
       return { name, release: () => release(server, stateDir, token) };
     }
@@ -89,7 +86,7 @@ export async function lockStateDir(stateDir: string, me: Omit<LockHolder, 'state
     }
     const warning = `the lock name of ${stateDir} is held by a process that is not tsbridge${theirs ? ` (it claims pid ${theirs.pid})` : ''}: running without the lock`;
     await writeLockFile(stateDir, answer);
-    return { name, warning, release: async () => undefined };
+    return { name, warning, release: () => release(null, stateDir, token) };
   }
 }
 
@@ -142,10 +139,10 @@ async function writeLockFile(stateDir: string, text: string): Promise<void> {
   await fs.rename(tmp, path.join(stateDir, LOCK_FILE));
 }
 
-async function release(server: net.Server, stateDir: string, token: string): Promise<void> {
+async function release(server: net.Server | null, stateDir: string, token: string): Promise<void> {
   const file = await readLockFile(stateDir);
   if (file?.token === token) await fs.rm(path.join(stateDir, LOCK_FILE), { force: true });
-  await new Promise<void>((r) => server.close(() => r()));
+  if (server) await new Promise<void>((r) => server.close(() => r()));
 }
 
 /** Who holds the lock of `stateDir`, as its lock file says (for `tsbridge status`); null if no file. */
