@@ -81,6 +81,8 @@ async function startLocked(config: Config, log: Logger, releaseLock: () => Promi
   health.reconciled({ ok: true, seconds: (Date.now() - t0) / 1000, counts });
   log.info('reconciled', { ...report, ms: Date.now() - t0, networks: Object.keys(db.state.networks).length, endpoints: Object.keys(db.state.endpoints).length });
 
+  // Before the socket: a metrics address that cannot be served fails the start before Docker sees the plugin.
+  const metricsServer = config.metrics ? await serveMetrics(config.metrics, metrics, log) : null;
   await fs.mkdir(path.dirname(config.socket), { recursive: true });
   const app = createApp({ driver, ipam, log, metrics, health: () => health.report() });
   const server: Server = await new Promise((resolve, reject) => {
@@ -90,8 +92,6 @@ async function startLocked(config: Config, log: Logger, releaseLock: () => Promi
   jsonClientErrors(server, log);
   await fs.chmod(config.socket, 0o660);
   log.info('listening', { socket: config.socket, stateDir: config.stateDir, instance: owner.instance, table: owner.table });
-
-  const metricsServer = config.metrics ? await serveMetrics(config.metrics, metrics, log) : null;
 
   const sweep = async () => {
     const t = Date.now();
