@@ -16,10 +16,20 @@ else
   PACKAGES=(docker.io iptables nftables iproute2 busybox-static conntrack gcc libc6-dev docker-compose python3)
 fi
 
+# A host with a Docker engine from other packages (Docker CE's docker-ce/containerd.io, ...) keeps
+# it: Debian's docker.io is never installed over it, nor pulled in as a recommendation.
+NO_RECOMMENDS=()
+if [ "${1:-}" != "--runtime" ] && foreign=$(bash scripts/engine.sh foreign); then
+  echo "install-deps: this host has its own Docker engine ($foreign); not installing Debian's docker.io"
+  PACKAGES=("${PACKAGES[@]/docker.io}")
+  NO_RECOMMENDS=(--no-install-recommends)
+fi
+
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
 missing=()
 for p in "${PACKAGES[@]}"; do
+  [ -n "$p" ] || continue
   installed "$p" || missing+=("$p")
 done
 
@@ -33,7 +43,7 @@ if ((${#missing[@]})); then
   apt-get -qq -o DPkg::Lock::Timeout=120 update </dev/null >"$apt_log" 2>&1 \
     || { cat "$apt_log" >&2; die "apt-get update failed"; }
   apt-get -qq -y -o DPkg::Lock::Timeout=120 -o Dpkg::Options::=--force-confdef \
-    -o Dpkg::Options::=--force-confold install "${missing[@]}" </dev/null >"$apt_log" 2>&1 \
+    -o Dpkg::Options::=--force-confold install "${NO_RECOMMENDS[@]}" "${missing[@]}" </dev/null >"$apt_log" 2>&1 \
     || { cat "$apt_log" >&2; die "apt-get install ${missing[*]} failed"; }
   for p in "${missing[@]}"; do installed "$p" || die "package $p still not installed"; done
 fi
