@@ -6,6 +6,7 @@ import { NETWORK_DEFAULTS as D, type NetworkOptions, type PortMapping, type Subn
 import {
   dockerId, goBool, hostAddress, interfaceCidr, interfaceName, ipv4Address, macAddress, mtu, optionalString, port, proto, requireObject,
 } from './validate.js';
+import { checkDockerOption } from './docker-options.js';
 import { OPT_ENABLE_IPV6, OPT_EXPOSED, OPT_GENERIC, OPT_INTERNAL, OPT_PORTMAP, type IpamData } from './wire.js';
 
 export interface NetworkSpec extends NetworkOptions {
@@ -47,7 +48,7 @@ export function parseCreateNetwork(body: unknown): NetworkSpec {
   const generic = (options[OPT_GENERIC] ?? {}) as Record<string, unknown>;
   if (typeof generic !== 'object' || generic === null) fail('BAD_REQUEST', { detail: `${OPT_GENERIC} must be an object` });
   for (const key of Object.keys(generic)) {
-    if (!KNOWN.has(key)) fail('UNSUPPORTED_OPTION', { option: key });
+    if (!KNOWN.has(key)) checkDockerOption(key, generic[key]);
   }
   const str = (k: string) => {
     const v = generic[k];
