@@ -101,8 +101,15 @@ export class Reconciler {
       const dead = joined.filter((e) => !links.has(e.hostVeth));
       if (dead.length === 0) return 0;
       for (const e of dead) delete s.endpoints[e.id];
-      await this.kernel.firewall.apply(firewallView(s, kinds));
-      await this.db.save();
+      try {
+        await this.kernel.firewall.apply(firewallView(s, kinds));
+        await this.db.save();
+      } catch (err) {
+        // Db puts the records back in memory; the kernel gets their elements back too.
+        for (const e of dead) s.endpoints[e.id] = e;
+        await this.kernel.firewall.apply(firewallView(s, kinds)).catch((x: unknown) => this.log.warn('rollback step failed', { op: 'sweep', error: String(x) }));
+        throw err;
+      }
       this.log.info('swept endpoints of dead containers', { endpoints: dead.map((e) => e.id.slice(0, 12)) });
       return dead.length;
     });

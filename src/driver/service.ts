@@ -97,22 +97,55 @@ export class DriverService {
     });
   }
 
+  /**
+   * Rules first (the view leaves out a network being deleted), then links, then the record: a
+   * failure at any step puts the network back as it was — phase, bridge, unjoined veths, rules,
+   * its running work — and the call fails, so Docker keeps the network and may try again.
+   */
   async deleteNetwork(networkId: string): Promise<void> {
     await this.db.tx(async (s) => {
       const net = s.networks[networkId];
       if (!net) return; // repeated or unknown: already gone
       const kind = this.kinds.get(net.kind);
+      const eps = Object.values(s.endpoints).filter((e) => e.networkId === networkId);
+      const saved = structuredClone({ net, eps });
       net.phase = 'deleting';
       await this.db.save();
-      await this.lifecycles.stop(networkId);
-      const eps = Object.values(s.endpoints).filter((e) => e.networkId === networkId);
-      await this.kernel.links.deleteLinks([...eps.map((e) => e.hostVeth), ...kind.network(net).links]);
-      for (const e of eps) delete s.endpoints[e.id];
-      delete s.networks[networkId];
-      await this.kernel.firewall.apply(this.view(s));
-      await this.db.save();
-      await kind.lifecycle?.afterDelete?.(net, this.ctx);
+      try {
+        await this.lifecycles.stop(networkId);
+        await this.kernel.firewall.apply(this.view(s));
+        await this.kernel.links.deleteLinks([...eps.map((e) => e.hostVeth), ...kind.network(net).links]);
+        for (const e of eps) delete s.endpoints[e.id];
+        delete s.networks[networkId];
+        await this.db.save();
+      } catch (e) {
+        await this.restoreNetwork(s, saved.net, saved.eps, 'deleteNetwork');
+        throw e;
+      }
+      // The kind's clean-up after the commit: its failure is logged, never undoes the delete.
+      await this.undo('deleteNetwork afterDelete', async () => kind.lifecycle?.afterDelete?.(net, this.ctx));
     });
+  }
+
+  /**
+   * Puts a network whose removal failed back: record (phase ready), bridge, routes and sysctls,
+   * the veths of endpoints not joined yet (a joined endpoint whose veth went with the container
+   * cannot be brought back: the sweep drops it), the rules, its running work, the saved state.
+   */
+  private async restoreNetwork(s: State, net: Network, eps: Endpoint[], op: string): Promise<void> {
+    const kind = this.kinds.get(net.kind);
+    s.networks[net.id] = net;
+    for (const e of eps) s.endpoints[e.id] = e;
+    await this.undo(op, () => realizeNetwork(this.kernel, kind.network(net)));
+    const have = await this.kernel.links.list().then((l) => new Map(l.map((x) => [x.name, x])), () => new Map());
+    for (const e of eps) {
+      const link = have.get(e.hostVeth) ?? null;
+      if (!link && e.joined) continue;
+      await this.undo(op, () => realizeEndpoint(this.kernel, kind.endpoint(e, net), link));
+    }
+    await this.undo(op, () => this.kernel.firewall.apply(this.view(s)));
+    await this.undo(op, () => this.lifecycles.start(net));
+    await this.undo(op, () => this.db.save());
   }
 
   // --------------------------------------------------------------- endpoints
@@ -169,9 +202,17 @@ export class DriverService {
       const rec = s.endpoints[endpointId];
       if (!rec || rec.networkId !== networkId) return;
       const net = s.networks[networkId];
-      if (net) await this.kernel.firewall.removeEndpoint(endpointElements(rec, net, this.kinds));
-      delete s.endpoints[endpointId];
-      await this.db.save();
+      const elements = net ? endpointElements(rec, net, this.kinds) : null;
+      try {
+        if (elements) await this.kernel.firewall.removeEndpoint(elements);
+        delete s.endpoints[endpointId];
+        await this.db.save();
+      } catch (e) {
+        // Db puts the record back in memory: the kernel gets its elements back (a failed
+        // removal may have removed them all the same).
+        if (elements) await this.undo('deleteEndpoint', () => this.kernel.firewall.addEndpoint(elements));
+        throw e;
+      }
       // The veth is named by the endpoint ID, which Docker never reuses, and no
       // state refers to it any more: tearing it down (tens of ms in the kernel)
       // need not hold up Docker. A crash before it ends leaves a stale link that
@@ -249,6 +290,10 @@ export class DriverService {
       try {
         if (previous.length) await this.kernel.firewall.removePorts(elementsOf(previous));
         await this.kernel.firewall.addPorts(elementsOf(mappings));
+        // Flows that reached these host ports before (the host itself, a replaced container)
+        // must not stick. Part of the call: if it fails (no conntrack binary, a timeout), the
+        // ports are unpublished again rather than left in the kernel with nothing recording them.
+        await this.kernel.firewall.flushConntrack([...previous, ...mappings].filter((m) => m.proto !== 'tcp'));
       } catch (e) {
         // Back to what was published before, in the kernel and on disk (Db puts memory back).
         await this.undo('programExternalConnectivity', () => this.kernel.firewall.removePorts(elementsOf(mappings)));
@@ -257,8 +302,6 @@ export class DriverService {
         await this.undo('programExternalConnectivity', () => this.db.save());
         throw e;
       }
-      // Flows that reached these host ports before (the host itself, a replaced container) must not stick.
-      await this.kernel.firewall.flushConntrack([...previous, ...mappings].filter((m) => m.proto !== 'tcp'));
       return mappings;
     });
   }
@@ -269,11 +312,20 @@ export class DriverService {
       const ep = s.endpoints[endpointId];
       if (!net || !ep || ep.ports.length === 0) return;
       // Exactly this endpoint's port elements: its membership stays (the endpoint may stay joined).
-      await this.kernel.firewall.removePorts(this.kinds.get(net.kind).ports(ep, net, ep.ports));
+      const elements = this.kinds.get(net.kind).ports(ep, net, ep.ports);
       const gone = ep.ports;
-      ep.ports = [];
-      await this.db.save();
-      await this.kernel.firewall.flushConntrack(gone.filter((m) => m.proto !== 'tcp'));
+      try {
+        await this.kernel.firewall.removePorts(elements);
+        ep.ports = [];
+        await this.db.save();
+        await this.kernel.firewall.flushConntrack(gone.filter((m) => m.proto !== 'tcp'));
+      } catch (e) {
+        // Still published, in the kernel and on disk (Db puts memory back).
+        await this.undo('revokeExternalConnectivity', () => this.kernel.firewall.addPorts(elements));
+        ep.ports = gone;
+        await this.undo('revokeExternalConnectivity', () => this.db.save());
+        throw e;
+      }
     });
   }
 

@@ -113,12 +113,23 @@ const bracket = (ip: string) => (ip.includes(':') ? `[${ip}]` : ip);
 export class FakeRunner implements Runner {
   readonly commands: string[] = [];
   saves = { v4: '', v6: '' };
+  private readonly commandFailures: { cmd: string; error: Error }[] = [];
+
+  /**
+   * The next run of `cmd` throws `error` (default: as ExecRunner does for a missing binary),
+   * e.g. `failCommand('conntrack')`, or a TIMEOUT error for a command that hung.
+   */
+  failCommand(cmd: string, error?: Error): void {
+    this.commandFailures.push({ cmd, error: error ?? new TsbridgeError('KERNEL', { op: cmd, detail: `spawn ${cmd} ENOENT` }) });
+  }
 
   constructor(readonly nft: NftModel) {}
 
   async run(cmd: string, args: string[], opts: { input?: string; allowFail?: boolean } = {}): Promise<RunResult> {
     await Promise.resolve();
     this.commands.push([cmd, ...args].join(' '));
+    const failing = this.commandFailures.findIndex((f) => f.cmd === cmd);
+    if (failing >= 0) throw this.commandFailures.splice(failing, 1)[0]!.error;
     const r = this.answer(cmd, args, opts.input ?? '');
     if (r.exitCode !== 0 && !opts.allowFail) {
       throw new TsbridgeError('KERNEL', { op: `${cmd} ${args.join(' ')}`.slice(0, 200), detail: (r.stderr || `exit ${r.exitCode}`).trim() });
@@ -161,6 +172,9 @@ export class FakeKernel implements Kernel {
   readonly conntrackFlushes: { proto: string; hostPort: number }[] = [];
 
   private readonly failures = new Map<KernelMethod, Injected[]>();
+  /** failCall: calls still to let through before the injected failure (-1: none armed). */
+  private countdown = -1;
+  private armed: { partial: boolean; error: Error } | null = null;
 
   readonly links: Links;
   readonly firewall: Firewall;
@@ -207,6 +221,20 @@ export class FakeKernel implements Kernel {
     const list = this.failures.get(method) ?? [];
     list.push({ partial: opts.partial ?? false, error: opts.error ?? kernelError(method, 'injected failure'), when: opts.when ?? (() => true) });
     this.failures.set(method, list);
+  }
+
+  /**
+   * Lets `n` more calls (of any method) through, then fails the next one: a way to fail every
+   * step of an operation in turn. With `partial` the failing call first does its work.
+   */
+  failCall(n: number, opts: { partial?: boolean; error?: Error } = {}): void {
+    this.countdown = n;
+    this.armed = { partial: opts.partial ?? false, error: opts.error ?? kernelError('call', `injected failure at call ${n}`) };
+  }
+
+  /** True while a failCall is armed and has not fired. */
+  get failCallPending(): boolean {
+    return this.armed !== null;
   }
 
   /** Injected failures not consumed yet. */
@@ -274,7 +302,14 @@ export class FakeKernel implements Kernel {
     await Promise.resolve(); // like the real thing, never synchronous
     const queue = this.failures.get(method) ?? [];
     const at = queue.findIndex((f) => f.when(args));
-    const injected = at >= 0 ? queue.splice(at, 1)[0] : undefined;
+    let injected: Injected | undefined = at >= 0 ? queue.splice(at, 1)[0] : undefined;
+    if (!injected && this.armed) {
+      if (this.countdown === 0) {
+        injected = { ...this.armed, when: () => true };
+        this.armed = null;
+        this.countdown = -1;
+      } else this.countdown--;
+    }
     if (injected) {
       if (injected.partial) {
         try {
