@@ -8,13 +8,14 @@ import { isDeepStrictEqual } from 'node:util';
 import { fail, isTsbridgeError } from '../errors.js';
 import { overlaps, parsePrefix } from '../net/addr.js';
 import type { Logger } from '../logging.js';
-import type { HostPorts, Kernel } from '../kernel/types.js';
+import type { HostPorts, HostRoutes, Kernel } from '../kernel/types.js';
 import type { EndpointSpec, JoinInfo, Network, NetworkSpec, PortMapping, PortRequest } from '../domain/types.js';
 import { hostVethName, macFromId, peerVethName } from '../domain/names.js';
 import type { Db } from '../state/db.js';
 import type { Endpoint, State } from '../state/types.js';
 import type { KindContext, KindRegistry } from '../kinds/types.js';
 import { allocatePorts } from './ports.js';
+import { checkAgainstHost, checkEndpointAddress, checkSubnets } from './subnets.js';
 import { endpointElements, firewallView, kindsRuntime, realizeEndpoint, realizeNetwork, type KindsRuntime, type Lifecycles } from './realize.js';
 
 export { kindsRuntime, type KindsRuntime };
@@ -32,7 +33,8 @@ export class DriverService {
   constructor(
     private readonly db: Db,
     private readonly kernel: Kernel,
-    private readonly hostPorts: HostPorts,
+    /** The host's sockets (port publishing) and, where given, its routes (a new network's subnets). */
+    private readonly hostPorts: HostPorts & Partial<HostRoutes>,
     private readonly log: Logger,
     runtime: KindsRuntime = kindsRuntime(kernel, log),
   ) {
@@ -61,6 +63,7 @@ export class DriverService {
         }
         fail('NETWORK_EXISTS', { networkId: spec.id });
       }
+      checkSubnets(spec);
       const net: Network = { ...spec, phase: 'creating' };
       const plan = kind.network(net);
       for (const other of Object.values(s.networks)) {
@@ -73,9 +76,15 @@ export class DriverService {
           }
         }
       }
-      const links = new Set((await this.kernel.links.list()).map((l) => l.name));
+      const listed = await this.kernel.links.list();
+      const links = new Set(listed.map((l) => l.name));
       const held = plan.links.find((l) => links.has(l));
       if (held) fail('BRIDGE_NAME_IN_USE', { name: held, networkId: 'another program (an interface of that name exists)' });
+      if (!kind.sharesHostSubnet && this.hostPorts.routeTable && this.hostPorts.nameservers) {
+        // Routes through tsbridge's own links are other networks': checked against the state above.
+        const own = new Set(listed.filter((l) => l.owned).map((l) => l.name));
+        checkAgainstHost(spec, await this.hostPorts.routeTable(), await this.hostPorts.nameservers(), own);
+      }
       await kind.lifecycle?.beforeCreate?.(net, this.ctx);
 
       s.networks[net.id] = net;
@@ -167,6 +176,8 @@ export class DriverService {
         fail('BAD_REQUEST', { detail: 'IPv6 address given on a network without IPv6' });
       }
       if (net.ipv4.length === 0 && spec.ipv4) fail('BAD_REQUEST', { detail: 'IPv4 address given on a network without IPv4' });
+      checkEndpointAddress(spec.ipv4, net);
+      checkEndpointAddress(spec.ipv6, net);
       const rec: Endpoint = {
         id: spec.endpointId,
         networkId: spec.networkId,

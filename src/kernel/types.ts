@@ -149,6 +149,22 @@ export interface HostView {
   takenPrefixes(): Promise<string[]>;
 }
 
+/** A route of the host's main table: destination (`0.0.0.0/0`, `::/0` for a default route), next hop, device. */
+export interface HostRoute {
+  to: string;
+  /** Next hop, or null for a route straight out of the device (its connected subnet). */
+  via: string | null;
+  dev: string;
+}
+
+/** What a new network's subnets must leave alone on the host (src/driver/subnets.ts). */
+export interface HostRoutes {
+  /** Routes of the main table, default routes included. */
+  routeTable(): Promise<HostRoute[]>;
+  /** Nameservers the host uses (/etc/resolv.conf). */
+  nameservers(): Promise<string[]>;
+}
+
 /** What port publishing needs to know about the host: sockets a published port must not steal. */
 export interface HostPorts {
   listening(): Promise<Listener[]>;
