@@ -21,7 +21,7 @@ import { endpointElements, firewallView, kindsRuntime, realizeEndpoint, realizeN
 export { kindsRuntime, type KindsRuntime };
 
 function specOf(n: Network): NetworkSpec {
-  const { phase: _phase, ...spec } = n;
+  const { phase: _phase, created: _created, ...spec } = n;
   return spec;
 }
 
@@ -37,6 +37,8 @@ export class DriverService {
     private readonly hostPorts: HostPorts & Partial<HostRoutes>,
     private readonly log: Logger,
     runtime: KindsRuntime = kindsRuntime(kernel, log),
+    /** Wall clock (ms since the epoch) for the records' creation times. */
+    private readonly now: () => number = Date.now,
   ) {
     this.kinds = runtime.kinds;
     this.lifecycles = runtime.lifecycles;
@@ -64,7 +66,7 @@ export class DriverService {
         fail('NETWORK_EXISTS', { networkId: spec.id });
       }
       checkSubnets(spec);
-      const net: Network = { ...spec, phase: 'creating' };
+      const net: Network = { ...spec, phase: 'creating', created: this.now() };
       const plan = kind.network(net);
       for (const other of Object.values(s.networks)) {
         const taken = this.kinds.get(other.kind).network(other).links;
@@ -189,6 +191,7 @@ export class DriverService {
         ipv6: spec.ipv6,
         joined: false,
         ports: [],
+        created: this.now(),
       };
       const elements = endpointElements(rec, net, this.kinds);
       // Kernel first, then one save: a crash in between leaves only links with
