@@ -33,8 +33,13 @@ export function unused(p: PoolRecord, s: State): boolean {
 /** The record with allocation times only for addresses it still holds. */
 export function withoutStale(p: PoolRecord): PoolRecord {
   if (!p.since) return p;
-  const since = Object.fromEntries(Object.entries(p.since).filter(([a]) => Object.prototype.hasOwnProperty.call(p.allocated, a)));
+  const since = Object.fromEntries(Object.entries(p.since).filter(([a]) => Object.hasOwn(p.allocated, a)));
   return { ...p, since };
+}
+
+/** The pool of that ID, looked up among the state's own records only (an ID is never a prototype key). */
+export function ownPool(s: State, id: string): PoolRecord | undefined {
+  return Object.hasOwn(s.pools, id) ? s.pools[id] : undefined;
 }
 
 export class IpamService {
@@ -70,7 +75,7 @@ export class IpamService {
         }
         const mine = parsePrefix(pool);
         const asked = newPoolRecord({ id: poolId(family, pool), pool, subPool: req.subPool || null, auto: false });
-        const same = Object.prototype.hasOwnProperty.call(s.pools, asked.id) ? s.pools[asked.id]! : null;
+        const same = ownPool(s, asked.id) ?? null;
         if (same && same.pool === asked.pool && same.subPool === asked.subPool && !same.auto && unused(same, s)) {
           // The same request again while nothing uses the pool: a retry (the reply to the first
           // was lost to a crash between save and reply), or a second network racing for the
@@ -107,7 +112,7 @@ export class IpamService {
 
   async releasePool(id: string): Promise<void> {
     await this.db.tx(async (s) => {
-      const rec = Object.prototype.hasOwnProperty.call(s.pools, id) ? s.pools[id] : undefined;
+      const rec = ownPool(s, id);
       if (!rec) return;
       if ((rec.claims ?? 1) > 1) rec.claims = rec.claims! - 1;
       else delete s.pools[id];
@@ -117,7 +122,7 @@ export class IpamService {
 
   async requestAddress(id: string, address: string, kind: AllocKind): Promise<string> {
     return this.db.tx(async (s) => {
-      const rec = s.pools[id];
+      const rec = ownPool(s, id);
       if (!rec) fail('UNKNOWN_POOL', { poolId: id });
       let a;
       try {
@@ -139,7 +144,7 @@ export class IpamService {
 
   async releaseAddress(id: string, address: string): Promise<void> {
     await this.db.tx(async (s) => {
-      const rec = s.pools[id];
+      const rec = ownPool(s, id);
       if (!rec || address === '') return;
       parseAddress(address.split('/')[0]!);
       const next = releaseAddress(rec, address.split('/')[0]!);
