@@ -25,6 +25,8 @@ import { ownerFor } from './kernel/owner.js';
 import { DriverService, kindsRuntime } from './driver/service.js';
 import { KINDS } from './kinds/registry.js';
 import { Reconciler } from './driver/reconcile.js';
+import { Convergence, convergeOnce, DEFAULT_CONFIRM_MS, isEmpty } from './driver/converge.js';
+import { DockerClient } from './docker/client.js';
 import { IpamService } from './ipam/service.js';
 import { DEFAULT_POOLS, parseDefaultPools } from './ipam/pools.js';
 import { createApp, jsonClientErrors } from './server/app.js';
@@ -70,6 +72,10 @@ async function startLocked(config: Config, log: Logger, releaseLock: () => Promi
   const runtime = kindsRuntime(kernel, log, KINDS);
   const driver = new DriverService(db, kernel, host, log, runtime);
   const reconciler = new Reconciler(db, kernel, log, runtime);
+  // Convergence with Docker: the sweep asks Docker when TSBRIDGE_DOCKER_SOCKET names its socket;
+  // `tsbridge gc` brings Docker's answer through the admin call either way.
+  const convergence = new Convergence(driver, log, { graceMs: config.gcGraceSec * 1000, confirmMs: DEFAULT_CONFIRM_MS });
+  const dockerEngine = config.dockerSocket ? new DockerClient(config.dockerSocket, 5000) : null;
 
   const t0 = Date.now();
   let report;
@@ -87,7 +93,7 @@ async function startLocked(config: Config, log: Logger, releaseLock: () => Promi
   // Before the socket: a metrics address that cannot be served fails the start before Docker sees the plugin.
   const metricsServer = config.metrics ? await serveMetrics(config.metrics, metrics, log) : null;
   await fs.mkdir(path.dirname(config.socket), { recursive: true });
-  const app = createApp({ driver, ipam, log, metrics, health: () => health.report() });
+  const app = createApp({ driver, ipam, log, metrics, health: () => health.report(), convergence });
   const server: Server = await new Promise((resolve, reject) => {
     const s = app.listen(config.socket, () => resolve(s));
     s.on('error', reject);
@@ -96,9 +102,21 @@ async function startLocked(config: Config, log: Logger, releaseLock: () => Promi
   await fs.chmod(config.socket, 0o660);
   log.info('listening', { socket: config.socket, stateDir: config.stateDir, instance: owner.instance, table: owner.table });
 
+  let dockerWhy: string | null = null; // why Docker did not answer the last sweep (logged when it changes)
+  const withDocker = async () => {
+    if (!dockerEngine) return;
+    const { report, unreachable } = await convergeOnce(dockerEngine, convergence);
+    if (unreachable !== dockerWhy) {
+      if (unreachable) log.warn('sweep: Docker did not answer, convergence skipped', { dockerSocket: config.dockerSocket, error: unreachable });
+      else log.info('sweep: Docker answers, converging', { dockerSocket: config.dockerSocket });
+      dockerWhy = unreachable;
+    }
+    if (report && !isEmpty(report.confirming)) log.debug('convergence: waiting to confirm', { confirming: report.confirming });
+  };
   const sweep = async () => {
     const t = Date.now();
     try {
+      await withDocker();
       const endpointsRemoved = await reconciler.sweep();
       const r = { ok: true, seconds: (Date.now() - t) / 1000, endpointsRemoved };
       metrics.sweep(r);

@@ -4,6 +4,9 @@
  */
 import http from 'node:http';
 import type { HealthReport } from '../metrics/health.js';
+import type { ConvergeReport } from '../driver/converge.js';
+import type { DockerObservation } from '../docker/observe.js';
+import { CONVERGE_PATH } from '../server/admin.js';
 
 export interface PluginApi {
   /** The plugin's health report. Throws PluginUnreachable when it does not answer. */
@@ -17,7 +20,15 @@ export class PluginUnreachable extends Error {
   }
 }
 
-export class PluginClient implements PluginApi {
+/** The plugin's admin calls (src/server/admin.ts). */
+export interface PluginAdmin {
+  /** Hands the plugin an observation of Docker; answers what it removed and what waits. */
+  converge(observation: DockerObservation, dryRun: boolean): Promise<ConvergeAnswer>;
+}
+
+export type ConvergeAnswer = ConvergeReport & { graceMs: number; confirmMs: number };
+
+export class PluginClient implements PluginApi, PluginAdmin {
   constructor(readonly socket: string, private readonly timeoutMs = 5000) {}
 
   async health(): Promise<HealthReport> {
@@ -35,9 +46,23 @@ export class PluginClient implements PluginApi {
     return body as HealthReport;
   }
 
-  private request(method: string, path: string): Promise<{ status: number; text: string }> {
+  async converge(observation: DockerObservation, dryRun: boolean): Promise<ConvergeAnswer> {
+    const r = await this.request('POST', CONVERGE_PATH, JSON.stringify({ observation, dryRun }));
+    let body: unknown;
+    try {
+      body = JSON.parse(r.text);
+    } catch {
+      throw new PluginUnreachable(`${this.socket} answered ${r.status} with something that is not JSON: is it tsbridge?`);
+    }
+    if (r.status === 404) throw new PluginUnreachable(`the plugin on ${this.socket} has no ${CONVERGE_PATH} call (an older tsbridge?)`);
+    if (r.status !== 200) throw new PluginUnreachable(`the plugin on ${this.socket} refused: ${(body as { Err?: string }).Err ?? r.text.slice(0, 200)}`);
+    return body as ConvergeAnswer;
+  }
+
+  private request(method: string, path: string, payload?: string): Promise<{ status: number; text: string }> {
     return new Promise((resolve, reject) => {
-      const req = http.request({ socketPath: this.socket, path, method, agent: false }, (res) => {
+      const headers = payload === undefined ? undefined : { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(payload) };
+      const req = http.request({ socketPath: this.socket, path, method, agent: false, headers }, (res) => {
         let text = '';
         res.setEncoding('utf8');
         res.on('data', (d: string) => (text += d));
@@ -58,7 +83,7 @@ export class PluginClient implements PluginApi {
         else if (e.code === 'EACCES') fail(`no permission to use ${this.socket} (run as root)`);
         else fail(`${this.socket}: ${e.message}`);
       });
-      req.end();
+      req.end(payload);
     });
   }
 }

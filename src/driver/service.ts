@@ -16,6 +16,8 @@ import type { Endpoint, State } from '../state/types.js';
 import type { KindContext, KindRegistry } from '../kinds/types.js';
 import { allocatePorts } from './ports.js';
 import { checkAgainstHost, checkEndpointAddress, checkSubnets } from './subnets.js';
+import { isEmpty, type Forgotten } from './converge.js';
+import { forgetPools } from '../ipam/service.js';
 import { endpointElements, firewallView, kindsRuntime, realizeEndpoint, realizeNetwork, type KindsRuntime, type Lifecycles } from './realize.js';
 
 export { kindsRuntime, type KindsRuntime };
@@ -157,6 +159,58 @@ export class DriverService {
     await this.undo(op, () => this.kernel.firewall.apply(this.view(s)));
     await this.undo(op, () => this.lifecycles.start(net));
     await this.undo(op, () => this.db.save());
+  }
+
+  /**
+   * Convergence with Docker (converge.ts): in one transaction under the state lock, `decide`
+   * names what Docker no longer has, judged against the state as it is now; those networks
+   * (with their endpoints), endpoints, pools and addresses go — rules first, then links, then
+   * the records — and on any failure all of it is put back, as DeleteNetwork does.
+   */
+  async removeForgotten(decide: (s: State) => Forgotten): Promise<Forgotten> {
+    return this.db.tx(async (s) => {
+      const plan = decide(s);
+      const nets = plan.networks.filter((id) => Object.hasOwn(s.networks, id)).map((id) => s.networks[id]!);
+      const netIds = new Set(nets.map((n) => n.id));
+      const eps = Object.values(s.endpoints).filter((e) => netIds.has(e.networkId) || plan.endpoints.includes(e.id));
+      const done: Forgotten = {
+        networks: nets.map((n) => n.id),
+        endpoints: eps.filter((e) => !netIds.has(e.networkId)).map((e) => e.id),
+        pools: plan.pools.filter((id) => Object.hasOwn(s.pools, id)),
+        addresses: plan.addresses.filter((a) => Object.hasOwn(s.pools, a.pool) && Object.hasOwn(s.pools[a.pool]!.allocated, a.address)),
+      };
+      if (isEmpty(done)) return done;
+      const saved = structuredClone({ nets, eps, pools: s.pools });
+      for (const e of eps) delete s.endpoints[e.id];
+      for (const n of nets) delete s.networks[n.id];
+      forgetPools(s, done.pools, done.addresses);
+      try {
+        for (const n of nets) await this.lifecycles.stop(n.id);
+        await this.kernel.firewall.apply(this.view(s));
+        const links = [...eps.flatMap((e) => [e.hostVeth, e.peerVeth]), ...nets.flatMap((n) => this.kinds.get(n.kind).network(n).links)];
+        await this.kernel.links.deleteLinks(links);
+        await this.db.save();
+      } catch (e) {
+        s.pools = saved.pools;
+        for (const n of saved.nets) s.networks[n.id] = n;
+        for (const ep of saved.eps) s.endpoints[ep.id] = ep;
+        for (const n of saved.nets) await this.restoreNetwork(s, n, saved.eps.filter((x) => x.networkId === n.id), 'converge');
+        const loose = saved.eps.filter((x) => !netIds.has(x.networkId));
+        if (loose.length) {
+          const have = await this.kernel.links.list().then((l) => new Map(l.map((x) => [x.name, x])), () => new Map());
+          for (const ep of loose) {
+            const net = s.networks[ep.networkId];
+            const link = have.get(ep.hostVeth) ?? null;
+            if (net && (link || !ep.joined)) await this.undo('converge', () => realizeEndpoint(this.kernel, this.kinds.get(net.kind).endpoint(ep, net), link));
+          }
+          await this.undo('converge', () => this.kernel.firewall.apply(this.view(s)));
+          await this.undo('converge', () => this.db.save());
+        }
+        throw e;
+      }
+      for (const n of nets) await this.undo('converge afterDelete', async () => this.kinds.get(n.kind).lifecycle?.afterDelete?.(n, this.ctx));
+      return done;
+    });
   }
 
   // --------------------------------------------------------------- endpoints

@@ -37,6 +37,18 @@ export function withoutStale(p: PoolRecord): PoolRecord {
   return { ...p, since };
 }
 
+/**
+ * Convergence (src/driver/converge.ts) releasing what no Docker network holds: whole pools, and
+ * single addresses of pools that stay. Pure over the state; unknown IDs are skipped.
+ */
+export function forgetPools(s: State, pools: string[], addresses: { pool: string; address: string }[]): void {
+  for (const id of pools) if (ownPool(s, id)) delete s.pools[id];
+  for (const { pool, address } of addresses) {
+    const rec = ownPool(s, pool);
+    if (rec) s.pools[pool] = withoutStale(releaseAddress(rec, address));
+  }
+}
+
 /** The pool of that ID, looked up among the state's own records only (an ID is never a prototype key). */
 export function ownPool(s: State, id: string): PoolRecord | undefined {
   return Object.hasOwn(s.pools, id) ? s.pools[id] : undefined;
