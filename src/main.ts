@@ -17,6 +17,7 @@ import { Metrics } from './metrics/metrics.js';
 import { lockStateDir } from './server/lock.js';
 import { IpLinks } from './kernel/real/links.js';
 import { NftFirewall } from './kernel/real/firewall.js';
+import { NftMonitor } from './kernel/real/nft-monitor.js';
 import { detectIptables } from './kernel/real/iptables-variant.js';
 import { ProcSysctl } from './kernel/real/sysctl.js';
 import { ProcHost } from './kernel/real/host.js';
@@ -62,7 +63,10 @@ async function startLocked(config: Config, log: Logger, releaseLock: () => Promi
   log.info('iptables variant', { variant: iptables.variant, commands: [iptables.v4, iptables.v6], why: iptables.why });
   const kernel: Kernel = {
     links: new IpLinks(runner, '/sys/class/net', owner.linkAlias),
-    firewall: new NftFirewall(runner, log, { v4: iptables.v4, v6: iptables.v6 }, owner),
+    firewall: new NftFirewall(runner, log, { v4: iptables.v4, v6: iptables.v6 }, owner, {
+      mark: config.fwmark,
+      onReapply: (reason) => metrics.rulesReapplied(reason),
+    }),
     sysctl: new ProcSysctl(config.sysctlRoot),
   };
   const host = new ProcHost();
@@ -131,6 +135,31 @@ async function startLocked(config: Config, log: Logger, releaseLock: () => Promi
   const timer = config.gcIntervalSec > 0 ? setInterval(() => void sweep(), config.gcIntervalSec * 1000) : null;
   timer?.unref();
 
+  // Someone else's hands on the rules: noticed at once by `nft monitor` (the sweep checks as well).
+  let checking: Promise<void> | null = null;
+  let again = false;
+  const check = (why: string) => {
+    if (checking) {
+      again = true;
+      return;
+    }
+    log.debug('nft monitor: rules touched by a transaction, checking', { why });
+    checking = reconciler
+      .checkFirewall()
+      .catch((e: unknown) => {
+        log.warn('firewall check failed', { error: e instanceof Error ? e.message : String(e) });
+      })
+      .finally(() => {
+        checking = null;
+        if (again) {
+          again = false;
+          check('more changes meanwhile');
+        }
+      });
+  };
+  const monitor = config.firewallWatch === 'monitor' ? new NftMonitor({ table: owner.table, forwardChain: owner.forwardChain, log, onChange: check }) : null;
+  monitor?.start();
+
   let stopping = false;
   return {
     stop: async (signal: string) => {
@@ -138,6 +167,7 @@ async function startLocked(config: Config, log: Logger, releaseLock: () => Promi
       stopping = true;
       log.info('stopping', { signal, inFlight: db.busy });
       if (timer) clearInterval(timer);
+      await monitor?.stop();
       // Stop accepting, let calls in flight finish (each rolls back on its own failure).
       const closed = new Promise<void>((r) => server.close(() => r()));
       server.closeIdleConnections?.();

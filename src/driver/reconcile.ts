@@ -87,6 +87,18 @@ export class Reconciler {
   }
 
   /**
+   * Checks tsbridge's rules against the state now (the firewall's refresh, under the state
+   * lock): a table, chain, rule or set element someone else removed is applied again, and so is
+   * a removed forward shim. What the nft monitor calls when another program touched them.
+   */
+  async checkFirewall(): Promise<void> {
+    const { kinds } = this.runtime;
+    await this.db.tx(async (s) => {
+      await this.kernel.firewall.refresh(firewallView(s, kinds));
+    });
+  }
+
+  /**
    * Forgets endpoints whose container died without Docker telling us (its
    * namespace, and so both veth ends, are gone), and re-checks the firewall
    * (what dockerd may have changed around the forward shim since).
@@ -94,6 +106,7 @@ export class Reconciler {
   async sweep(): Promise<number> {
     const { kinds } = this.runtime;
     return this.db.tx(async (s) => {
+      // Also what someone else did to tsbridge's rules: re-applied in full when they are gone or altered.
       if (Object.keys(s.networks).length > 0) await this.kernel.firewall.refresh(firewallView(s, kinds));
       const joined = Object.values(s.endpoints).filter((e) => e.joined && e.phase === 'ready');
       if (joined.length === 0) return 0;

@@ -148,6 +148,10 @@ export class FakeRunner implements Runner {
         throw e;
       }
     }
+    if (cmd === 'nft' && args[0] === '-j' && args[1] === 'list' && args[2] === 'table') {
+      const json = this.nft.listJson(args[3]!, args[4]!);
+      return json === null ? { stdout: '', stderr: 'Error: No such file or directory; did you mean table ‘filter’ in family ip?', exitCode: 1 } : ok(json);
+    }
     if (cmd === 'iptables-save') return ok(this.saves.v4);
     if (cmd === 'ip6tables-save') return ok(this.saves.v6);
     if (cmd === 'conntrack' && args[0] === '-L') return { stdout: '', stderr: 'conntrack v1.4.7 (conntrack-tools): 0 flow entries have been shown.', exitCode: 1 };
@@ -191,7 +195,8 @@ export class FakeKernel implements Kernel {
       deleteLinks: (names) => this.call('deleteLinks', [names], () => this.doDeleteLinks(names)),
       list: () => this.call('list', [], () => this.doList()),
     };
-    const real = new NftFirewall(this.runner, silentLogger());
+    const real = new NftFirewall(this.runner, silentLogger(), undefined, undefined, { onReapply: (r) => this.reapplied.push(r) });
+    this.nftFirewall = real;
     this.firewall = {
       apply: (view) => this.call('apply', [view], () => real.apply(view)),
       addEndpoint: (ep) => this.call('addEndpoint', [ep], () => real.addEndpoint(ep)),
@@ -209,6 +214,11 @@ export class FakeKernel implements Kernel {
       ensure: (key, value) => this.call('sysctl', [key, value], () => this.doSysctl(key, value)),
     };
   }
+
+  /** The real firewall behind `firewall` (its re-application counts). */
+  readonly nftFirewall: NftFirewall;
+  /** Each re-application after an outside change, with its reason, in order (the metrics hook). */
+  readonly reapplied: string[] = [];
 
   /** The nftables table name the firewall writes (`tsbridge` unless another instance's). */
   readonly table: string;
