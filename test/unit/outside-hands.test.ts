@@ -129,6 +129,10 @@ describe('the forward shim removed by someone else', () => {
   class IptablesRunner implements Runner {
     chain: string[] | null = null;
     jump = false;
+    /** Docker's `-A FORWARD -j DOCKER-USER`. */
+    dockerJump = true;
+    /** Our jump first in FORWARD. */
+    forwardJump = false;
     readonly nft = new NftModel();
     async run(cmd: string, args: string[], opts: { input?: string } = {}): Promise<RunResult> {
       const ok = (stdout = ''): RunResult => ({ stdout, stderr: '', exitCode: 0 });
@@ -138,7 +142,9 @@ describe('the forward shim removed by someone else', () => {
       }
       if (cmd === 'nft' && args[0] === '-j') return ok(this.nft.listJson(args[3]!, args[4]!)!);
       if (cmd === 'iptables-save') {
-        const L = ['*filter', ':FORWARD DROP [0:0]', ':DOCKER-USER - [0:0]', ...(this.chain ? [':TSBRIDGE-FORWARD - [0:0]'] : []), '-A FORWARD -j DOCKER-USER'];
+        const L = ['*filter', ':FORWARD DROP [0:0]', ':DOCKER-USER - [0:0]', ...(this.chain ? [':TSBRIDGE-FORWARD - [0:0]'] : [])];
+        if (this.forwardJump) L.push('-A FORWARD -j TSBRIDGE-FORWARD');
+        if (this.dockerJump) L.push('-A FORWARD -j DOCKER-USER');
         if (this.jump) L.push('-A DOCKER-USER -j TSBRIDGE-FORWARD');
         L.push('-A DOCKER-USER -j RETURN', ...(this.chain ?? []), 'COMMIT');
         return ok(L.join('\n'));
@@ -148,7 +154,8 @@ describe('the forward shim removed by someone else', () => {
         return ok();
       }
       if (cmd === 'iptables' && args.includes('-I')) {
-        this.jump = true;
+        if (args.includes('FORWARD')) this.forwardJump = true;
+        else this.jump = true;
         return ok();
       }
       return ok();
@@ -162,6 +169,7 @@ describe('the forward shim removed by someone else', () => {
     ['iptables -F (chain and jump flushed, the DROP policy stays)', (r: IptablesRunner) => ((r.chain = []), (r.jump = false))],
     ['iptables -F DOCKER-USER (the jump gone)', (r: IptablesRunner) => (r.jump = false)],
     ['iptables -X after -F (the chain gone)', (r: IptablesRunner) => ((r.chain = null), (r.jump = false))],
+    ["iptables -F with Docker's FORWARD jump to DOCKER-USER gone too: the jump goes first in FORWARD", (r: IptablesRunner) => ((r.chain = []), (r.jump = false), (r.dockerJump = false))],
   ])('%s: written again by the next check, counted as shim_missing', async (_what, act) => {
     const r = new IptablesRunner();
     const reasons: string[] = [];
@@ -171,7 +179,9 @@ describe('the forward shim removed by someone else', () => {
     expect(reasons).toEqual([]);
     act(r);
     await fw.refresh(view);
-    expect({ chain: r.chain, jump: r.jump }).toEqual(written);
+    expect(r.chain).toEqual(written.chain);
+    // reachable: from DOCKER-USER while FORWARD leads there, else first in FORWARD
+    expect(r.dockerJump ? r.jump : r.forwardJump).toBe(true);
     expect(reasons).toEqual(['shim_missing']);
   });
 });

@@ -75,6 +75,7 @@ export class NftFirewall implements Firewall {
    * and each set's element count. `missing` when either table is gone.
    */
   private async listing(): Promise<{ missing: boolean; structure: string; counts: Map<string, number> }> {
+    // The inet table first: when it is gone (the usual outside hand), one command tells.
     const items: unknown[] = [];
     const counts = new Map<string, number>();
     for (const family of ['inet', 'bridge']) {

@@ -98,9 +98,13 @@ export function parseFilterSave(save: string): FilterView | null {
   return found ? { chains, rules } : null;
 }
 
-/** Where the jump to the shim goes: DOCKER-USER when Docker made it, else FORWARD. */
+/**
+ * Where the jump to the shim goes: DOCKER-USER when Docker made it and FORWARD leads there, else
+ * FORWARD. (After an `iptables -F`, DOCKER-USER is still there but nothing jumps to it until
+ * dockerd restarts: a jump left in it would never be reached.)
+ */
 export function shimParent(view: FilterView): 'DOCKER-USER' | 'FORWARD' {
-  return view.chains.has('DOCKER-USER') ? 'DOCKER-USER' : 'FORWARD';
+  return view.chains.has('DOCKER-USER') && view.rules.includes('-A FORWARD -j DOCKER-USER') ? 'DOCKER-USER' : 'FORWARD';
 }
 
 /**
