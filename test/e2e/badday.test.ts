@@ -190,7 +190,7 @@ describe('outside hands on the firewall', () => {
   }
 
   /** Docker's rules were removed by the action (not only tsbridge's). */
-  const dockersGone = (action: string) => ['iptables -F', 'nft flush ruleset', "Debian's nftables.service (nft -f /etc/nftables.conf)"].includes(action);
+  const dockersGone = (action: string) => ['iptables -F', 'iptables -F DOCKER-USER', 'nft flush ruleset', "Debian's nftables.service (nft -f /etc/nftables.conf)"].includes(action);
 
   const TABLE = ownerFor('tsbt-baddayfw').table;
   const ACTIONS: Record<string, () => Promise<unknown>> = {
@@ -212,11 +212,22 @@ describe('outside hands on the firewall', () => {
   let a1ip: string;
   let port: number;
 
+  let nets: string[];
+  let q: PluginHandle | null = null;
+  /** Containers and networks go while a plugin serves them (else the plugin would keep them: the first describe). */
+  afterAll(async () => {
+    await removeContainers([a1, b1]);
+    await removeNetworks(nets);
+    await q?.dispose();
+    await p.dispose();
+  });
+
   beforeAll(async () => {
     p = await startPlugin({ name: 'tsbt-baddayfw', env: { TSBRIDGE_GC_INTERVAL: '3', TSBRIDGE_FIREWALL_WATCH: 'sweep' } });
     cleanup.add(() => p.dispose(), 'plugin');
     const a = uniqueName('bdfa');
     const b = uniqueName('bdfb');
+    nets = [a, b];
     a1 = uniqueName('bdfa1');
     b1 = uniqueName('bdfb1');
     cleanup.add(() => removeContainers([a1, b1]), 'containers');
@@ -267,8 +278,8 @@ describe('outside hands on the firewall', () => {
 
   test('with the nft monitor: the gap from removal to repair (printed, not asserted)', async () => {
     await p.stop();
-    const q = await startPlugin({ name: 'tsbt-baddayfw', stateDir: p.stateDir, env: { TSBRIDGE_GC_INTERVAL: '30' } });
-    cleanup.add(() => q.dispose(), 'plugin (monitor)');
+    q = await startPlugin({ name: 'tsbt-baddayfw', stateDir: p.stateDir, env: { TSBRIDGE_GC_INTERVAL: '30' } });
+    cleanup.add(() => q!.dispose(), 'plugin (monitor)');
     const lines: { t: number; line: string }[] = [];
     const mon = (await import('execa')).execa('nft', ['monitor'], { buffer: false, reject: false });
     cleanup.add(async () => void mon.kill('SIGTERM'), 'observer');
@@ -306,7 +317,6 @@ describe('outside hands on the firewall', () => {
       expect(await breach()).toBeNull();
     }
     console.info(`gap from removal to repair with the nft monitor, on the host (ms): ${JSON.stringify(figures)}`);
-    await q.dispose();
   }, 180_000);
 });
 
