@@ -257,6 +257,19 @@ export class FakeKernel implements Kernel {
     this.foreign.set(name, { name, kind, master: null, owned: false });
   }
 
+  /** Container ends of veths Docker moved into a container's namespace: not in the host's link list. */
+  readonly inContainers = new Set<string>();
+
+  /** What Docker does after Join: moves the container end of the veth into the container's namespace. */
+  peerIntoContainer(peer: string): void {
+    if (this.vethEndOf(peer)) this.inContainers.add(peer);
+  }
+
+  /** What Docker does when it tears a container down: moves its end back into the host namespace. */
+  peerBackToHost(peer: string): void {
+    this.inContainers.delete(peer);
+  }
+
   /** Simulates the death of a container: its namespace, and with it the veth pair, disappears. */
   removeVethBehindOurBack(hostName: string): void {
     const v = this.veths.get(hostName);
@@ -410,6 +423,7 @@ export class FakeKernel implements Kernel {
   }
 
   private removeVeth(v: FakeVeth): void {
+    this.inContainers.delete(v.peer);
     this.veths.delete(v.host);
     this.dropLinkState(v.host);
     this.dropLinkState(v.peer);
@@ -420,7 +434,7 @@ export class FakeKernel implements Kernel {
     for (const b of this.bridges.values()) out.push({ name: b.name, kind: 'bridge', master: null, owned: true });
     for (const v of this.veths.values()) {
       out.push({ name: v.host, kind: 'veth', master: v.bridge, owned: true });
-      out.push({ name: v.peer, kind: 'veth', master: null, owned: true });
+      if (!this.inContainers.has(v.peer)) out.push({ name: v.peer, kind: 'veth', master: null, owned: true });
     }
     for (const f of this.foreign.values()) out.push({ ...f });
     return out;

@@ -112,6 +112,7 @@ test('upgrading without a reboot: start-up over the kernel version 1 left keeps 
   }
   for (const e of Object.values(V1.endpoints)) {
     await kernel.links.ensureVeth({ hostName: e.hostVeth, peerName: e.peerVeth, master: V1.networks[e.networkId]!.bridge, mtu: 1500, mac: e.mac, hostAddresses: [] });
+    if (e.joined) kernel.peerIntoContainer(e.peerVeth); // in its container, as Docker left it
   }
   const store = new FileStore(dir);
   const db = new Db(store, await store.load());
