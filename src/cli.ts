@@ -7,6 +7,7 @@
  *   tsbridge ports    every published port
  *   tsbridge health   asks the plugin over its socket (for systemd and watchdogs)
  *   tsbridge gc       removes what Docker no longer has (asks Docker, tells the plugin)
+ *   tsbridge doctor   compares the state with the kernel and Docker; --fix repairs through the plugin
  *
  * Which instance: --instance NAME, else TSBRIDGE_SOCKET / TSBRIDGE_STATE_DIR as the plugin reads
  * them (src/config.ts, resolveInstance). Each subcommand is registered by one function below;
@@ -20,6 +21,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { resolveInstance, type InstancePaths } from './config.js';
 import { DockerClient, DockerUnreachable, dockerSocket, namesFor, noNames, type DockerApi, type DockerEngine, type Names } from './docker/client.js';
 import { formatGc, runGc } from './cli/gc.js';
+import { formatDoctor, runDoctor } from './cli/doctor.js';
 import { formatHealth } from './cli/health.js';
 import { PluginClient, PluginUnreachable, type PluginAdmin, type PluginApi } from './cli/plugin.js';
 import { formatTable, portRows, withNames } from './cli/ports.js';
@@ -244,6 +246,41 @@ function registerGc(program: Command, ctx: Ctx): void {
   });
 }
 
+function registerDoctor(program: Command, ctx: Ctx): void {
+  instanceOptions(
+    program
+      .command('doctor')
+      .description(
+        "Compare what the plugin's state says with what the kernel has (bridges, veths and their masters, addresses, MTU, routes, sysctls, nftables tables and elements, the iptables shim and its jump) and with what Docker has; print each difference with its cause and the fix. --fix repairs through the plugin (start-up reconciliation now, then convergence with Docker as tsbridge gc does), never by editing state.json. Exit 1 when problems are found (with --fix: when some are left), or the plugin cannot be asked.",
+      )
+      .option('--fix', 'repair through the plugin, then look again')
+      .option('--json', 'the result as JSON')
+      .option('--no-docker', 'do not ask Docker (what Docker no longer has is not checked)')
+      .addOption(new Option('--timeout <ms>', "how long to wait for each of the plugin's answers").default(60_000).argParser(positiveInt('--timeout'))),
+  ).action(async (o: InstanceOpts & { fix?: boolean; json?: boolean; timeout: number }) => {
+    const where = paths(o, ctx.io.env);
+    let engine: DockerEngine | null = null;
+    if (o.docker !== false) {
+      engine = ctx.io.dockerEngine ?? null;
+      if (!engine) {
+        const d = dockerSocket(ctx.io.env);
+        if (!('error' in d)) engine = new DockerClient(d.socket, 10_000);
+      }
+    }
+    const admin = (ctx.io.admin ? ctx.io.admin(where.socket, o.timeout) : new PluginClient(where.socket, o.timeout)) as Required<PluginAdmin>;
+    const sleep = ctx.io.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+    try {
+      const r = await runDoctor(engine, admin, { fix: !!o.fix, sleep });
+      ctx.io.out(o.json ? JSON.stringify(r, null, 2) + '\n' : formatDoctor(r));
+      if (r.findings.length) ctx.code = EXIT.PROBLEM;
+    } catch (e) {
+      if (!(e instanceof PluginUnreachable)) throw e;
+      ctx.io.err(`tsbridge doctor: cannot ask the plugin: ${e.message}\n`);
+      ctx.code = EXIT.PROBLEM;
+    }
+  });
+}
+
 export function buildProgram(ctx: Ctx): Command {
   const program = new Command('tsbridge')
     .description('Look at a running tsbridge (a Docker network and IPAM driver) and at what it holds.')
@@ -258,6 +295,7 @@ export function buildProgram(ctx: Ctx): Command {
   registerPorts(program, ctx);
   registerHealth(program, ctx);
   registerGc(program, ctx);
+  registerDoctor(program, ctx);
   for (const c of program.commands) c.exitOverride().configureOutput({ writeOut: (s) => ctx.io.out(s), writeErr: (s) => ctx.io.err(s) }).showHelpAfterError();
   return program;
 }

@@ -18,6 +18,8 @@ import { lockStateDir } from './server/lock.js';
 import { IpLinks } from './kernel/real/links.js';
 import { NftFirewall } from './kernel/real/firewall.js';
 import { NftMonitor } from './kernel/real/nft-monitor.js';
+import { IpInspect } from './kernel/real/inspect.js';
+import { Doctor } from './driver/doctor.js';
 import { detectIptables } from './kernel/real/iptables-variant.js';
 import { ProcSysctl } from './kernel/real/sysctl.js';
 import { ProcHost } from './kernel/real/host.js';
@@ -68,6 +70,7 @@ async function startLocked(config: Config, log: Logger, releaseLock: () => Promi
       onReapply: (reason) => metrics.rulesReapplied(reason),
     }),
     sysctl: new ProcSysctl(config.sysctlRoot),
+    inspect: new IpInspect(runner, config.sysctlRoot, owner.linkAlias),
   };
   const host = new ProcHost();
   const pools = config.defaultPools.trim() ? parseDefaultPools(config.defaultPools) : DEFAULT_POOLS;
@@ -97,7 +100,8 @@ async function startLocked(config: Config, log: Logger, releaseLock: () => Promi
   // Before the socket: a metrics address that cannot be served fails the start before Docker sees the plugin.
   const metricsServer = config.metrics ? await serveMetrics(config.metrics, metrics, log) : null;
   await fs.mkdir(path.dirname(config.socket), { recursive: true });
-  const app = createApp({ driver, ipam, log, metrics, health: () => health.report(), convergence });
+  const doctor = new Doctor(db, kernel, runtime.kinds, config.instance, convergence);
+  const app = createApp({ driver, ipam, log, metrics, health: () => health.report(), convergence, doctor, repair: () => reconciler.startup() });
   const server: Server = await new Promise((resolve, reject) => {
     const s = app.listen(config.socket, () => resolve(s));
     s.on('error', reject);

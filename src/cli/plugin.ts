@@ -6,7 +6,8 @@ import http from 'node:http';
 import type { HealthReport } from '../metrics/health.js';
 import type { ConvergeReport } from '../driver/converge.js';
 import type { DockerObservation } from '../docker/observe.js';
-import { CONVERGE_PATH } from '../server/admin.js';
+import { CONVERGE_PATH, DOCTOR_PATH, REPAIR_PATH } from '../server/admin.js';
+import type { Finding } from '../driver/doctor.js';
 
 export interface PluginApi {
   /** The plugin's health report. Throws PluginUnreachable when it does not answer. */
@@ -24,6 +25,10 @@ export class PluginUnreachable extends Error {
 export interface PluginAdmin {
   /** Hands the plugin an observation of Docker; answers what it removed and what waits. */
   converge(observation: DockerObservation, dryRun: boolean): Promise<ConvergeAnswer>;
+  /** What differs between the plugin's state, the kernel and (with an observation) Docker. */
+  doctor?(observation: DockerObservation | null): Promise<Finding[]>;
+  /** Start-up reconciliation, now. */
+  repair?(): Promise<unknown>;
 }
 
 export type ConvergeAnswer = ConvergeReport & { graceMs: number; confirmMs: number };
@@ -47,16 +52,28 @@ export class PluginClient implements PluginApi, PluginAdmin {
   }
 
   async converge(observation: DockerObservation, dryRun: boolean): Promise<ConvergeAnswer> {
-    const r = await this.request('POST', CONVERGE_PATH, JSON.stringify({ observation, dryRun }));
+    return (await this.admin(CONVERGE_PATH, { observation, dryRun })) as ConvergeAnswer;
+  }
+
+  async doctor(observation: DockerObservation | null): Promise<Finding[]> {
+    return ((await this.admin(DOCTOR_PATH, { observation })) as { findings: Finding[] }).findings;
+  }
+
+  async repair(): Promise<unknown> {
+    return ((await this.admin(REPAIR_PATH, {})) as { report: unknown }).report;
+  }
+
+  private async admin(path: string, payload: unknown): Promise<unknown> {
+    const r = await this.request('POST', path, JSON.stringify(payload));
     let body: unknown;
     try {
       body = JSON.parse(r.text);
     } catch {
       throw new PluginUnreachable(`${this.socket} answered ${r.status} with something that is not JSON: is it tsbridge?`);
     }
-    if (r.status === 404) throw new PluginUnreachable(`the plugin on ${this.socket} has no ${CONVERGE_PATH} call (an older tsbridge?)`);
+    if (r.status === 404) throw new PluginUnreachable(`the plugin on ${this.socket} has no ${path} call (an older tsbridge?)`);
     if (r.status !== 200) throw new PluginUnreachable(`the plugin on ${this.socket} refused: ${(body as { Err?: string }).Err ?? r.text.slice(0, 200)}`);
-    return body as ConvergeAnswer;
+    return body;
   }
 
   private request(method: string, path: string, payload?: string): Promise<{ status: number; text: string }> {

@@ -22,6 +22,7 @@ import { dockerId, requireObject } from '../protocol/validate.js';
 import { errorReply } from './reply.js';
 import { adminRoutes } from './admin.js';
 import type { Convergence } from '../driver/converge.js';
+import type { Doctor } from '../driver/doctor.js';
 
 type Handler = (body: Record<string, unknown>) => Promise<unknown>;
 
@@ -45,6 +46,9 @@ export interface AppDeps {
   health?: () => HealthReport;
   /** Convergence with Docker, fed by `tsbridge gc` through the admin call (src/server/admin.ts). */
   convergence?: Convergence;
+  /** `tsbridge doctor` and its `--fix` (src/server/admin.ts). */
+  doctor?: Doctor;
+  repair?: () => Promise<unknown>;
 }
 
 /** Largest body accepted: 10,000 port bindings (the most one call may carry) take under 1 MiB. */

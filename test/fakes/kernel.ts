@@ -19,7 +19,7 @@ import { silentLogger } from '../../src/logging.js';
 import type { RunResult, Runner } from '../../src/kernel/real/exec.js';
 import { NftFirewall } from '../../src/kernel/real/firewall.js';
 import { DEFAULT_TABLE } from '../../src/kernel/rules/nft.js';
-import type { BridgeSpec, Firewall, Kernel, LinkInfo, Links, RouteSpec, Sysctl, VethSpec } from '../../src/kernel/types.js';
+import type { BridgeSpec, Firewall, Kernel, KernelInspect, LinkDetail, LinkInfo, Links, RouteSpec, Sysctl, VethSpec } from '../../src/kernel/types.js';
 import { NftError, NftModel, type NftDump } from './nft.js';
 
 export type KernelMethod =
@@ -183,6 +183,9 @@ export class FakeKernel implements Kernel {
   readonly links: Links;
   readonly firewall: Firewall;
   readonly sysctl: Sysctl;
+  readonly inspect: KernelInspect;
+  /** Links someone set down (`ip link set down`); ensureBridge / attachToBridge bring them up. */
+  readonly down = new Set<string>();
 
   constructor(init: { sysctls?: Record<string, string>; table?: string } = {}) {
     for (const [k, v] of Object.entries(init.sysctls ?? {})) this.sysctls.set(normalizeKey(k), v);
@@ -204,6 +207,7 @@ export class FakeKernel implements Kernel {
       addPorts: (ports) => this.call('addPorts', [ports], () => real.addPorts(ports)),
       removePorts: (ports) => this.call('removePorts', [ports], () => real.removePorts(ports)),
       refresh: (view) => this.call('refresh', [view], () => real.refresh(view)),
+      diagnose: (view) => real.diagnose(view),
       flushConntrack: (entries) =>
         this.call('flushConntrack', [entries], async () => {
           this.conntrackFlushes.push(...entries.map((e) => ({ proto: e.proto, hostPort: e.hostPort })));
@@ -212,6 +216,11 @@ export class FakeKernel implements Kernel {
     };
     this.sysctl = {
       ensure: (key, value) => this.call('sysctl', [key, value], () => this.doSysctl(key, value)),
+    };
+    this.inspect = {
+      links: async () => this.details(),
+      routes: async () => [...this.routes].map(([to, dev]) => ({ to, dev })),
+      sysctl: async (key) => this.sysctls.get(normalizeKey(key)) ?? (/^net\.ipv[46]\.conf\.([^.]+)\./.test(normalizeKey(key)) ? null : '0'),
     };
   }
 
@@ -365,6 +374,7 @@ export class FakeKernel implements Kernel {
       throw new TsbridgeError('BRIDGE_NAME_IN_USE', { name: spec.name, networkId: 'no network (it is a veth interface)' });
     }
     const have = this.bridges.get(spec.name);
+    this.down.delete(spec.name);
     // `addr replace` adds what is missing and leaves other addresses alone, as iproute2 does.
     const addresses = [...new Set([...(have?.addresses ?? []), ...spec.addresses])].sort();
     this.bridges.set(spec.name, { name: spec.name, mtu: spec.mtu, mac: have?.mac ?? spec.mac, addresses });
@@ -394,6 +404,7 @@ export class FakeKernel implements Kernel {
     if (!v) throw kernelError('attachToBridge', `Cannot find device "${host}"`);
     if (!this.bridges.has(bridge)) throw kernelError('attachToBridge', `Cannot find device "${bridge}"`);
     v.bridge = bridge;
+    this.down.delete(host);
   }
 
   private doEnsureRoutes(routes: RouteSpec[]): void {
@@ -427,6 +438,19 @@ export class FakeKernel implements Kernel {
     this.veths.delete(v.host);
     this.dropLinkState(v.host);
     this.dropLinkState(v.peer);
+  }
+
+  /** What `ip -j -d addr show` would say of every link (read by `tsbridge doctor`). */
+  private details(): LinkDetail[] {
+    const up = (n: string) => !this.down.has(n);
+    const out: LinkDetail[] = [];
+    for (const b of this.bridges.values()) out.push({ name: b.name, kind: 'bridge', master: null, mtu: b.mtu, up: up(b.name), addresses: [...b.addresses], mac: b.mac, owned: true });
+    for (const v of this.veths.values()) {
+      out.push({ name: v.host, kind: 'veth', master: v.bridge, mtu: v.mtu, up: up(v.host), addresses: [...v.hostAddresses], mac: '02:00:00:00:00:00', owned: true });
+      if (!this.inContainers.has(v.peer)) out.push({ name: v.peer, kind: 'veth', master: null, mtu: v.mtu, up: false, addresses: [], mac: v.mac, owned: true });
+    }
+    for (const f of this.foreign.values()) out.push({ name: f.name, kind: f.kind, master: f.master, mtu: 1500, up: true, addresses: [], mac: '02:00:00:00:00:ff', owned: false });
+    return out;
   }
 
   private doList(): LinkInfo[] {

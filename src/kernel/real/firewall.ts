@@ -3,7 +3,7 @@ import type { Proto } from '../../domain/types.js';
 import { addElements, deleteElements, DEFAULT_MARK, fullRuleset } from '../rules/nft.js';
 import { DOCKER_ISOLATION_CHAINS, forwardChainRestore, forwardChainRules, jumpPosition, parseFilterSave, shimParent, type FilterView, type ShimBridge } from '../rules/iptables.js';
 import { DEFAULT_INSTANCE, ownerFor, type Owner } from '../owner.js';
-import type { Element, EndpointElements, Firewall, FirewallView } from '../types.js';
+import type { Element, EndpointElements, Firewall, FirewallFinding, FirewallView } from '../types.js';
 import type { Runner } from './exec.js';
 
 /**
@@ -164,6 +164,55 @@ export class NftFirewall implements Firewall {
       return;
     }
     await this.applyShims(view.networks.flatMap((n) => n.rules.shim));
+  }
+
+  /**
+   * Read-only: what of the rules this view calls for is missing or altered now — tsbridge's
+   * tables (as a check finds them) and, per iptables family, the shim's chain, its rules and its
+   * jump. Changes nothing (`tsbridge doctor`; `--fix` goes through a full apply).
+   */
+  async diagnose(view: FirewallView): Promise<FirewallFinding[]> {
+    const out: FirewallFinding[] = [];
+    const tables = `nftables (tables inet/bridge ${this.owner.table})`;
+    if (view.networks.length === 0) {
+      const l = await this.listing().catch(() => null);
+      if (l && !l.missing) out.push({ what: tables, problem: 'present although no network needs them' });
+    } else {
+      try {
+        const reason = await this.check(view);
+        const words: Record<ReapplyReason, string> = {
+          table_missing: 'a table is missing',
+          chain_altered: 'a chain, rule or set is not as last applied',
+          elements_altered: 'set or map elements are missing or extra (published ports, anti-spoofing, isolation)',
+          shim_missing: '',
+        };
+        if (reason) out.push({ what: tables, problem: words[reason] });
+      } catch (e) {
+        out.push({ what: tables, problem: `cannot be listed: ${e instanceof Error ? e.message : String(e)}` });
+      }
+    }
+    const bridges = view.networks.flatMap((n) => n.rules.shim);
+    for (const bin of [this.iptables.v4, this.iptables.v6]) {
+      const probe = await this.runner.run(`${bin}-save`, [], { allowFail: true }).catch(() => null);
+      if (!probe || probe.exitCode !== 0) continue;
+      const fv = parseFilterSave(probe.stdout);
+      if (fv === null) continue; // no filter table: nothing to get past
+      const chain = this.owner.forwardChain;
+      const what = `iptables shim (${bin}, chain ${chain})`;
+      const jumps = fv.rules.filter((r) => r.endsWith(` -j ${chain}`)).map((r) => r.split(' ')[1]!);
+      if (bridges.length === 0) {
+        if (fv.chains.has(chain) || jumps.length) out.push({ what, problem: 'present although no network needs it' });
+        continue;
+      }
+      const isolation = DOCKER_ISOLATION_CHAINS.filter((c) => fv.chains.has(c));
+      const want = forwardChainRules(bridges, chain, isolation, this.mark);
+      const have = fv.rules.filter((r) => r.startsWith(`-A ${chain} `));
+      const parent = shimParent(fv);
+      if (!fv.chains.has(chain)) out.push({ what, problem: 'the chain is missing' });
+      else if (want.join('\n') !== have.join('\n')) out.push({ what, problem: 'its rules are not the ones the networks need' });
+      if (!jumps.includes(parent)) out.push({ what, problem: `no jump to it from ${parent}${jumps.length ? ` (only from ${jumps.join(', ')})` : ''}` });
+    }
+    return out;
   }
 
   private async applyShims(bridges: ShimBridge[]): Promise<void> {
