@@ -347,3 +347,66 @@ describe("what Docker's own IPAM does with the subnets tsbridge refuses (docs/op
     expect(answer).not.toBe('created');
   });
 });
+
+// ------------------------------------------------------------------ tsbridge doctor
+
+describe('tsbridge doctor: each thing broken by hand is named; --fix repairs it through the plugin; traffic works again', () => {
+  let p: PluginHandle;
+  let net: string;
+  let bridge: string;
+  let a1: string;
+  let a2: string;
+  let a2ip: string;
+  let port: number;
+  const doctor = (...args: string[]) => shOk(process.execPath, [CLI, 'doctor', '--socket', p.socket, '--state-dir', p.stateDir, ...args], { env: { ...process.env, DOCKER_HOST: `unix://${DOCKER_SOCKET}` }, timeoutMs: 120_000 });
+
+  beforeAll(async () => {
+    p = await startPlugin({ name: 'tsbt-baddaydoc', env: { TSBRIDGE_GC_INTERVAL: '0', TSBRIDGE_FIREWALL_WATCH: 'sweep', TSBRIDGE_GC_GRACE: '0' } });
+    net = uniqueName('bddn');
+    a1 = uniqueName('bdda1');
+    a2 = uniqueName('bdda2');
+    await docker(['network', 'create', '-d', p.name, '--subnet', `10.219.${X + 9}.0/24`, net]);
+    port = PORT + 7;
+    await docker(['run', '-d', '--name', a1, '--network', net, '-p', `${port}:80`, TEST_IMAGE, 'sh', '-c', peerServerScript()]);
+    await docker(['run', '-d', '--name', a2, '--network', net, TEST_IMAGE, 'sh', '-c', peerServerScript()]);
+    a2ip = await ipOf(a2, net);
+    bridge = `tsb-${(await netId(net)).slice(0, 11)}`;
+  }, 120_000);
+  afterAll(async () => {
+    await removeContainers([a1, a2]);
+    await removeNetworks([net]);
+    await p.dispose();
+  });
+
+  /** The published port from the outside world, and a1 → a2 on their network. */
+  const traffic = async () => ({
+    published: (await settled(() => fromWorld(port))) !== null,
+    sameNetwork: httpPeer((await dockerOk(['exec', a1, 'sh', '-c', `printf '${PEER_REQUEST.replace(/\r\n/g, '\\r\\n')}' | nc -w 2 ${a2ip} 80`])).stdout) !== null,
+  });
+
+  test('healthy first: exit 0, traffic flows', async () => {
+    const r = await doctor();
+    expect(r.stdout).toBe('no problem found: the kernel, the rules and Docker agree with the state\n');
+    expect(r.exitCode).toBe(0);
+    expect(await traffic()).toEqual({ published: true, sameNetwork: true });
+  });
+
+  const veth = async () => (await docker(['network', 'inspect', net, '-f', '{{range .Containers}}{{.EndpointID}} {{end}}'])).split(' ').filter(Boolean).map((id) => `tsv${id.slice(0, 12)}`);
+  test.each([
+    ['the bridge set down', async () => sh('ip', ['link', 'set', bridge, 'down']), /bridge tsb-\w+ \(network \w+\): down/],
+    ["a container's veth taken off the bridge", async () => sh('ip', ['link', 'set', (await veth())[0]!, 'nomaster']), /endpoint \w+ \(veth tsv\w+, network \w+\): not on its bridge/],
+    ['route_localnet turned off', async () => sh('sysctl', ['-q', '-w', `net.ipv4.conf.${bridge}.route_localnet=0`]), /sysctl net\.ipv4\.conf\.tsb-\w+\.route_localnet: is 0, network \w+ needs 1/],
+    ["tsbridge's table deleted", async () => sh('nft', ['delete', 'table', 'inet', ownerFor('tsbt-baddaydoc').table]), /nftables \(tables inet\/bridge \S+\): a table is missing/],
+    ["the shim's jump deleted", async () => sh('iptables', ['-w', '5', '-D', 'DOCKER-USER', '-j', ownerFor('tsbt-baddaydoc').forwardChain]), /iptables shim \(\S+, chain TSBRIDGE-FWD-\w+\): no jump to it from DOCKER-USER/],
+  ])('%s', async (_what, breakIt, named) => {
+    await breakIt();
+    const found = await doctor();
+    expect(found.stdout).toMatch(named);
+    expect(found.stdout).toMatch(/cause: .+\n {6}fix: {3}tsbridge doctor --fix/);
+    expect(found.exitCode).toBe(1);
+    const fixed = await doctor('--fix');
+    expect(fixed.stdout).toContain('all repaired: the kernel, the rules and Docker agree with the state\n');
+    expect(fixed.exitCode).toBe(0);
+    expect(await traffic()).toEqual({ published: true, sameNetwork: true });
+  }, 120_000);
+});
