@@ -29,7 +29,27 @@ export interface Config {
   iptables: IptablesSetting;
   /** Where Prometheus metrics are served over HTTP; null (the default) = nowhere. */
   metrics: MetricsAddr | null;
+  /**
+   * Docker's API socket, for the sweep's convergence with Docker (src/driver/converge.ts); null
+   * (the default) = the plugin never asks Docker, `tsbridge gc` does it on demand.
+   */
+  dockerSocket: string | null;
+  /** Seconds a record must have existed before convergence may judge it (Docker may be creating it). */
+  gcGraceSec: number;
+  /**
+   * The packet mark bit tsbridge's nftables forward chain sets and its iptables shim requires
+   * (fail closed: without tsbridge's table, nothing of its networks is forwarded). One bit.
+   */
+  fwmark: number;
+  /**
+   * How outside changes to tsbridge's rules are noticed: `monitor` (a long-lived `nft monitor`
+   * triggers a check within milliseconds, the sweep checks too) or `sweep` (the sweep only).
+   */
+  firewallWatch: 'monitor' | 'sweep';
 }
+
+/** The default mark bit (docs/architecture.md, *Fail closed*, lists the marks other programs use). */
+export const DEFAULT_FWMARK = 0x1000000;
 
 export interface MetricsAddr {
   /** An IP address literal (no name: nothing to resolve at start-up). */
@@ -81,7 +101,43 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sysctlRoot: env.TSBRIDGE_SYSCTL_ROOT || '/proc/sys',
     iptables: iptablesSetting(env),
     metrics: metricsAddr(env.TSBRIDGE_METRICS_ADDR),
+    dockerSocket: dockerSocketSetting(env.TSBRIDGE_DOCKER_SOCKET),
+    gcGraceSec: nonNegativeInt(env, 'TSBRIDGE_GC_GRACE', 60),
+    fwmark: fwmarkSetting(env.TSBRIDGE_FWMARK),
+    firewallWatch: firewallWatchSetting(env.TSBRIDGE_FIREWALL_WATCH),
   };
+}
+
+/** TSBRIDGE_FWMARK: one bit, as hex (0x1000000) or decimal. */
+export function fwmarkSetting(raw: string | undefined): number {
+  const v = (raw ?? '').trim();
+  if (v === '') return DEFAULT_FWMARK;
+  const n = /^0x[0-9a-fA-F]{1,8}$/.test(v) ? parseInt(v.slice(2), 16) : /^\d{1,10}$/.test(v) ? Number(v) : NaN;
+  if (!Number.isInteger(n) || n <= 0 || n > 0xffffffff || (n & (n - 1)) !== 0) {
+    throw new Error(`TSBRIDGE_FWMARK must be a single bit of the packet mark, e.g. 0x1000000 (got "${raw}")`);
+  }
+  return n >>> 0;
+}
+
+export function firewallWatchSetting(raw: string | undefined): 'monitor' | 'sweep' {
+  const v = (raw ?? '').trim() || 'monitor';
+  if (v !== 'monitor' && v !== 'sweep') throw new Error(`TSBRIDGE_FIREWALL_WATCH must be monitor or sweep (got "${raw}")`);
+  return v;
+}
+
+/**
+ * TSBRIDGE_DOCKER_SOCKET: the Docker API socket the sweep asks, or empty / `off` for none. Not
+ * detected: asking another Docker than the one using the plugin (a second dockerd on the host,
+ * a test run) would make every network look removed, so the socket is named where it is known
+ * — the systemd unit names /var/run/docker.sock. A path that is not a socket when a sweep runs
+ * (dockerd not started yet, a managed plugin without the mount) makes that sweep skip Docker.
+ */
+export function dockerSocketSetting(raw: string | undefined): string | null {
+  const v = (raw ?? '').trim();
+  if (v === '' || v === 'off') return null;
+  const p = v.startsWith('unix://') ? v.slice('unix://'.length) : v;
+  if (!path.isAbsolute(p)) throw new Error(`TSBRIDGE_DOCKER_SOCKET must be the absolute path of Docker's API socket (e.g. /var/run/docker.sock), or off (got "${raw}")`);
+  return path.normalize(p);
 }
 
 function stateDirSetting(raw: string | undefined, instance: string): string {

@@ -9,7 +9,7 @@
  */
 import { KINDS } from '../kinds/registry.js';
 import type { Proto, State } from '../state/types.js';
-import type { Names } from './docker.js';
+import type { Names } from '../docker/client.js';
 import { shortOr, table } from './table.js';
 
 /** One forwarding the kernel does: a (published mapping, address family) pair — one map element. */

@@ -7,7 +7,7 @@ import type { HealthReport } from '../metrics/health.js';
 import type { PoolRecord } from '../ipam/types.js';
 import { KINDS } from '../kinds/registry.js';
 import type { Network, PortMapping, State } from '../state/types.js';
-import type { Names } from './docker.js';
+import type { Names } from '../docker/client.js';
 import { duration, shortOr, table } from './table.js';
 
 export interface NetworkStatus {

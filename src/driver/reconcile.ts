@@ -19,6 +19,9 @@ export interface ReconcileReport {
 }
 
 export class Reconciler {
+  /** Joined endpoints whose container end the last sweep found back in the host namespace. */
+  private peerBack = new Set<string>();
+
   constructor(
     private readonly db: Db,
     private readonly kernel: Kernel,
@@ -46,7 +49,10 @@ export class Reconciler {
       }
       for (const e of Object.values(s.endpoints)) {
         const net = s.networks[e.networkId];
-        const gone = e.joined && !links.has(e.hostVeth); // its container's namespace died with the veth
+        // Its container is gone: the veth died with the container's namespace, or Docker removed
+        // the container while the plugin was down and moved the container's end back to the host
+        // (as it does when tearing a sandbox down). No Join is in flight: the socket is not open yet.
+        const gone = e.joined && (!links.has(e.hostVeth) || links.has(e.peerVeth));
         if (!net || e.phase !== 'ready' || gone) {
           toDelete.push(e.hostVeth, e.peerVeth);
           delete s.endpoints[e.id];
@@ -67,7 +73,7 @@ export class Reconciler {
         const net = s.networks[e.networkId]!;
         known.add(e.hostVeth).add(e.peerVeth);
         const have = links.get(e.hostVeth) ?? null;
-        if (!have && e.joined) continue; // dropped above: its container is gone
+        if (!have && e.joined) continue; // dropped above: its container is gone (not reached: dropped endpoints are no longer in the state)
         const done = await realizeEndpoint(this.kernel, kinds.get(net.kind).endpoint(e, net), have);
         if (done === 'created') report.vethsRecreated++;
       }
@@ -87,6 +93,18 @@ export class Reconciler {
   }
 
   /**
+   * Checks tsbridge's rules against the state now (the firewall's refresh, under the state
+   * lock): a table, chain, rule or set element someone else removed is applied again, and so is
+   * a removed forward shim. What the nft monitor calls when another program touched them.
+   */
+  async checkFirewall(): Promise<void> {
+    const { kinds } = this.runtime;
+    await this.db.tx(async (s) => {
+      await this.kernel.firewall.refresh(firewallView(s, kinds));
+    });
+  }
+
+  /**
    * Forgets endpoints whose container died without Docker telling us (its
    * namespace, and so both veth ends, are gone), and re-checks the firewall
    * (what dockerd may have changed around the forward shim since).
@@ -94,15 +112,36 @@ export class Reconciler {
   async sweep(): Promise<number> {
     const { kinds } = this.runtime;
     return this.db.tx(async (s) => {
+      // Also what someone else did to tsbridge's rules: re-applied in full when they are gone or altered.
       if (Object.keys(s.networks).length > 0) await this.kernel.firewall.refresh(firewallView(s, kinds));
       const joined = Object.values(s.endpoints).filter((e) => e.joined && e.phase === 'ready');
-      if (joined.length === 0) return 0;
+      if (joined.length === 0) {
+        this.peerBack.clear();
+        return 0;
+      }
       const links = new Set((await this.kernel.links.list()).map((l) => l.name));
-      const dead = joined.filter((e) => !links.has(e.hostVeth));
+      // A joined endpoint whose container end is in the host namespace: Docker moved it back when
+      // it removed the container while the plugin was down — or Docker has not moved it into the
+      // container yet, for the few milliseconds after Join. Only the second sweep in a row that
+      // sees it so counts it dead.
+      const back = new Set(joined.filter((e) => links.has(e.hostVeth) && links.has(e.peerVeth)).map((e) => e.id));
+      const dead = joined.filter((e) => !links.has(e.hostVeth) || (back.has(e.id) && this.peerBack.has(e.id)));
+      this.peerBack = new Set([...back].filter((id) => !dead.some((e) => e.id === id)));
       if (dead.length === 0) return 0;
       for (const e of dead) delete s.endpoints[e.id];
-      await this.kernel.firewall.apply(firewallView(s, kinds));
-      await this.db.save();
+      try {
+        await this.kernel.firewall.apply(firewallView(s, kinds));
+        await this.db.save();
+      } catch (err) {
+        // Db puts the records back in memory; the kernel gets their elements back too.
+        for (const e of dead) s.endpoints[e.id] = e;
+        await this.kernel.firewall.apply(firewallView(s, kinds)).catch((x: unknown) => this.log.warn('rollback step failed', { op: 'sweep', error: String(x) }));
+        throw err;
+      }
+      // Their veths, where Docker left them in the host: no state names them any more (a failure
+      // here leaves links that start-up removes).
+      const leftover = dead.filter((e) => links.has(e.hostVeth)).flatMap((e) => [e.hostVeth, e.peerVeth]);
+      if (leftover.length) await this.kernel.links.deleteLinks(leftover).catch((x: unknown) => this.log.warn('removing the veths of dead containers failed', { error: String(x) }));
       this.log.info('swept endpoints of dead containers', { endpoints: dead.map((e) => e.id.slice(0, 12)) });
       return dead.length;
     });

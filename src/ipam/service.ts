@@ -25,8 +25,32 @@ export function ulaFromBytes(b: Uint8Array): string {
   return canonicalPrefix(`fd${h.slice(0, 2)}:${h.slice(2, 6)}:${h.slice(6, 10)}::/48`);
 }
 
+/** No address held, and no network of the state on its subnet: nothing uses the pool yet. */
+export function unused(p: PoolRecord, s: State): boolean {
+  return Object.keys(p.allocated).length === 0 && !Object.values(s.networks).some((n) => [...n.ipv4, ...n.ipv6].some((x) => x.subnet === p.pool));
+}
+
+/** The record with allocation times only for addresses it still holds. */
+export function withoutStale(p: PoolRecord): PoolRecord {
+  if (!p.since) return p;
+  const since = Object.fromEntries(Object.entries(p.since).filter(([a]) => Object.hasOwn(p.allocated, a)));
+  return { ...p, since };
+}
+
+/**
+ * Convergence (src/driver/converge.ts) releasing what no Docker network holds: whole pools, and
+ * single addresses of pools that stay. Pure over the state; unknown IDs are skipped.
+ */
+export function forgetPools(s: State, pools: string[], addresses: { pool: string; address: string }[]): void {
+  for (const id of pools) if (ownPool(s, id)) delete s.pools[id];
+  for (const { pool, address } of addresses) {
+    const rec = ownPool(s, pool);
+    if (rec) s.pools[pool] = withoutStale(releaseAddress(rec, address));
+  }
+}
+
 /** The pool of that ID, looked up among the state's own records only (an ID is never a prototype key). */
-function ownPool(s: State, id: string): PoolRecord | undefined {
+export function ownPool(s: State, id: string): PoolRecord | undefined {
   return Object.hasOwn(s.pools, id) ? s.pools[id] : undefined;
 }
 
@@ -36,6 +60,8 @@ export class IpamService {
     private readonly host: HostView,
     private readonly defaults: () => DefaultPool[],
     private readonly random: (n: number) => Uint8Array = (n) => randomBytes(n),
+    /** Wall clock (ms since the epoch) for the records' creation times. */
+    private readonly now: () => number = Date.now,
   ) {}
 
   /**
@@ -61,8 +87,23 @@ export class IpamService {
           fail('BAD_CIDR', { what: 'subnet', value: req.pool, detail: `expected an IPv${family} subnet` });
         }
         const mine = parsePrefix(pool);
+        const asked = newPoolRecord({ id: poolId(family, pool), pool, subPool: req.subPool || null, auto: false });
+        const same = ownPool(s, asked.id) ?? null;
+        if (same && same.pool === asked.pool && same.subPool === asked.subPool && !same.auto && unused(same, s)) {
+          // The same request again while nothing uses the pool: a retry (the reply to the first
+          // was lost to a crash between save and reply), or a second network racing for the
+          // subnet, which its own CreateNetwork refuses. The same answer; each ReleasePool
+          // takes one claim back, so the loser's rollback cannot release the winner's pool.
+          same.claims = (same.claims ?? 1) + 1;
+          same.created = this.now();
+          await this.db.save();
+          return { poolId: same.id, pool: same.pool };
+        }
         for (const other of Object.values(s.pools)) {
-          if (overlaps(mine, parsePrefix(other.pool))) fail('POOL_OVERLAP', { pool, other: `${other.pool} (pool ${other.id})` });
+          if (overlaps(mine, parsePrefix(other.pool))) {
+            const hint = unused(other, s) ? ' — nothing uses it: if no Docker network has that subnet either, `tsbridge gc` releases it' : '';
+            fail('POOL_OVERLAP', { pool, other: `${other.pool} (pool ${other.id})${hint}` });
+          }
         }
       } else {
         // No subnet, or only a size ("0.0.0.0/24"): a free subnet of the default pools.
@@ -84,7 +125,7 @@ export class IpamService {
         pool = picked;
         auto = true;
       }
-      const rec = newPoolRecord({ id: poolId(family, pool), pool, subPool: req.subPool || null, auto });
+      const rec: PoolRecord = { ...newPoolRecord({ id: poolId(family, pool), pool, subPool: req.subPool || null, auto }), created: this.now() };
       s.pools[rec.id] = rec;
       await this.db.save();
       return { poolId: rec.id, pool: rec.pool };
@@ -93,8 +134,10 @@ export class IpamService {
 
   async releasePool(id: string): Promise<void> {
     await this.db.tx(async (s) => {
-      if (!ownPool(s, id)) return;
-      delete s.pools[id];
+      const rec = ownPool(s, id);
+      if (!rec) return;
+      if ((rec.claims ?? 1) > 1) rec.claims = rec.claims! - 1;
+      else delete s.pools[id];
       await this.db.save();
     });
   }
@@ -115,7 +158,7 @@ export class IpamService {
         }
         throw e;
       }
-      s.pools[id] = a.pool;
+      s.pools[id] = { ...a.pool, since: { ...a.pool.since, [a.address]: this.now() } };
       await this.db.save();
       return a.cidr;
     });
@@ -128,7 +171,7 @@ export class IpamService {
       parseAddress(address.split('/')[0]!);
       const next = releaseAddress(rec, address.split('/')[0]!);
       if (Object.keys(next.allocated).length === Object.keys(rec.allocated).length) return;
-      s.pools[id] = next;
+      s.pools[id] = withoutStale(next);
       await this.db.save();
     });
   }

@@ -127,6 +127,8 @@ export interface Firewall {
   refresh(view: FirewallView): Promise<void>;
   /** Forgets conntrack entries of these UDP/SCTP host ports so remapped flows don't go stale. */
   flushConntrack(entries: { proto: Proto; hostPort: number }[]): Promise<void>;
+  /** Read-only: what of the rules this view calls for is missing or altered now (`tsbridge doctor`). */
+  diagnose?(view: FirewallView): Promise<FirewallFinding[]>;
 }
 
 // ----------------------------------------------------------------------------------- sysctls
@@ -149,6 +151,22 @@ export interface HostView {
   takenPrefixes(): Promise<string[]>;
 }
 
+/** A route of the host's main table: destination (`0.0.0.0/0`, `::/0` for a default route), next hop, device. */
+export interface HostRoute {
+  to: string;
+  /** Next hop, or null for a route straight out of the device (its connected subnet). */
+  via: string | null;
+  dev: string;
+}
+
+/** What a new network's subnets must leave alone on the host (src/driver/subnets.ts). */
+export interface HostRoutes {
+  /** Routes of the main table, default routes included. */
+  routeTable(): Promise<HostRoute[]>;
+  /** Nameservers the host uses (/etc/resolv.conf). */
+  nameservers(): Promise<string[]>;
+}
+
 /** What port publishing needs to know about the host: sockets a published port must not steal. */
 export interface HostPorts {
   listening(): Promise<Listener[]>;
@@ -156,8 +174,44 @@ export interface HostPorts {
   ephemeralRange(): Promise<[number, number]>;
 }
 
+// ------------------------------------------------------------------------- reading (doctor)
+
+/** A link as `tsbridge doctor` compares it with what a plan says. */
+export interface LinkDetail {
+  name: string;
+  kind: string;
+  master: string | null;
+  mtu: number;
+  /** Administratively up. */
+  up: boolean;
+  /** Addresses with prefix length, link-local IPv6 ones left out. */
+  addresses: string[];
+  mac: string;
+  /** Made by this tsbridge instance (its alias says so). */
+  owned: boolean;
+}
+
+/** Read-only views of the kernel for `tsbridge doctor` (src/driver/doctor.ts). */
+export interface KernelInspect {
+  /** Every link of the host namespace with its details. */
+  links(): Promise<LinkDetail[]>;
+  /** Routes of the main table straight out of a link, as `to` (CIDR) and `dev`. */
+  routes(): Promise<RouteSpec[]>;
+  /** A sysctl's value, or null when there is no such sysctl. */
+  sysctl(key: string): Promise<string | null>;
+}
+
+/** One thing of tsbridge's firewall not as it should be. */
+export interface FirewallFinding {
+  /** What: `nftables`, `iptables shim (iptables)`, … */
+  what: string;
+  problem: string;
+}
+
 export interface Kernel {
   links: Links;
   firewall: Firewall;
   sysctl: Sysctl;
+  /** Read-only views for `tsbridge doctor`; absent where nothing reads them. */
+  inspect?: KernelInspect;
 }

@@ -74,6 +74,13 @@ export interface Kind {
   readonly name: string;
   /** The `-o` keys it accepts besides the common ones (docs/options.md lists them). */
   readonly options: readonly string[];
+  /**
+   * True for a kind whose subnets are those of a host link (a LAN uplink: its subnet is the LAN's,
+   * its gateway the LAN's router). A new network of such a kind skips the checks that keep other
+   * networks off the host's default route, its uplink subnet and its nameservers
+   * (src/driver/subnets.ts, checkAgainstHost); its own `beforeCreate` checks the host instead.
+   */
+  readonly sharesHostSubnet?: boolean;
   /** True when these options ask for this kind without naming a mode (e.g. an uplink interface given). */
   claims?(options: KindOptions): boolean;
   /**

@@ -20,6 +20,9 @@ import { parseRequestAddress, parseReleaseAddress, parseReleasePool, parseReques
 import { parseCreateEndpoint, parseCreateNetwork, parseIds, parsePortBindings } from '../protocol/network.js';
 import { dockerId, requireObject } from '../protocol/validate.js';
 import { errorReply } from './reply.js';
+import { adminRoutes } from './admin.js';
+import type { Convergence } from '../driver/converge.js';
+import type { Doctor } from '../driver/doctor.js';
 
 type Handler = (body: Record<string, unknown>) => Promise<unknown>;
 
@@ -41,6 +44,11 @@ export interface AppDeps {
   implements?: string[];
   metrics?: Metrics;
   health?: () => HealthReport;
+  /** Convergence with Docker, fed by `tsbridge gc` through the admin call (src/server/admin.ts). */
+  convergence?: Convergence;
+  /** `tsbridge doctor` and its `--fix` (src/server/admin.ts). */
+  doctor?: Doctor;
+  repair?: () => Promise<unknown>;
 }
 
 /** Largest body accepted: 10,000 port bindings (the most one call may carry) take under 1 MiB. */
@@ -130,6 +138,8 @@ export function routes(d: AppDeps): Map<string, Route> {
       await d.ipam.releaseAddress(poolId, address);
       return {};
     })],
+    // tsbridge's own calls on the same socket (Docker never makes them): src/server/admin.ts.
+    ...adminRoutes(d).map(([path, handler]) => [path, withArgs(handler)] as [string, Route]),
   ]);
 }
 

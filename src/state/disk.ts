@@ -27,6 +27,8 @@ export interface NetworkRecordV2 {
   mtu: number;
   ifacePrefix: string;
   settings: KindSettings;
+  /** Added within version 2 (optional, older v2 files lack it): when it was created, ms since the epoch. */
+  created?: number;
 }
 
 export interface EndpointRecordV2 {
@@ -40,6 +42,8 @@ export interface EndpointRecordV2 {
   ipv6: string | null;
   joined: boolean;
   ports: PortMapping[];
+  /** Added within version 2 (optional): when it was created, ms since the epoch. */
+  created?: number;
 }
 
 export interface StateFileV2 {
@@ -162,6 +166,7 @@ export function decodeState(doc: unknown, where = 'state'): { state: State; migr
     networks[key] = {
       id: r.id, kind: r.kind, phase: r.phase, ipv4: r.ipv4, ipv6: r.ipv6, enableIpv6: r.enableIpv6,
       internal: r.internal, mtu: r.mtu, ifacePrefix: r.ifacePrefix, settings: r.settings,
+      ...createdOf(r),
     };
   }
   const endpoints: Record<string, Endpoint> = {};
@@ -170,12 +175,18 @@ export function decodeState(doc: unknown, where = 'state'): { state: State; migr
     endpoints[key] = {
       id: r.id, networkId: r.networkId, phase: r.phase, hostVeth: r.hostVeth, peerVeth: r.peerVeth, mac: r.mac,
       ipv4: r.ipv4 ?? null, ipv6: r.ipv6 ?? null, joined: r.joined, ports: r.ports,
+      ...createdOf(r),
     };
   }
   return {
     state: { networks, endpoints, pools: v2.pools, ulaBase: typeof v2.ulaBase === 'string' ? v2.ulaBase : null },
     migrated: s.version === STATE_VERSION ? null : (s.version as number),
   };
+}
+
+/** `created` when the record has a usable one (a number), nothing otherwise. */
+function createdOf(r: { created?: unknown }): { created?: number } {
+  return typeof r.created === 'number' && Number.isFinite(r.created) ? { created: r.created } : {};
 }
 
 /** The in-memory state as the current version's document. */
@@ -185,6 +196,7 @@ export function encodeState(s: State): StateFileV2 {
     networks[key] = {
       id: n.id, kind: n.kind, phase: n.phase, ipv4: n.ipv4, ipv6: n.ipv6, enableIpv6: n.enableIpv6,
       internal: n.internal, mtu: n.mtu, ifacePrefix: n.ifacePrefix, settings: n.settings,
+      ...createdOf(n),
     };
   }
   const endpoints: Record<string, EndpointRecordV2> = {};
@@ -192,6 +204,7 @@ export function encodeState(s: State): StateFileV2 {
     endpoints[key] = {
       id: e.id, networkId: e.networkId, phase: e.phase, hostVeth: e.hostVeth, peerVeth: e.peerVeth, mac: e.mac,
       ipv4: e.ipv4, ipv6: e.ipv6, joined: e.joined, ports: e.ports,
+      ...createdOf(e),
     };
   }
   return { version: STATE_VERSION, networks, endpoints, pools: s.pools, ulaBase: s.ulaBase };

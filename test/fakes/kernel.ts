@@ -19,7 +19,7 @@ import { silentLogger } from '../../src/logging.js';
 import type { RunResult, Runner } from '../../src/kernel/real/exec.js';
 import { NftFirewall } from '../../src/kernel/real/firewall.js';
 import { DEFAULT_TABLE } from '../../src/kernel/rules/nft.js';
-import type { BridgeSpec, Firewall, Kernel, LinkInfo, Links, RouteSpec, Sysctl, VethSpec } from '../../src/kernel/types.js';
+import type { BridgeSpec, Firewall, Kernel, KernelInspect, LinkDetail, LinkInfo, Links, RouteSpec, Sysctl, VethSpec } from '../../src/kernel/types.js';
 import { NftError, NftModel, type NftDump } from './nft.js';
 
 export type KernelMethod =
@@ -113,12 +113,23 @@ const bracket = (ip: string) => (ip.includes(':') ? `[${ip}]` : ip);
 export class FakeRunner implements Runner {
   readonly commands: string[] = [];
   saves = { v4: '', v6: '' };
+  private readonly commandFailures: { cmd: string; error: Error }[] = [];
+
+  /**
+   * The next run of `cmd` throws `error` (default: as ExecRunner does for a missing binary),
+   * e.g. `failCommand('conntrack')`, or a TIMEOUT error for a command that hung.
+   */
+  failCommand(cmd: string, error?: Error): void {
+    this.commandFailures.push({ cmd, error: error ?? new TsbridgeError('KERNEL', { op: cmd, detail: `spawn ${cmd} ENOENT` }) });
+  }
 
   constructor(readonly nft: NftModel) {}
 
   async run(cmd: string, args: string[], opts: { input?: string; allowFail?: boolean } = {}): Promise<RunResult> {
     await Promise.resolve();
     this.commands.push([cmd, ...args].join(' '));
+    const failing = this.commandFailures.findIndex((f) => f.cmd === cmd);
+    if (failing >= 0) throw this.commandFailures.splice(failing, 1)[0]!.error;
     const r = this.answer(cmd, args, opts.input ?? '');
     if (r.exitCode !== 0 && !opts.allowFail) {
       throw new TsbridgeError('KERNEL', { op: `${cmd} ${args.join(' ')}`.slice(0, 200), detail: (r.stderr || `exit ${r.exitCode}`).trim() });
@@ -136,6 +147,10 @@ export class FakeRunner implements Runner {
         if (e instanceof NftError) return { stdout: '', stderr: e.message, exitCode: 1 };
         throw e;
       }
+    }
+    if (cmd === 'nft' && args[0] === '-j' && args[1] === 'list' && args[2] === 'table') {
+      const json = this.nft.listJson(args[3]!, args[4]!);
+      return json === null ? { stdout: '', stderr: 'Error: No such file or directory; did you mean table ‘filter’ in family ip?', exitCode: 1 } : ok(json);
     }
     if (cmd === 'iptables-save') return ok(this.saves.v4);
     if (cmd === 'ip6tables-save') return ok(this.saves.v6);
@@ -161,10 +176,16 @@ export class FakeKernel implements Kernel {
   readonly conntrackFlushes: { proto: string; hostPort: number }[] = [];
 
   private readonly failures = new Map<KernelMethod, Injected[]>();
+  /** failCall: calls still to let through before the injected failure (-1: none armed). */
+  private countdown = -1;
+  private armed: { partial: boolean; error: Error } | null = null;
 
   readonly links: Links;
   readonly firewall: Firewall;
   readonly sysctl: Sysctl;
+  readonly inspect: KernelInspect;
+  /** Links someone set down (`ip link set down`); ensureBridge / attachToBridge bring them up. */
+  readonly down = new Set<string>();
 
   constructor(init: { sysctls?: Record<string, string>; table?: string } = {}) {
     for (const [k, v] of Object.entries(init.sysctls ?? {})) this.sysctls.set(normalizeKey(k), v);
@@ -177,7 +198,8 @@ export class FakeKernel implements Kernel {
       deleteLinks: (names) => this.call('deleteLinks', [names], () => this.doDeleteLinks(names)),
       list: () => this.call('list', [], () => this.doList()),
     };
-    const real = new NftFirewall(this.runner, silentLogger());
+    const real = new NftFirewall(this.runner, silentLogger(), undefined, undefined, { onReapply: (r) => this.reapplied.push(r) });
+    this.nftFirewall = real;
     this.firewall = {
       apply: (view) => this.call('apply', [view], () => real.apply(view)),
       addEndpoint: (ep) => this.call('addEndpoint', [ep], () => real.addEndpoint(ep)),
@@ -185,6 +207,7 @@ export class FakeKernel implements Kernel {
       addPorts: (ports) => this.call('addPorts', [ports], () => real.addPorts(ports)),
       removePorts: (ports) => this.call('removePorts', [ports], () => real.removePorts(ports)),
       refresh: (view) => this.call('refresh', [view], () => real.refresh(view)),
+      diagnose: (view) => real.diagnose(view),
       flushConntrack: (entries) =>
         this.call('flushConntrack', [entries], async () => {
           this.conntrackFlushes.push(...entries.map((e) => ({ proto: e.proto, hostPort: e.hostPort })));
@@ -194,7 +217,17 @@ export class FakeKernel implements Kernel {
     this.sysctl = {
       ensure: (key, value) => this.call('sysctl', [key, value], () => this.doSysctl(key, value)),
     };
+    this.inspect = {
+      links: async () => this.details(),
+      routes: async () => [...this.routes].map(([to, dev]) => ({ to, dev })),
+      sysctl: async (key) => this.sysctls.get(normalizeKey(key)) ?? (/^net\.ipv[46]\.conf\.([^.]+)\./.test(normalizeKey(key)) ? null : '0'),
+    };
   }
+
+  /** The real firewall behind `firewall` (its re-application counts). */
+  readonly nftFirewall: NftFirewall;
+  /** Each re-application after an outside change, with its reason, in order (the metrics hook). */
+  readonly reapplied: string[] = [];
 
   /** The nftables table name the firewall writes (`tsbridge` unless another instance's). */
   readonly table: string;
@@ -209,6 +242,20 @@ export class FakeKernel implements Kernel {
     this.failures.set(method, list);
   }
 
+  /**
+   * Lets `n` more calls (of any method) through, then fails the next one: a way to fail every
+   * step of an operation in turn. With `partial` the failing call first does its work.
+   */
+  failCall(n: number, opts: { partial?: boolean; error?: Error } = {}): void {
+    this.countdown = n;
+    this.armed = { partial: opts.partial ?? false, error: opts.error ?? kernelError('call', `injected failure at call ${n}`) };
+  }
+
+  /** True while a failCall is armed and has not fired. */
+  get failCallPending(): boolean {
+    return this.armed !== null;
+  }
+
   /** Injected failures not consumed yet. */
   pendingFailures(): KernelMethod[] {
     return [...this.failures.entries()].flatMap(([m, l]) => l.map(() => m));
@@ -217,6 +264,19 @@ export class FakeKernel implements Kernel {
   /** A link some other program made (e.g. the host's eth0, a user's bridge). */
   addForeignLink(name: string, kind = 'dummy'): void {
     this.foreign.set(name, { name, kind, master: null, owned: false });
+  }
+
+  /** Container ends of veths Docker moved into a container's namespace: not in the host's link list. */
+  readonly inContainers = new Set<string>();
+
+  /** What Docker does after Join: moves the container end of the veth into the container's namespace. */
+  peerIntoContainer(peer: string): void {
+    if (this.vethEndOf(peer)) this.inContainers.add(peer);
+  }
+
+  /** What Docker does when it tears a container down: moves its end back into the host namespace. */
+  peerBackToHost(peer: string): void {
+    this.inContainers.delete(peer);
   }
 
   /** Simulates the death of a container: its namespace, and with it the veth pair, disappears. */
@@ -274,7 +334,14 @@ export class FakeKernel implements Kernel {
     await Promise.resolve(); // like the real thing, never synchronous
     const queue = this.failures.get(method) ?? [];
     const at = queue.findIndex((f) => f.when(args));
-    const injected = at >= 0 ? queue.splice(at, 1)[0] : undefined;
+    let injected: Injected | undefined = at >= 0 ? queue.splice(at, 1)[0] : undefined;
+    if (!injected && this.armed) {
+      if (this.countdown === 0) {
+        injected = { ...this.armed, when: () => true };
+        this.armed = null;
+        this.countdown = -1;
+      } else this.countdown--;
+    }
     if (injected) {
       if (injected.partial) {
         try {
@@ -307,6 +374,7 @@ export class FakeKernel implements Kernel {
       throw new TsbridgeError('BRIDGE_NAME_IN_USE', { name: spec.name, networkId: 'no network (it is a veth interface)' });
     }
     const have = this.bridges.get(spec.name);
+    this.down.delete(spec.name);
     // `addr replace` adds what is missing and leaves other addresses alone, as iproute2 does.
     const addresses = [...new Set([...(have?.addresses ?? []), ...spec.addresses])].sort();
     this.bridges.set(spec.name, { name: spec.name, mtu: spec.mtu, mac: have?.mac ?? spec.mac, addresses });
@@ -336,6 +404,7 @@ export class FakeKernel implements Kernel {
     if (!v) throw kernelError('attachToBridge', `Cannot find device "${host}"`);
     if (!this.bridges.has(bridge)) throw kernelError('attachToBridge', `Cannot find device "${bridge}"`);
     v.bridge = bridge;
+    this.down.delete(host);
   }
 
   private doEnsureRoutes(routes: RouteSpec[]): void {
@@ -365,9 +434,23 @@ export class FakeKernel implements Kernel {
   }
 
   private removeVeth(v: FakeVeth): void {
+    this.inContainers.delete(v.peer);
     this.veths.delete(v.host);
     this.dropLinkState(v.host);
     this.dropLinkState(v.peer);
+  }
+
+  /** What `ip -j -d addr show` would say of every link (read by `tsbridge doctor`). */
+  private details(): LinkDetail[] {
+    const up = (n: string) => !this.down.has(n);
+    const out: LinkDetail[] = [];
+    for (const b of this.bridges.values()) out.push({ name: b.name, kind: 'bridge', master: null, mtu: b.mtu, up: up(b.name), addresses: [...b.addresses], mac: b.mac, owned: true });
+    for (const v of this.veths.values()) {
+      out.push({ name: v.host, kind: 'veth', master: v.bridge, mtu: v.mtu, up: up(v.host), addresses: [...v.hostAddresses], mac: '02:00:00:00:00:00', owned: true });
+      if (!this.inContainers.has(v.peer)) out.push({ name: v.peer, kind: 'veth', master: null, mtu: v.mtu, up: false, addresses: [], mac: v.mac, owned: true });
+    }
+    for (const f of this.foreign.values()) out.push({ name: f.name, kind: f.kind, master: f.master, mtu: 1500, up: true, addresses: [], mac: '02:00:00:00:00:ff', owned: false });
+    return out;
   }
 
   private doList(): LinkInfo[] {
@@ -375,7 +458,7 @@ export class FakeKernel implements Kernel {
     for (const b of this.bridges.values()) out.push({ name: b.name, kind: 'bridge', master: null, owned: true });
     for (const v of this.veths.values()) {
       out.push({ name: v.host, kind: 'veth', master: v.bridge, owned: true });
-      out.push({ name: v.peer, kind: 'veth', master: null, owned: true });
+      if (!this.inContainers.has(v.peer)) out.push({ name: v.peer, kind: 'veth', master: null, owned: true });
     }
     for (const f of this.foreign.values()) out.push({ ...f });
     return out;

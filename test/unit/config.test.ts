@@ -14,6 +14,10 @@ describe('loadConfig', () => {
       sysctlRoot: '/proc/sys',
       iptables: 'auto',
       metrics: null,
+      dockerSocket: null,
+      gcGraceSec: 60,
+      fwmark: 0x1000000,
+      firewallWatch: 'monitor',
     });
   });
 
@@ -29,6 +33,10 @@ describe('loadConfig', () => {
         TSBRIDGE_SYSCTL_ROOT: '/host/proc/sys',
         TSBRIDGE_IPTABLES: 'legacy',
         TSBRIDGE_METRICS_ADDR: '127.0.0.1:9477',
+        TSBRIDGE_DOCKER_SOCKET: 'unix:///var/run/docker.sock',
+        TSBRIDGE_GC_GRACE: '5',
+        TSBRIDGE_FWMARK: '0x200000',
+        TSBRIDGE_FIREWALL_WATCH: 'sweep',
       }),
     ).toEqual({
       socket: '/tmp/x/tsb.sock',
@@ -41,7 +49,28 @@ describe('loadConfig', () => {
       sysctlRoot: '/host/proc/sys',
       iptables: 'legacy',
       metrics: { host: '127.0.0.1', port: 9477 },
+      dockerSocket: '/var/run/docker.sock',
+      gcGraceSec: 5,
+      fwmark: 0x200000,
+      firewallWatch: 'sweep',
     });
+  });
+
+  test.each([
+    ['TSBRIDGE_DOCKER_SOCKET', 'docker.sock', /absolute path of Docker's API socket/],
+    ['TSBRIDGE_FWMARK', '0x3', /a single bit/],
+    ['TSBRIDGE_FWMARK', '0', /a single bit/],
+    ['TSBRIDGE_FWMARK', 'mark', /a single bit/],
+    ['TSBRIDGE_FIREWALL_WATCH', 'inotify', /monitor or sweep/],
+    ['TSBRIDGE_GC_GRACE', '-1', /whole number/],
+  ])('%s=%s is refused', (key, value, why) => {
+    expect(() => loadConfig({ [key]: value })).toThrow(why);
+  });
+
+  test('TSBRIDGE_DOCKER_SOCKET off or empty: the plugin never asks Docker; a decimal mark bit is fine', () => {
+    expect(loadConfig({ TSBRIDGE_DOCKER_SOCKET: 'off' }).dockerSocket).toBeNull();
+    expect(loadConfig({ TSBRIDGE_DOCKER_SOCKET: '' }).dockerSocket).toBeNull();
+    expect(loadConfig({ TSBRIDGE_FWMARK: '16777216' }).fwmark).toBe(0x1000000);
   });
 
   test('empty strings mean the default', () => {

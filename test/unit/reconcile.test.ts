@@ -109,3 +109,45 @@ test('a network of a kind this version does not know stops start-up before anyth
   await expect(new Reconciler(db, w.kernel, silentLogger()).startup()).rejects.toThrow(/state store: a network of kind "overlay"/);
   expect({ kernel: w.kernel.snapshot(), saved: w.store.saved }).toEqual(before);
 });
+
+describe("a container removed while the plugin was down: Docker moved the container's end of the veth back to the host", () => {
+  /** What Docker leaves: both ends in the host namespace (renamed back), the endpoint still joined in the state. */
+  async function peerBack(): Promise<void> {
+    w.kernel.peerBackToHost(peerVethName(EP_1));
+  }
+
+  test('start-up drops the endpoint, its veth and its published port at once (no Join can be in flight)', async () => {
+    await peerBack();
+    const db = new Db(w.store, await w.store.load());
+    const report = await new Reconciler(db, w.kernel, silentLogger()).startup();
+    expect(report.endpointsDropped).toBe(1);
+    expect(Object.keys(db.state.endpoints)).toEqual([EP_2]);
+    expect(w.kernel.snapshot().veths.map((v) => v.host)).toEqual([hostVethName(EP_2)]);
+    expect(w.kernel.publishedPorts()).toEqual([]);
+  });
+
+  test('the sweep drops it at the second sweep in a row that finds it so (the first may be the moment after Join)', async () => {
+    const r = new Reconciler(w.db, w.kernel, silentLogger());
+    // just after Join, Docker has not moved the peer yet: one sweep sees it in the host
+    await peerBack();
+    expect(await r.sweep()).toBe(0);
+    expect(w.db.state.endpoints[EP_1]).toBeDefined();
+    // still there a sweep later: Docker moved it back, the container is gone
+    expect(await r.sweep()).toBe(1);
+    expect(Object.keys(w.db.state.endpoints)).toEqual([EP_2]);
+    expect(w.kernel.snapshot().veths.map((v) => v.host)).toEqual([hostVethName(EP_2)]);
+    expect(w.kernel.publishedPorts()).toEqual([]);
+    expect(w.kernel.nft.dump()).toEqual(rulesOf(w.db.state));
+  });
+
+  test('a peer seen in the host once, then gone into the container, is not counted', async () => {
+    const r = new Reconciler(w.db, w.kernel, silentLogger());
+    await peerBack();
+    expect(await r.sweep()).toBe(0);
+    w.kernel.peerIntoContainer(peerVethName(EP_1)); // Docker moved it into the container after all
+    expect(await r.sweep()).toBe(0);
+    w.kernel.peerBackToHost(peerVethName(EP_1));
+    expect(await r.sweep()).toBe(0); // seen again: the first time in a row
+    expect(w.db.state.endpoints[EP_1]).toBeDefined();
+  });
+});

@@ -1,7 +1,7 @@
 /** The NAT bridge's options: Docker's bridge driver names, with Docker's meaning (docs/options.md). */
 import type { KindSettings } from '../../domain/types.js';
-import { bridgeName } from '../../domain/names.js';
-import { goBool, interfaceName, ipv4Address } from '../../protocol/validate.js';
+import { BRIDGE_PREFIX, HOST_VETH_PREFIX, PEER_VETH_PREFIX, bridgeName } from '../../domain/names.js';
+import { goBool, ipv4Address, ownLinkName } from '../../protocol/validate.js';
 import type { CommonNetwork, KindOptions } from '../types.js';
 
 export const BRIDGE_OPTIONS = {
@@ -44,7 +44,7 @@ export function parseBridgeSettings(o: KindOptions, net: CommonNetwork): BridgeS
   const binding = o[BRIDGE_OPTIONS.HOST_BINDING_IPV4];
   const snat = o[BRIDGE_OPTIONS.HOST_IPV4];
   return {
-    bridge: name !== undefined ? interfaceName(name, BRIDGE_OPTIONS.BRIDGE_NAME) : bridgeName(net.id),
+    bridge: name !== undefined ? ownLinkName(name, BRIDGE_OPTIONS.BRIDGE_NAME, [BRIDGE_PREFIX, HOST_VETH_PREFIX, PEER_VETH_PREFIX]) : bridgeName(net.id),
     bridgeNamedByUser: name !== undefined,
     icc: bool(BRIDGE_OPTIONS.ICC, BRIDGE_DEFAULTS.icc),
     masquerade: bool(BRIDGE_OPTIONS.MASQUERADE, BRIDGE_DEFAULTS.masquerade),

@@ -16,7 +16,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { DriverService } from '../../../src/driver/service.js';
 import { Reconciler } from '../../../src/driver/reconcile.js';
 import { bridgeName } from '../../../src/domain/names.js';
-import { NftFirewall } from '../../../src/kernel/real/firewall.js';
+import { NftFirewall, type FirewallOptions } from '../../../src/kernel/real/firewall.js';
 import { IpLinks } from '../../../src/kernel/real/links.js';
 import type { HostPorts, Kernel } from '../../../src/kernel/types.js';
 import { silentLogger } from '../../../src/logging.js';
@@ -33,6 +33,8 @@ import { NetnsRunner, NetnsSysctl } from './netns-runner.js';
 export interface LabOptions {
   /** iptables binaries for the forward shim (default: iptables / ip6tables, which are iptables-nft here). */
   iptables?: { v4: string; v6: string };
+  /** The firewall's options (re-application hook, mark bit). */
+  firewall?: FirewallOptions;
 }
 
 export interface NetworkOpts extends Partial<Omit<BridgeNetworkFields, 'ipv4' | 'ipv6'>> {
@@ -187,7 +189,7 @@ export class Lab {
     this.sysctl = new NetnsSysctl(this.runner);
     this.kernel = {
       links: new IpLinks(this.runner, sysfs),
-      firewall: new NftFirewall(this.runner, this.log, opts.iptables),
+      firewall: new NftFirewall(this.runner, this.log, opts.iptables, undefined, opts.firewall),
       sysctl: this.sysctl,
     };
     this.driver = new DriverService(this.db, this.kernel, quietHostPorts, this.log);
