@@ -15,7 +15,7 @@ import type { Db } from '../state/db.js';
 import type { Endpoint, State } from '../state/types.js';
 import type { KindContext, KindRegistry } from '../kinds/types.js';
 import { allocatePorts } from './ports.js';
-import { endpointElements, firewallView, kindsRuntime, realizeEndpoint, realizeNetwork, type KindsRuntime, type Lifecycles } from './realize.js';
+import { endpointElements, firewallView, kindsRuntime, realizeEndpoint, realizeNetwork, unrealizeNetwork, type KindsRuntime, type Lifecycles } from './realize.js';
 
 export { kindsRuntime, type KindsRuntime };
 
@@ -88,7 +88,7 @@ export class DriverService {
         await this.db.save();
       } catch (e) {
         await this.undo('createNetwork', () => this.lifecycles.stop(net.id));
-        await this.undo('createNetwork', () => this.kernel.links.deleteLinks(plan.links));
+        await this.undo('createNetwork', () => unrealizeNetwork(this.kernel, plan));
         delete s.networks[net.id];
         await this.undo('createNetwork', () => this.kernel.firewall.apply(this.view(s)));
         await this.undo('createNetwork', () => this.db.save());
@@ -106,7 +106,7 @@ export class DriverService {
       await this.db.save();
       await this.lifecycles.stop(networkId);
       const eps = Object.values(s.endpoints).filter((e) => e.networkId === networkId);
-      await this.kernel.links.deleteLinks([...eps.map((e) => e.hostVeth), ...kind.network(net).links]);
+      await unrealizeNetwork(this.kernel, kind.network(net), eps.map((e) => e.hostVeth));
       for (const e of eps) delete s.endpoints[e.id];
       delete s.networks[networkId];
       await this.kernel.firewall.apply(this.view(s));
@@ -238,7 +238,7 @@ export class DriverService {
         .filter((e) => e.id !== ep.id)
         .flatMap((e) => e.ports.map((mapping) => ({ mapping, owner: `endpoint ${e.id.slice(0, 12)}` })));
       const families = { v4: ep.ipv4 !== null, v6: ep.ipv6 !== null };
-      const mappings = allocatePorts(reqs, { taken, listening, ephemeral, defaultHostIp: publishing.defaultHostIp, families });
+      const mappings = allocatePorts(reqs, { taken, listening, ephemeral, defaultHostIp: publishing.defaultHostIp, families, routed: publishing.routed });
       // Port elements only: the endpoint's membership (anti-spoofing, isolation) is not this
       // method's to touch.
       const elementsOf = (ports: PortMapping[]) => kind.ports(ep, net, ports);

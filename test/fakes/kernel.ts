@@ -27,6 +27,7 @@ export type KernelMethod =
   | 'ensureVeth'
   | 'attachToBridge'
   | 'ensureRoutes'
+  | 'deleteRoutes'
   | 'deleteLinks'
   | 'list'
   | 'apply'
@@ -61,7 +62,7 @@ export interface FakeVeth {
 export interface KernelSnapshot {
   bridges: FakeBridge[];
   veths: FakeVeth[];
-  /** Routes as `to dev`, sorted. */
+  /** Routes as `to dev` (`to unreachable` for an unreachable route), sorted. */
   routes: string[];
   /** Links tsbridge did not make (see addForeignLink). */
   foreign: LinkInfo[];
@@ -148,7 +149,7 @@ export class FakeKernel implements Kernel {
   readonly bridges = new Map<string, FakeBridge>();
   /** Keyed by the host end's name. */
   readonly veths = new Map<string, FakeVeth>();
-  /** Route destination → device. */
+  /** Route destination → device ('' for an unreachable route). */
   readonly routes = new Map<string, string>();
   readonly foreign = new Map<string, LinkInfo>();
   readonly sysctls = new Map<string, string>();
@@ -174,6 +175,7 @@ export class FakeKernel implements Kernel {
       ensureVeth: (spec) => this.call('ensureVeth', [spec], () => this.doEnsureVeth(spec)),
       attachToBridge: (host, bridge) => this.call('attachToBridge', [host, bridge], () => this.doAttach(host, bridge)),
       ensureRoutes: (routes) => this.call('ensureRoutes', [routes], () => this.doEnsureRoutes(routes)),
+      deleteRoutes: (routes) => this.call('deleteRoutes', [routes], () => this.doDeleteRoutes(routes)),
       deleteLinks: (names) => this.call('deleteLinks', [names], () => this.doDeleteLinks(names)),
       list: () => this.call('list', [], () => this.doList()),
     };
@@ -253,7 +255,7 @@ export class FakeKernel implements Kernel {
     return structuredClone({
       bridges: [...this.bridges.values()].sort(byName((b: FakeBridge) => b.name)),
       veths: [...this.veths.values()].sort(byName((v: FakeVeth) => v.host)),
-      routes: [...this.routes].map(([to, dev]) => `${to} ${dev}`).sort(),
+      routes: [...this.routes].map(([to, dev]) => `${to} ${dev || 'unreachable'}`).sort(),
       foreign: [...this.foreign.values()].sort(byName((l: LinkInfo) => l.name)),
       firewall: {
         tables: this.nft.hasTable(`inet ${this.table}`),
@@ -339,8 +341,12 @@ export class FakeKernel implements Kernel {
   }
 
   private doEnsureRoutes(routes: RouteSpec[]): void {
-    for (const r of routes) if (!this.linkExists(r.dev)) throw kernelError('ensureRoutes', `Cannot find device "${r.dev}"`);
-    for (const r of routes) this.routes.set(r.to, r.dev);
+    for (const r of routes) if ('dev' in r && !this.linkExists(r.dev)) throw kernelError('ensureRoutes', `Cannot find device "${r.dev}"`);
+    for (const r of routes) this.routes.set(r.to, 'dev' in r ? r.dev : '');
+  }
+
+  private doDeleteRoutes(routes: RouteSpec[]): void {
+    for (const r of routes) if (this.routes.get(r.to) === ('dev' in r ? r.dev : '')) this.routes.delete(r.to);
   }
 
   private doDeleteLinks(names: string[]): void {
@@ -385,7 +391,7 @@ export class FakeKernel implements Kernel {
 
   private doSysctl(key: string, value: string): void {
     const k = normalizeKey(key);
-    const m = /^net\.ipv[46]\.conf\.([^.]+)\./.exec(k);
+    const m = /^net\.ipv[46]\.(?:conf|neigh)\.([^.]+)\./.exec(k);
     if (m && !['all', 'default'].includes(m[1]!) && !this.linkExists(m[1]!)) {
       throw kernelError(`sysctl ${k}`, `/proc/sys/${k.replace(/\./g, '/')}: No such file or directory`);
     }
@@ -395,7 +401,7 @@ export class FakeKernel implements Kernel {
   /** A link's routes and per-interface sysctls go with it. */
   private dropLinkState(ifname: string): void {
     for (const k of [...this.sysctls.keys()]) {
-      if (k.startsWith(`net.ipv4.conf.${ifname}.`) || k.startsWith(`net.ipv6.conf.${ifname}.`)) this.sysctls.delete(k);
+      if (/^net\.ipv[46]\.(conf|neigh)\./.test(k) && k.split('.')[3] === ifname) this.sysctls.delete(k);
     }
     for (const [to, dev] of [...this.routes]) if (dev === ifname) this.routes.delete(to);
   }

@@ -82,7 +82,7 @@ describe('parseCreateNetwork', () => {
     expect(parseCreateNetwork(createNetwork({ [COMMON_OPTIONS.MODE]: 'bridge' }))).toEqual(parseCreateNetwork(createNetwork()));
     const e = errorOf(() => parseCreateNetwork(createNetwork({ 'io.tsbridge.mode': 'vxlan' })));
     expect(e.code).toBe('BAD_OPTION');
-    expect(e.message).toBe('invalid option io.tsbridge.mode=vxlan: the modes are bridge');
+    expect(e.message).toBe('invalid option io.tsbridge.mode=vxlan: the modes are bridge, p2p');
   });
 
   test('every supported option', () => {
@@ -143,7 +143,7 @@ describe('parseCreateNetwork', () => {
     expect(parseCreateNetwork(createNetwork({ 'com.docker.network.bridge.name': 'abcdefghijklmno' })).settings.bridge).toBe('abcdefghijklmno');
   });
 
-  test.each(['com.docker.network.bridge.default_bridge', 'com.docker.network.bridge.gateway_mode_ipv4', 'io.tsbridge.anything', 'foo'])(
+  test.each(['com.docker.network.bridge.default_bridge', 'com.docker.network.bridge.trusted_host_interfaces', 'io.tsbridge.anything', 'foo'])(
     'unknown option %s is UNSUPPORTED_OPTION naming it',
     (option) => {
       const e = errorOf(() => parseCreateNetwork(createNetwork({ [option]: 'true' })));

@@ -31,7 +31,9 @@ export type { ShimBridge };
 /** The rules of TSBRIDGE-FORWARD, as `iptables -S` prints them. */
 export function forwardChainRules(bridges: ShimBridge[], chain: string = FORWARD_CHAIN, isolation: readonly string[] = []): string[] {
   const L: string[] = [];
-  for (const b of [...bridges].sort((x, y) => x.name.localeCompare(y.name))) {
+  // Several networks may name the same interfaces (a wildcard such as `tsv+`): each once.
+  const unique = [...new Map(bridges.map((b) => [`${b.name} ${b.internal}`, b])).values()];
+  for (const b of unique.sort((x, y) => x.name.localeCompare(y.name) || Number(y.internal) - Number(x.internal))) {
     if (b.internal) {
       L.push(`-A ${chain} -i ${b.name} -o ${b.name} -j ACCEPT`);
       continue;
