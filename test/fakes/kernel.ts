@@ -2,8 +2,9 @@
  * A strict in-memory kernel for unit tests.
  *
  * Links and sysctls are a model that refuses what Linux refuses: a veth on a missing bridge, a
- * route through a missing link, a per-interface sysctl of a missing interface. Deleting either end
- * of a veth removes the pair, and deleting a link removes its routes and per-interface sysctls.
+ * route through a missing link, a per-interface sysctl (conf or neigh) of a missing interface.
+ * Deleting either end of a veth removes the pair, and deleting a link removes its routes and
+ * per-interface sysctls; an unreachable route goes with no link, only when deleted.
  *
  * The firewall is the real one (NftFirewall, with the real rule rendering) over a FakeRunner whose
  * `nft -f` is the strict nftables model of ./nft.ts: a script nft would refuse fails here too, and
