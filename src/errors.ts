@@ -23,6 +23,7 @@ export const ERRORS = {
   ENDPOINT_EXISTS: { message: 'endpoint {endpointId} already exists with different settings' },
   PORT_IN_USE: { message: 'host port {hostIp}:{port}/{proto} is already allocated{owner}' },
   NO_FREE_PORT: { message: 'no free host port for {proto} in {range}' },
+  TOO_MANY_PORTS: { message: '{count} port bindings in one request: tsbridge publishes at most {max} per container and network' },
   KERNEL: { message: '{op} failed: {detail}' },
   TIMEOUT: { message: '{op} timed out after {ms} ms' },
   STATE: { message: 'state store: {detail}' },

@@ -23,7 +23,7 @@ import { containsAddress, formatPrefix, parseInterfaceCidr, parsePrefix, subnets
 import { portElements } from '../shared/ports.js';
 import type { Kind } from '../types.js';
 import { p2pMembers, p2pRules } from './rules.js';
-import { P2P_OPTIONS, p2pSettingsOf, parseP2pSettings } from './settings.js';
+import { P2P_DEFAULTS, P2P_OPTIONS, p2pSettingsOf, parseP2pSettings } from './settings.js';
 
 const plain = (cidr: string) => cidr.split('/')[0]!;
 
@@ -110,5 +110,16 @@ export const p2pKind: Kind = {
       gatewayIpv6: n.internal ? '' : gw.v6,
       staticRoutes: ep.ipv6 && gw.v6 ? v6Routes(ep, n, gw.v6) : [],
     };
+  },
+
+  describe(n) {
+    const s = p2pSettingsOf(n);
+    const D = P2P_DEFAULTS;
+    const o: Record<string, string | number | boolean> = {};
+    if (s.icc !== D.icc) o[P2P_OPTIONS.ICC] = s.icc;
+    if (s.masquerade !== D.masquerade) o[P2P_OPTIONS.MASQUERADE] = s.masquerade;
+    if (s.hostBindingIpv4 !== D.hostBindingIpv4) o[P2P_OPTIONS.HOST_BINDING_IPV4] = s.hostBindingIpv4;
+    if (s.snatIpv4 !== D.snatIpv4) o[P2P_OPTIONS.HOST_IPV4] = s.snatIpv4;
+    return o;
   },
 };
