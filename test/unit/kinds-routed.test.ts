@@ -4,6 +4,7 @@
  * ports are allocated for it (no host port), and the driver over the strict fake kernel — after
  * every operation nftables holds exactly the state's full ruleset.
  */
+import { hostSide } from '../../src/cli/ports.js';
 import { allocatePorts, type PortContext } from '../../src/driver/ports.js';
 import type { PortRequest } from '../../src/domain/types.js';
 import { bridgeKind } from '../../src/kinds/bridge/index.js';
@@ -206,4 +207,10 @@ describe('through the driver', () => {
     const sets = Object.keys(w.kernel.snapshot().nft['inet tsbridge']!.sets);
     expect(sets.filter((s) => s.startsWith('routed'))).toEqual([]);
   });
+});
+
+test('tsbridge ports shows a mapping without a host port as routed', () => {
+  const row = { networkId: NET_A, bridge: 'tsb-aaaa0000000', endpointId: EP_1, proto: 'tcp' as const, hostIp: '::', hostPort: 0, family: 6 as const, containerIp: 'fd5e:10::2', containerPort: 80 };
+  expect(hostSide(row)).toBe('(routed)');
+  expect(hostSide({ ...row, hostIp: '', hostPort: 8080 })).toBe('[::]:8080');
 });
