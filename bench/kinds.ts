@@ -123,6 +123,8 @@ async function main(): Promise<void> {
     const cpu = os.cpus();
     console.log(`tsbridge kinds, ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC`);
     console.log(`machine: ${cpu.length} x ${cpu[0]?.model ?? '?'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, kernel ${os.release()}; Docker ${engine}; image ${IMAGE}`);
+    const load = () => os.loadavg().map((x) => x.toFixed(1)).join(' ');
+    console.log(`load average at start: ${load()}`);
 
     // docker run --rm, interleaved.
     const wall: number[][] = KINDS.map(() => []);
@@ -166,7 +168,8 @@ async function main(): Promise<void> {
     row('  plugin ms per run (all its calls, median)', plug.map((p) => median(p).toFixed(1)));
     row(`container to container TCP, Gbit/s (${transferRuns} x ${seconds} s)`, gbps.map((g) => median(g).toFixed(2)));
     row('  min – max Gbit/s', gbps.map((g) => `${Math.min(...g).toFixed(2)}–${Math.max(...g).toFixed(2)}`));
-    console.log(`\n  ratios to the NAT bridge: docker run ${KINDS.map((_, i) => (median(wall[i]!) / median(wall[0]!)).toFixed(2)).join(' / ')}, TCP ${KINDS.map((_, i) => (median(gbps[i]!) / median(gbps[0]!)).toFixed(2)).join(' / ')}`);
+    console.log(`\n  load average at the end: ${load()}`);
+    console.log(`  ratios to the NAT bridge: docker run ${KINDS.map((_, i) => (median(wall[i]!) / median(wall[0]!)).toFixed(2)).join(' / ')}, TCP ${KINDS.map((_, i) => (median(gbps[i]!) / median(gbps[0]!)).toFixed(2)).join(' / ')}`);
   } finally {
     for (const s of servers) s.kill('SIGTERM');
     await Promise.all(servers);

@@ -75,6 +75,7 @@ beforeAll(async () => {
   baseline = await footprint();
   plugin = await startPlugin({ name: DRIVER });
   cleanup.add(() => plugin.dispose(), 'plugin');
+  await removeNetworks((await docker(['network', 'ls', '-q', '--filter', `driver=${DRIVER}`])).split('\n').filter(Boolean)); // a crashed run's
   world = await createOutsideWorld({ prefix: 'rt' });
   cleanup.add(() => world.delete(), 'outside world');
   outside = await startPeerRecorder(world.ns, 7070);
@@ -151,8 +152,11 @@ test('the refused gateway modes are refused by docker network create, naming the
 test('SIGKILL and restart: the published port stays open, a new container publishes, nothing doubles', async () => {
   const ip = await ipOf(srv, net);
   await plugin.kill9();
-  expect(await settled(() => tcpFromNs(world.ns, ip, 80))).toBe(world.nsAddr); // the kernel kept it
-  await plugin.restart();
+  try {
+    expect(await settled(() => tcpFromNs(world.ns, ip, 80))).toBe(world.nsAddr); // the kernel kept it
+  } finally {
+    await plugin.restart();
+  }
   expect(await settled(() => tcpFromNs(world.ns, ip, 80))).toBe(world.nsAddr);
   const two = uniqueName('rsrv2');
   const ip2 = await startServer(two, net, ['-p', '80']);
@@ -168,11 +172,14 @@ test('simulated host reboot: bridge and tables gone while the plugin is down; st
   const id = await docker(['network', 'inspect', '-f', '{{.Id}}', net]);
   const ip = await ipOf(srv, net);
   await plugin.stop();
-  await sh('ip', ['link', 'del', `tsb-${id.slice(0, 11)}`]);
-  await sh('nft', ['delete', 'table', 'inet', tableOf(DRIVER)]);
-  await sh('nft', ['delete', 'table', 'bridge', tableOf(DRIVER)]);
-  expect(await tcpFromNs(world.ns, ip, 80)).toBeNull();
-  await plugin.restart();
+  try {
+    await sh('ip', ['link', 'del', `tsb-${id.slice(0, 11)}`]);
+    await sh('nft', ['delete', 'table', 'inet', tableOf(DRIVER)]);
+    await sh('nft', ['delete', 'table', 'bridge', tableOf(DRIVER)]);
+    expect(await tcpFromNs(world.ns, ip, 80)).toBeNull();
+  } finally {
+    await plugin.restart();
+  }
   expect(await sh('ip', ['-o', 'addr', 'show', 'dev', `tsb-${id.slice(0, 11)}`])).toContain(`${GW}/24`);
   expect(await settled(() => tcpFromNs(world.ns, ip, 80))).toBe(world.nsAddr); // its veth was put back on the bridge
   expect(await tcpFromNs(world.ns, ip, 8002)).toBeNull();
