@@ -257,7 +257,8 @@ test('simulated host reboot: routes, tables and a dead container\'s link gone wh
   expect(await sh('nft', ['list', 'tables'])).toContain(`inet ${tableOf(DRIVER)}`);
   expect(Object.keys((await state()).endpoints)).toHaveLength(2); // the dead container's endpoint was dropped
   expect(await settled(() => tcpFromNs(world.ns, world.hostAddr, HP))).toBe(world.nsAddr);
-  expect(await settled(() => tcpFromCtr(cli, srv, 80))).toBe(await ipOf(cli, net));
+  const srvIp = await ipOf(srv, net);
+  expect(await settled(() => tcpFromCtr(cli, srvIp, 80))).toBe(await ipOf(cli, net));
   await removeContainers([dead]); // Docker's DeleteEndpoint for an endpoint already gone succeeds
 });
 
