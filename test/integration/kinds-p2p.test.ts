@@ -268,3 +268,22 @@ describe('enable_icc=false, internal, and isolation from other networks', () => 
     expect(await sh('ip', ['-n', lab.host.name, 'route', 'get', b.ipv4])).toContain(`dev tsv${b.id.slice(0, 12)}`); // routed, but dropped
   }, T);
 });
+
+describe('unreachable routes through the real IpLinks', () => {
+  const cleanup = new Cleanup();
+  afterAll(() => cleanup.run());
+
+  test('made, replaced, deleted; deleting what is gone (or went with its link) is fine', async () => {
+    const lab = await Lab.create(cleanup);
+    const links = lab.kernel.links;
+    const routes = [{ to: '10.213.250.0/24', unreachable: true as const }, { to: 'fd5e:213:250::/64', unreachable: true as const }];
+    await links.ensureRoutes(routes);
+    await links.ensureRoutes(routes); // replace: idempotent
+    expect(await lab.ipH(['-4', 'route', 'show', 'type', 'unreachable'])).toContain('unreachable 10.213.250.0/24');
+    expect(await lab.ipH(['-6', 'route', 'show', 'type', 'unreachable'])).toContain('unreachable fd5e:213:250::/64');
+    await links.deleteRoutes(routes);
+    expect(await lab.ipH(['-4', 'route', 'show', 'type', 'unreachable'])).toBe('');
+    expect(await lab.ipH(['-6', 'route', 'show', 'type', 'unreachable'])).toBe('');
+    await links.deleteRoutes([...routes, { to: '10.213.251.2/32', dev: 'tsvnosuchlink0' }]);
+  }, T);
+});
