@@ -134,7 +134,7 @@ export function statusProblems(st: Status): string[] {
 
 function ports(ps: PortMapping[]): string {
   if (ps.length === 0) return '-';
-  const one = (m: PortMapping) => `${m.hostIp ? (m.hostIp.includes(':') ? `[${m.hostIp}]` : m.hostIp) + ':' : ''}${m.hostPort}->${m.containerPort}/${m.proto}`;
+  const one = (m: PortMapping) => m.hostPort === 0 ? `routed ${m.hostIp.includes(':') ? 'IPv6' : 'IPv4'} ${m.containerPort}/${m.proto}` : `${m.hostIp ? (m.hostIp.includes(':') ? `[${m.hostIp}]` : m.hostIp) + ':' : ''}${m.hostPort}->${m.containerPort}/${m.proto}`;
   return ps.length <= 3 ? ps.map(one).join(', ') : `${ps.slice(0, 2).map(one).join(', ')}, … (${ps.length}; tsbridge ports)`;
 }
 

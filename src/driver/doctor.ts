@@ -56,17 +56,22 @@ export function sysctlKeys(s: State, kinds: KindRegistry): string[] {
   return [...keys];
 }
 
+/** A route as doctor compares it: `CIDR DEV`, or `CIDR unreachable`. */
+function routeKey(r: RouteSpec): string {
+  return 'dev' in r ? `${r.to} ${r.dev}` : `${r.to} unreachable`;
+}
+
 export function examine(input: DoctorInput): Finding[] {
   const { state: s, kinds } = input;
   const out: Finding[] = [];
   const links = new Map(input.links.map((l) => [l.name, l]));
-  const routes = new Set(input.routes.map((r) => `${r.to} ${r.dev}`));
+  const routes = new Set(input.routes.map(routeKey));
   const known = new Set<string>();
   const add = (f: Finding) => out.push(f);
 
   const checkRoutes = (rs: RouteSpec[], owner: string) => {
     for (const r of rs) {
-      if (!routes.has(`${r.to} ${r.dev}`)) add({ object: `route ${r.to} dev ${r.dev}`, problem: `missing (${owner})`, cause: 'deleted by someone (ip route del), or its link was recreated', fix: RECONCILE_FIX, repair: 'reconcile' });
+      if (!routes.has(routeKey(r))) add({ object: 'dev' in r ? `route ${r.to} dev ${r.dev}` : `route unreachable ${r.to}`, problem: `missing (${owner})`, cause: 'deleted by someone (ip route del), or its link was recreated', fix: RECONCILE_FIX, repair: 'reconcile' });
     }
   };
   const checkSysctls = (xs: { key: string; value: string }[], owner: string) => {

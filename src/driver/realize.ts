@@ -18,6 +18,16 @@ export async function realizeNetwork(kernel: Kernel, plan: NetworkPlan): Promise
 }
 
 /**
+ * Removes what realizeNetwork made of the network's plan — its routes (those through no link do
+ * not go by themselves), then its links — and `links` besides (its endpoints' veths). Sysctls stay:
+ * they are host-wide switches other networks (and Docker) rely on, or went with their link.
+ */
+export async function unrealizeNetwork(kernel: Kernel, plan: NetworkPlan, links: string[] = []): Promise<void> {
+  if (plan.routes.length) await kernel.links.deleteRoutes(plan.routes);
+  await kernel.links.deleteLinks([...links, ...plan.links]);
+}
+
+/**
  * Makes the kernel hold what the endpoint's plan says. `have` is its host link as start-up found
  * it: a surviving veth is kept (put back on its bridge when that was rebuilt); without it the
  * pair is made, replacing any leftover of the same name. Says which it did.

@@ -42,7 +42,9 @@ export class Reconciler {
       for (const n of Object.values(s.networks)) {
         if (n.phase !== 'ready') {
           // creating: never answered to Docker (it retries); deleting: Docker already forgot it.
-          toDelete.push(...kinds.get(n.kind).network(n).links);
+          const plan = kinds.get(n.kind).network(n);
+          if (plan.routes.length) await this.kernel.links.deleteRoutes(plan.routes);
+          toDelete.push(...plan.links);
           delete s.networks[n.id];
           report.networksDropped++;
         }

@@ -18,7 +18,7 @@ import { allocatePorts } from './ports.js';
 import { checkAgainstHost, checkEndpointAddress, checkSubnets } from './subnets.js';
 import { isEmpty, type Forgotten } from './converge.js';
 import { forgetPools } from '../ipam/service.js';
-import { endpointElements, firewallView, kindsRuntime, realizeEndpoint, realizeNetwork, type KindsRuntime, type Lifecycles } from './realize.js';
+import { endpointElements, firewallView, kindsRuntime, realizeEndpoint, realizeNetwork, unrealizeNetwork, type KindsRuntime, type Lifecycles } from './realize.js';
 
 export { kindsRuntime, type KindsRuntime };
 
@@ -101,7 +101,7 @@ export class DriverService {
         await this.db.save();
       } catch (e) {
         await this.undo('createNetwork', () => this.lifecycles.stop(net.id));
-        await this.undo('createNetwork', () => this.kernel.links.deleteLinks(plan.links));
+        await this.undo('createNetwork', () => unrealizeNetwork(this.kernel, plan));
         delete s.networks[net.id];
         await this.undo('createNetwork', () => this.kernel.firewall.apply(this.view(s)));
         await this.undo('createNetwork', () => this.db.save());
@@ -127,7 +127,7 @@ export class DriverService {
       try {
         await this.lifecycles.stop(networkId);
         await this.kernel.firewall.apply(this.view(s));
-        await this.kernel.links.deleteLinks([...eps.map((e) => e.hostVeth), ...kind.network(net).links]);
+        await unrealizeNetwork(this.kernel, kind.network(net), eps.map((e) => e.hostVeth));
         for (const e of eps) delete s.endpoints[e.id];
         delete s.networks[networkId];
         await this.db.save();
@@ -187,7 +187,10 @@ export class DriverService {
       try {
         for (const n of nets) await this.lifecycles.stop(n.id);
         await this.kernel.firewall.apply(this.view(s));
-        const links = [...eps.flatMap((e) => [e.hostVeth, e.peerVeth]), ...nets.flatMap((n) => this.kinds.get(n.kind).network(n).links)];
+        const plans = nets.map((n) => this.kinds.get(n.kind).network(n));
+        const routes = plans.flatMap((p) => p.routes);
+        if (routes.length) await this.kernel.links.deleteRoutes(routes);
+        const links = [...eps.flatMap((e) => [e.hostVeth, e.peerVeth]), ...plans.flatMap((p) => p.links)];
         await this.kernel.links.deleteLinks(links);
         await this.db.save();
       } catch (e) {
@@ -347,7 +350,7 @@ export class DriverService {
         .filter((e) => e.id !== ep.id)
         .flatMap((e) => e.ports.map((mapping) => ({ mapping, owner: `endpoint ${e.id.slice(0, 12)}` })));
       const families = { v4: ep.ipv4 !== null, v6: ep.ipv6 !== null };
-      const mappings = allocatePorts(reqs, { taken, listening, ephemeral, defaultHostIp: publishing.defaultHostIp, families });
+      const mappings = allocatePorts(reqs, { taken, listening, ephemeral, defaultHostIp: publishing.defaultHostIp, families, routed: publishing.routed });
       // Port elements only: the endpoint's membership (anti-spoofing, isolation) is not this
       // method's to touch.
       const elementsOf = (ports: PortMapping[]) => kind.ports(ep, net, ports);

@@ -28,11 +28,24 @@ export interface VethSpec {
   hostAddresses: string[];
 }
 
-/** A route in the host's main table straight out of one link (scope link), e.g. a /32 to a container. */
-export interface RouteSpec {
+/**
+ * A route in the host's main table: straight out of one link (scope link), e.g. a /32 to a
+ * container — it goes with its link; or `unreachable`, through no link: what no more specific
+ * route claims is refused at once (e.g. the addresses of a point-to-point network's subnet that no
+ * container holds, which would otherwise follow the default route out of the host).
+ */
+export type RouteSpec = LinkRoute | UnreachableRoute;
+
+export interface LinkRoute {
   /** CIDR. */
   to: string;
   dev: string;
+}
+
+export interface UnreachableRoute {
+  /** CIDR. */
+  to: string;
+  unreachable: true;
 }
 
 export interface LinkInfo {
@@ -52,6 +65,8 @@ export interface Links {
   attachToBridge(hostName: string, bridge: string): Promise<void>;
   /** Adds (or replaces) routes; a route goes with its link. */
   ensureRoutes(routes: RouteSpec[]): Promise<void>;
+  /** Removes routes; missing ones are fine (an unreachable route has no link to go with). */
+  deleteRoutes(routes: RouteSpec[]): Promise<void>;
   /** Deletes links by name; missing ones are fine. */
   deleteLinks(names: string[]): Promise<void>;
   /** All links in the host namespace. */
@@ -81,6 +96,7 @@ export interface SetDecl {
 
 /** An interface the iptables forward shim lets through (src/kernel/rules/iptables.ts). */
 export interface ShimBridge {
+  /** An interface name, or an iptables wildcard (`tsv+`: every interface whose name starts so). */
   name: string;
   internal: boolean;
 }

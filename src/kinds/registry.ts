@@ -3,8 +3,10 @@
  * options name none (`-o io.tsbridge.mode=NAME` names one).
  */
 import { bridgeKind } from './bridge/index.js';
+import { p2pKind } from './p2p/index.js';
 import { makeRegistry } from './select.js';
 
 export const KINDS = makeRegistry([
   bridgeKind,
+  p2pKind,
 ]);

@@ -43,6 +43,12 @@ export interface EndpointPlan {
 export interface Publishing {
   /** Host address of ports requested without one ('' = every address). */
   defaultHostIp: string;
+  /**
+   * Families whose ports are published on the container's own address instead of a host port
+   * (Docker's routed gateway mode): no host port is taken, the host address of a request only
+   * says which family (src/driver/ports.ts). None when absent.
+   */
+  routed?: { v4: boolean; v6: boolean };
 }
 
 /** What a kind's lifecycle hooks may use. */

@@ -2,8 +2,9 @@
  * A strict in-memory kernel for unit tests.
  *
  * Links and sysctls are a model that refuses what Linux refuses: a veth on a missing bridge, a
- * route through a missing link, a per-interface sysctl of a missing interface. Deleting either end
- * of a veth removes the pair, and deleting a link removes its routes and per-interface sysctls.
+ * route through a missing link, a per-interface sysctl (conf or neigh) of a missing interface.
+ * Deleting either end of a veth removes the pair, and deleting a link removes its routes and
+ * per-interface sysctls; an unreachable route goes with no link, only when deleted.
  *
  * The firewall is the real one (NftFirewall, with the real rule rendering) over a FakeRunner whose
  * `nft -f` is the strict nftables model of ./nft.ts: a script nft would refuse fails here too, and
@@ -27,6 +28,7 @@ export type KernelMethod =
   | 'ensureVeth'
   | 'attachToBridge'
   | 'ensureRoutes'
+  | 'deleteRoutes'
   | 'deleteLinks'
   | 'list'
   | 'apply'
@@ -61,7 +63,7 @@ export interface FakeVeth {
 export interface KernelSnapshot {
   bridges: FakeBridge[];
   veths: FakeVeth[];
-  /** Routes as `to dev`, sorted. */
+  /** Routes as `to dev` (`to unreachable` for an unreachable route), sorted. */
   routes: string[];
   /** Links tsbridge did not make (see addForeignLink). */
   foreign: LinkInfo[];
@@ -163,7 +165,7 @@ export class FakeKernel implements Kernel {
   readonly bridges = new Map<string, FakeBridge>();
   /** Keyed by the host end's name. */
   readonly veths = new Map<string, FakeVeth>();
-  /** Route destination → device. */
+  /** Route destination → device ('' for an unreachable route). */
   readonly routes = new Map<string, string>();
   readonly foreign = new Map<string, LinkInfo>();
   readonly sysctls = new Map<string, string>();
@@ -195,6 +197,7 @@ export class FakeKernel implements Kernel {
       ensureVeth: (spec) => this.call('ensureVeth', [spec], () => this.doEnsureVeth(spec)),
       attachToBridge: (host, bridge) => this.call('attachToBridge', [host, bridge], () => this.doAttach(host, bridge)),
       ensureRoutes: (routes) => this.call('ensureRoutes', [routes], () => this.doEnsureRoutes(routes)),
+      deleteRoutes: (routes) => this.call('deleteRoutes', [routes], () => this.doDeleteRoutes(routes)),
       deleteLinks: (names) => this.call('deleteLinks', [names], () => this.doDeleteLinks(names)),
       list: () => this.call('list', [], () => this.doList()),
     };
@@ -219,7 +222,7 @@ export class FakeKernel implements Kernel {
     };
     this.inspect = {
       links: async () => this.details(),
-      routes: async () => [...this.routes].map(([to, dev]) => ({ to, dev })),
+      routes: async () => [...this.routes].map(([to, dev]): RouteSpec => (dev ? { to, dev } : { to, unreachable: true })),
       sysctl: async (key) => this.sysctls.get(normalizeKey(key)) ?? (/^net\.ipv[46]\.conf\.([^.]+)\./.test(normalizeKey(key)) ? null : '0'),
     };
   }
@@ -313,7 +316,7 @@ export class FakeKernel implements Kernel {
     return structuredClone({
       bridges: [...this.bridges.values()].sort(byName((b: FakeBridge) => b.name)),
       veths: [...this.veths.values()].sort(byName((v: FakeVeth) => v.host)),
-      routes: [...this.routes].map(([to, dev]) => `${to} ${dev}`).sort(),
+      routes: [...this.routes].map(([to, dev]) => `${to} ${dev || 'unreachable'}`).sort(),
       foreign: [...this.foreign.values()].sort(byName((l: LinkInfo) => l.name)),
       firewall: {
         tables: this.nft.hasTable(`inet ${this.table}`),
@@ -408,8 +411,12 @@ export class FakeKernel implements Kernel {
   }
 
   private doEnsureRoutes(routes: RouteSpec[]): void {
-    for (const r of routes) if (!this.linkExists(r.dev)) throw kernelError('ensureRoutes', `Cannot find device "${r.dev}"`);
-    for (const r of routes) this.routes.set(r.to, r.dev);
+    for (const r of routes) if ('dev' in r && !this.linkExists(r.dev)) throw kernelError('ensureRoutes', `Cannot find device "${r.dev}"`);
+    for (const r of routes) this.routes.set(r.to, 'dev' in r ? r.dev : '');
+  }
+
+  private doDeleteRoutes(routes: RouteSpec[]): void {
+    for (const r of routes) if (this.routes.get(r.to) === ('dev' in r ? r.dev : '')) this.routes.delete(r.to);
   }
 
   private doDeleteLinks(names: string[]): void {
@@ -468,7 +475,7 @@ export class FakeKernel implements Kernel {
 
   private doSysctl(key: string, value: string): void {
     const k = normalizeKey(key);
-    const m = /^net\.ipv[46]\.conf\.([^.]+)\./.exec(k);
+    const m = /^net\.ipv[46]\.(?:conf|neigh)\.([^.]+)\./.exec(k);
     if (m && !['all', 'default'].includes(m[1]!) && !this.linkExists(m[1]!)) {
       throw kernelError(`sysctl ${k}`, `/proc/sys/${k.replace(/\./g, '/')}: No such file or directory`);
     }
@@ -478,7 +485,7 @@ export class FakeKernel implements Kernel {
   /** A link's routes and per-interface sysctls go with it. */
   private dropLinkState(ifname: string): void {
     for (const k of [...this.sysctls.keys()]) {
-      if (k.startsWith(`net.ipv4.conf.${ifname}.`) || k.startsWith(`net.ipv6.conf.${ifname}.`)) this.sysctls.delete(k);
+      if (/^net\.ipv[46]\.(conf|neigh)\./.test(k) && k.split('.')[3] === ifname) this.sysctls.delete(k);
     }
     for (const [to, dev] of [...this.routes]) if (dev === ifname) this.routes.delete(to);
   }

@@ -130,6 +130,8 @@ export function networkSpec(over: Partial<BridgeNetworkFields> = {}): NetworkSpe
       hostBindingIpv4: f.hostBindingIpv4,
       snatIpv4: f.snatIpv4,
       inhibitIpv4: f.inhibitIpv4,
+      ...(f.gatewayModeIpv4 ? { gatewayModeIpv4: f.gatewayModeIpv4 } : {}),
+      ...(f.gatewayModeIpv6 ? { gatewayModeIpv6: f.gatewayModeIpv6 } : {}),
     },
   };
 }

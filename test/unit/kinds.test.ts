@@ -259,5 +259,5 @@ test('every kind registered for real parses the defaults and produces rules nft 
 });
 
 test('the point kind is not registered for real', () => {
-  expect(KINDS.all.map((k) => k.name)).toEqual(['bridge']);
+  expect(KINDS.all.map((k) => k.name)).toEqual(['bridge', 'p2p']);
 });

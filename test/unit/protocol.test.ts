@@ -5,7 +5,7 @@
 import { isTsbridgeError, type ErrorCode } from '../../src/errors.js';
 import { readFileSync } from 'node:fs';
 import { COMMON_OPTIONS, TSBRIDGE_OPTION_PREFIX, networkOptions, parseCreateEndpoint, parseCreateNetwork, parsePortBindings } from '../../src/protocol/network.js';
-import { DOCKER_APPLIED_OPTIONS, GATEWAY_MODE_OPTIONS, REFUSED_OPTIONS } from '../../src/protocol/docker-options.js';
+import { DOCKER_APPLIED_OPTIONS, REFUSED_OPTIONS } from '../../src/protocol/docker-options.js';
 import { recordedOf, RECORDED_28_FILE } from '../fakes/recorded.js';
 import { errorOf } from '../fakes/world.js';
 
@@ -83,7 +83,7 @@ describe('parseCreateNetwork', () => {
     expect(parseCreateNetwork(createNetwork({ [COMMON_OPTIONS.MODE]: 'bridge' }))).toEqual(parseCreateNetwork(createNetwork()));
     const e = errorOf(() => parseCreateNetwork(createNetwork({ 'io.tsbridge.mode': 'vxlan' })));
     expect(e.code).toBe('BAD_OPTION');
-    expect(e.message).toBe('invalid option io.tsbridge.mode=vxlan: the modes are bridge');
+    expect(e.message).toBe('invalid option io.tsbridge.mode=vxlan: the modes are bridge, p2p');
   });
 
   test('every supported option', () => {
@@ -338,7 +338,7 @@ describe('docs/options.md', () => {
   });
 
   test("lists every other option of Docker 28's bridge, as docker-options.ts handles them, and no other", () => {
-    const others = [...Object.values(GATEWAY_MODE_OPTIONS), ...Object.keys(REFUSED_OPTIONS), ...Object.values(DOCKER_APPLIED_OPTIONS)];
+    const others = [...Object.keys(REFUSED_OPTIONS), ...Object.values(DOCKER_APPLIED_OPTIONS)];
     expect(section("Docker's other bridge options").sort()).toEqual(others.sort());
   });
 

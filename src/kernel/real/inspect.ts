@@ -23,6 +23,7 @@ interface RawRoute {
   dev?: string;
   gateway?: string;
   scope?: string;
+  type?: string;
 }
 
 export function parseAddrShow(json: string, alias = 'tsbridge'): LinkDetail[] {
@@ -40,8 +41,11 @@ export function parseAddrShow(json: string, alias = 'tsbridge'): LinkDetail[] {
 
 export function parseRouteShow(json: string, v6: boolean): RouteSpec[] {
   return (JSON.parse(json || '[]') as RawRoute[])
-    .filter((r) => r.dev && !r.gateway && r.dst !== 'default')
-    .map((r) => ({ to: r.dst.includes('/') ? r.dst : `${r.dst}/${v6 ? 128 : 32}`, dev: r.dev! }));
+    .filter((r) => (r.dev || r.type === 'unreachable') && !r.gateway && r.dst !== 'default')
+    .map((r): RouteSpec => {
+      const to = r.dst.includes('/') ? r.dst : `${r.dst}/${v6 ? 128 : 32}`;
+      return r.type === 'unreachable' ? { to, unreachable: true } : { to, dev: r.dev! };
+    });
 }
 
 export class IpInspect implements KernelInspect {

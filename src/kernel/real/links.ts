@@ -93,7 +93,25 @@ export class IpLinks implements Links {
 
   async ensureRoutes(routes: RouteSpec[]): Promise<void> {
     if (routes.length === 0) return;
-    await this.batch(routes.map((r) => `route replace ${r.to} dev ${r.dev} scope link`));
+    await this.batch(routes.map((r) => ('unreachable' in r ? `route replace unreachable ${r.to}` : `route replace ${r.to} dev ${r.dev} scope link`)));
+  }
+
+  async deleteRoutes(routes: RouteSpec[]): Promise<void> {
+    if (routes.length === 0) return;
+    const L = routes.map((r) => ('unreachable' in r ? `route del unreachable ${r.to}` : `route del ${r.to} dev ${r.dev}`));
+    // A route already gone (or gone with its link) fails its line: run them all, then check.
+    const r = await this.runner.run('ip', ['-force', '-batch', '-'], { input: L.join('\n') + '\n', allowFail: true });
+    if (r.exitCode === 0) return;
+    const still: string[] = [];
+    for (const route of routes) if (await this.hasRoute(route)) still.push(route.to);
+    if (still.length) throw new TsbridgeError('KERNEL', { op: 'delete routes', detail: `${still.join(', ')} still present: ${r.stderr.trim()}` });
+  }
+
+  private async hasRoute(route: RouteSpec): Promise<boolean> {
+    const family = route.to.includes(':') ? '-6' : '-4';
+    const r = await this.runner.run('ip', [family, '-j', 'route', 'show', 'exact', route.to], { allowFail: true });
+    const rows = JSON.parse(r.stdout || '[]') as { type?: string; dev?: string }[];
+    return rows.some((x) => ('unreachable' in route ? x.type === 'unreachable' : x.dev === route.dev));
   }
 
   async deleteLinks(names: string[]): Promise<void> {

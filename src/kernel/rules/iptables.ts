@@ -37,7 +37,9 @@ export type { ShimBridge };
 export function forwardChainRules(bridges: ShimBridge[], chain: string = FORWARD_CHAIN, isolation: readonly string[] = [], mark: number | null = null): string[] {
   const L: string[] = [];
   const unmarked = mark === null ? '' : `-m mark ! --mark 0x${(mark >>> 0).toString(16)}/0x${(mark >>> 0).toString(16)}`;
-  for (const b of [...bridges].sort((x, y) => x.name.localeCompare(y.name))) {
+  // Several networks may name the same interfaces (a wildcard such as `tsv+`): each once.
+  const unique = [...new Map(bridges.map((b) => [`${b.name} ${b.internal}`, b])).values()];
+  for (const b of unique.sort((x, y) => x.name.localeCompare(y.name) || Number(y.internal) - Number(x.internal))) {
     if (unmarked) {
       L.push(`-A ${chain} -o ${b.name} ${unmarked} -j DROP`);
       L.push(`-A ${chain} -i ${b.name} ${unmarked} -j DROP`);

@@ -17,6 +17,7 @@
  * a chain on the same hook and a lower priority is evaluated before tsbridge's — docs/options.md,
  * "Firewall and the operator's own rules":
  *   inet   prerouting  raw (-300)       localnet     127.0.0.0/8 from the wire dropped
+ *   inet   prerouting  raw (-300)       guard        (kinds: anti-spoofing on routed links, e.g. point-to-point)
  *   inet   prerouting  dstnat (-100)    prerouting   published ports: DNAT
  *   inet   output      -100             output       published ports from the host: DNAT
  *   inet   input       filter - 1       input        (kinds: e.g. internal networks reach nothing of the host)
@@ -58,6 +59,7 @@ type Family = 'inet' | 'bridge';
 /** tsbridge's base chains (see the header): an operator's chain on the same hook with a lower priority runs first. */
 export const BASE_CHAINS = [
   { family: 'inet', hook: 'prerouting', priority: -300, spelled: 'raw', chain: 'localnet' },
+  { family: 'inet', hook: 'prerouting', priority: -300, spelled: 'raw', chain: 'guard' },
   { family: 'inet', hook: 'prerouting', priority: -100, spelled: 'dstnat', chain: 'prerouting' },
   { family: 'inet', hook: 'output', priority: -100, spelled: '-100', chain: 'output' },
   { family: 'inet', hook: 'input', priority: -1, spelled: 'filter - 1', chain: 'input' },
@@ -130,6 +132,9 @@ const CHAINS: ChainDef[] = [
   // kernel drops such martians itself, but only until DNAT has rewritten them — and
   // route_localnet=1 on bridges would otherwise let containers reach the host's loopback.
   { family: 'inet', name: 'localnet', type: 'filter', head: ['iifname != "lo" ip daddr 127.0.0.0/8 drop'] },
+  // Anti-spoofing where no bridge sees the frames (a kind's links routed by the host): before
+  // conntrack, so a forged source creates no state.
+  { family: 'inet', name: 'guard', type: 'filter', optional: true },
   { family: 'inet', name: 'prerouting', type: 'nat', head: ['fib daddr type local jump publish'] },
   { family: 'inet', name: 'output', type: 'nat', head: ['ip6 daddr ::1 return', 'fib daddr type local jump publish'] },
   {

@@ -42,6 +42,8 @@ export interface NetworkOpts extends Partial<Omit<BridgeNetworkFields, 'ipv4' | 
   v6?: boolean;
   /** false: no IPv4 subnet (an IPv6-only network; needs v6). */
   v4?: boolean;
+  /** 'p2p': a point-to-point network (its settings from icc, masquerade, hostBindingIpv4, snatIpv4). */
+  mode?: 'p2p';
 }
 
 export interface LabNetwork {
@@ -254,9 +256,9 @@ export class Lab {
     const id = opts.id ?? dockerId();
     const net4 = `10.213.${(this.netBase + n) % 256}`;
     const net6 = opts.v6 ? `fd5e:${this.v6Base}:${n + 1}` : null;
-    const { v6: _v6, v4: _v4, ...rest } = opts;
+    const { v6: _v6, v4: _v4, mode, ...rest } = opts;
     const v4 = opts.v4 !== false;
-    const spec: NetworkSpec = networkSpec({
+    const bridged: NetworkSpec = networkSpec({
       id,
       bridge: bridgeName(id),
       enableIpv6: !!opts.v6,
@@ -264,6 +266,8 @@ export class Lab {
       ipv4: v4 ? [{ subnet: `${net4}.0/24`, gateway: `${net4}.1/24` }] : [],
       ipv6: net6 ? [{ subnet: `${net6}::/64`, gateway: `${net6}::1/64` }] : [],
     });
+    const { icc, masquerade, hostBindingIpv4, snatIpv4 } = bridged.settings;
+    const spec: NetworkSpec = mode === 'p2p' ? { ...bridged, kind: 'p2p', settings: { icc, masquerade, hostBindingIpv4, snatIpv4 } } : bridged;
     return { spec, id, bridge: String(spec.settings.bridge), net4: v4 ? net4 : '', net6, gateway4: v4 ? `${net4}.1` : '', gateway6: net6 ? `${net6}::1` : null, next: 2 };
   }
 
@@ -306,6 +310,10 @@ export class Lab {
     if (ep.ipv4) await C(['addr', 'add', `${ep.ipv4}/24`, 'dev', ifname]);
     if (ep.ipv6) await C(['-6', 'addr', 'add', `${ep.ipv6}/64`, 'dev', ifname, 'nodad']);
     await C(['link', 'set', 'dev', ifname, 'up']);
+    // Join's static routes as Docker adds them: routes on the link first, then those via a next hop.
+    const fam = (dst: string) => (dst.includes(':') ? '-6' : '-4');
+    for (const r of join.staticRoutes.filter((x) => x.type === 'connected')) await C([fam(r.destination), 'route', 'add', r.destination, 'dev', ifname]);
+    for (const r of join.staticRoutes.filter((x) => x.type === 'via')) await C([fam(r.destination), 'route', 'add', r.destination, 'via', r.nextHop]);
     const gw4 = join.gateway || (opts.forceGateway ? net.gateway4 : '');
     if (gw4) await C(['route', 'add', 'default', 'via', gw4]);
     const gw6 = join.gatewayIpv6 || (opts.forceGateway && ep.ipv6 ? net.gateway6 : '');
