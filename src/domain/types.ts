@@ -47,6 +47,12 @@ export interface NetworkSpec {
 /** A network tsbridge holds. */
 export interface Network extends NetworkSpec {
   phase: Phase;
+  /**
+   * What its kind took over from the host, as it was before (an uplink interface's addresses,
+   * routes, MTU): recorded before the kernel is changed, so it can be given back. Absent for
+   * kinds that take nothing.
+   */
+  adopted?: KindSettings;
 }
 
 /** CreateEndpoint, validated. Addresses carry the pool's prefix length. */

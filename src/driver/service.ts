@@ -13,14 +13,16 @@ import type { EndpointSpec, JoinInfo, Network, NetworkSpec, PortMapping, PortReq
 import { hostVethName, macFromId, peerVethName } from '../domain/names.js';
 import type { Db } from '../state/db.js';
 import type { Endpoint, State } from '../state/types.js';
-import type { KindContext, KindRegistry } from '../kinds/types.js';
+import type { KindContext, KindRegistry, NetworkPlan } from '../kinds/types.js';
 import { allocatePorts } from './ports.js';
-import { endpointElements, firewallView, kindsRuntime, realizeEndpoint, realizeNetwork, type KindsRuntime, type Lifecycles } from './realize.js';
+import {
+  claimedNames, endpointElements, firewallView, kindsRuntime, realizeEndpoint, realizeNetwork, releaseNetwork, type KindsRuntime, type Lifecycles,
+} from './realize.js';
 
 export { kindsRuntime, type KindsRuntime };
 
 function specOf(n: Network): NetworkSpec {
-  const { phase: _phase, ...spec } = n;
+  const { phase: _phase, adopted: _adopted, ...spec } = n;
   return spec;
 }
 
@@ -62,10 +64,14 @@ export class DriverService {
         fail('NETWORK_EXISTS', { networkId: spec.id });
       }
       const net: Network = { ...spec, phase: 'creating' };
-      const plan = kind.network(net);
+      const first = kind.network(net);
+      const claimed = claimedNames(first);
       for (const other of Object.values(s.networks)) {
-        const taken = this.kinds.get(other.kind).network(other).links;
-        const clash = plan.links.find((l) => taken.includes(l));
+        const theirs = this.kinds.get(other.kind).network(other);
+        const taken = claimedNames(theirs);
+        const clash = claimed.find((l) => taken.includes(l));
+        const uplink = (p: NetworkPlan, name: string | undefined) => (p.uplinks ?? []).some((u) => u.name === name);
+        if (clash && (uplink(first, clash) || uplink(theirs, clash))) fail('INTERFACE_IN_USE', { name: clash, networkId: other.id });
         if (clash) fail('BRIDGE_NAME_IN_USE', { name: clash, networkId: other.id });
         for (const a of [...spec.ipv4, ...spec.ipv6]) {
           for (const b of [...other.ipv4, ...other.ipv6]) {
@@ -74,9 +80,13 @@ export class DriverService {
         }
       }
       const links = new Set((await this.kernel.links.list()).map((l) => l.name));
-      const held = plan.links.find((l) => links.has(l));
+      const held = first.links.find((l) => links.has(l));
       if (held) fail('BRIDGE_NAME_IN_USE', { name: held, networkId: 'another program (an interface of that name exists)' });
-      await kind.lifecycle?.beforeCreate?.(net, this.ctx);
+      // What the kind takes over from the host is recorded before anything changes: a crash
+      // from here on leaves a record start-up gives it back from.
+      const adopted = await kind.lifecycle?.beforeCreate?.(net, this.ctx);
+      if (adopted) net.adopted = adopted;
+      const plan = kind.network(net);
 
       s.networks[net.id] = net;
       await this.db.save();
@@ -88,6 +98,16 @@ export class DriverService {
         await this.db.save();
       } catch (e) {
         await this.undo('createNetwork', () => this.lifecycles.stop(net.id));
+        const released = await this.undo('createNetwork', () => releaseNetwork(this.kernel, plan));
+        if (!released) {
+          // What it took from the host is not back: keep the record and its links, marked
+          // `deleting` (so it has no rules), for the next start — or a DeleteNetwork — to give
+          // back from and finish.
+          net.phase = 'deleting';
+          await this.undo('createNetwork', () => this.kernel.firewall.apply(this.view(s)));
+          await this.undo('createNetwork', () => this.db.save());
+          throw e;
+        }
         await this.undo('createNetwork', () => this.kernel.links.deleteLinks(plan.links));
         delete s.networks[net.id];
         await this.undo('createNetwork', () => this.kernel.firewall.apply(this.view(s)));
@@ -106,7 +126,12 @@ export class DriverService {
       await this.db.save();
       await this.lifecycles.stop(networkId);
       const eps = Object.values(s.endpoints).filter((e) => e.networkId === networkId);
-      await this.kernel.links.deleteLinks([...eps.map((e) => e.hostVeth), ...kind.network(net).links]);
+      const plan = kind.network(net);
+      // Uplinks first, while the bridge still holds what moved to it: the host's addresses
+      // and routes go back before the bridge goes. A failure leaves the network `deleting`
+      // (Docker's retry, or the next start, finishes it).
+      await releaseNetwork(this.kernel, plan);
+      await this.kernel.links.deleteLinks([...eps.map((e) => e.hostVeth), ...plan.links]);
       for (const e of eps) delete s.endpoints[e.id];
       delete s.networks[networkId];
       await this.kernel.firewall.apply(this.view(s));
@@ -232,8 +257,9 @@ export class DriverService {
       if (!net) fail('UNKNOWN_NETWORK', { networkId });
       if (!ep || ep.networkId !== networkId) fail('UNKNOWN_ENDPOINT', { endpointId, networkId });
       const kind = this.kinds.get(net.kind);
+      if (reqs.length === 0) return [];
       const publishing = net.internal ? null : kind.publishing(net);
-      if (!publishing || reqs.length === 0) return [];
+      if (!publishing) return [];
       const taken = Object.values(s.endpoints)
         .filter((e) => e.id !== ep.id)
         .flatMap((e) => e.ports.map((mapping) => ({ mapping, owner: `endpoint ${e.id.slice(0, 12)}` })));
@@ -290,12 +316,14 @@ export class DriverService {
     };
   }
 
-  /** Runs an undo step; an undo that fails is logged, never thrown over the original error. */
-  private async undo(op: string, fn: () => Promise<unknown>): Promise<void> {
+  /** Runs an undo step; an undo that fails is logged, never thrown over the original error. Says whether it worked. */
+  private async undo(op: string, fn: () => Promise<unknown>): Promise<boolean> {
     try {
       await fn();
+      return true;
     } catch (e) {
       this.log.warn('rollback step failed', { op, error: isTsbridgeError(e) ? e.message : String(e) });
+      return false;
     }
   }
 }

@@ -4,7 +4,9 @@
  */
 import { bridgeKind } from './bridge/index.js';
 import { makeRegistry } from './select.js';
+import { uplinkKind } from './uplink/index.js';
 
 export const KINDS = makeRegistry([
   bridgeKind,
+  uplinkKind,
 ]);
