@@ -29,9 +29,9 @@ export class Reconciler {
   async startup(): Promise<ReconcileReport> {
     const { kinds, lifecycles } = this.runtime;
     return this.db.tx(async (s) => {
-      // A network of a kind this version does not know (a newer one wrote the state): refuse
-      // before anything is changed.
-      for (const n of Object.values(s.networks)) kinds.get(n.kind);
+      // A network of a kind this version does not know (a newer one wrote the state), or a
+      // record its kind cannot read: refuse before anything is changed.
+      for (const n of Object.values(s.networks)) kinds.get(n.kind).network(n);
       const report: ReconcileReport = { networksRestored: 0, networksDropped: 0, endpointsDropped: 0, vethsRecreated: 0, staleLinksRemoved: [] };
       const links = new Map((await this.kernel.links.list()).map((l) => [l.name, l]));
       const toDelete: string[] = [];

@@ -50,6 +50,9 @@ export class DriverService {
   // ---------------------------------------------------------------- networks
 
   async createNetwork(spec: NetworkSpec): Promise<void> {
+    // A failure whose rollback could not give the host back what the network took: the record
+    // stays (the transaction commits it), and the failure is thrown after.
+    let kept: unknown;
     await this.db.tx(async (s) => {
       const kind = this.kinds.get(spec.kind);
       const existing = s.networks[spec.id];
@@ -71,7 +74,7 @@ export class DriverService {
         const taken = claimedNames(theirs);
         const clash = claimed.find((l) => taken.includes(l));
         const uplink = (p: NetworkPlan, name: string | undefined) => (p.uplinks ?? []).some((u) => u.name === name);
-        if (clash && (uplink(first, clash) || uplink(theirs, clash))) fail('INTERFACE_IN_USE', { name: clash, networkId: other.id });
+        if (clash && uplink(theirs, clash)) fail('INTERFACE_IN_USE', { name: clash, networkId: other.id });
         if (clash) fail('BRIDGE_NAME_IN_USE', { name: clash, networkId: other.id });
         for (const a of [...spec.ipv4, ...spec.ipv6]) {
           for (const b of [...other.ipv4, ...other.ipv6]) {
@@ -106,7 +109,8 @@ export class DriverService {
           net.phase = 'deleting';
           await this.undo('createNetwork', () => this.kernel.firewall.apply(this.view(s)));
           await this.undo('createNetwork', () => this.db.save());
-          throw e;
+          kept = e;
+          return;
         }
         await this.undo('createNetwork', () => this.kernel.links.deleteLinks(plan.links));
         delete s.networks[net.id];
@@ -115,6 +119,7 @@ export class DriverService {
         throw e;
       }
     });
+    if (kept !== undefined) throw kept;
   }
 
   async deleteNetwork(networkId: string): Promise<void> {

@@ -510,7 +510,8 @@ export class FakeKernel implements Kernel {
     if (!was) return 'released';
     nic.mtu = was.mtu;
     nic.up = was.up;
-    for (const a of was.addresses) if (!nic.addresses.some((h) => sameAddress(h, a))) nic.addresses.push(structuredClone(a));
+    // its recorded addresses in their order, after any others it holds
+    nic.addresses = [...nic.addresses.filter((h) => !was.addresses.some((a) => sameAddress(a, h))), ...structuredClone(was.addresses)];
     if (was.up) for (const r of was.routes) this.putRoute(spec.name, r);
     const b = this.bridges.get(spec.bridge);
     if (b) {

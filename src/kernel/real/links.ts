@@ -192,6 +192,10 @@ export class IpLinks implements Links {
     if (was) {
       if (was.mtu > 0 && now.mtu !== was.mtu) L.push(`link set dev ${name} mtu ${was.mtu}`);
       if (was.up) L.push(`link set dev ${name} up`);
+      // Its addresses in their recorded order (the first of a subnet is the primary): those it
+      // still holds are taken off first, so one a crash left behind cannot end up first.
+      const holding = now.addresses.filter((h) => was.addresses.some((a) => sameAddress(a, h)));
+      L.push(...[...holding].reverse().map((a) => `addr del ${addressKeyArgs(a, name)}`));
       L.push(...was.addresses.map((a) => `addr replace ${addressArgs(a, name)}`));
       L.push(...was.routes.map((r) => `route replace ${routeArgs(r, name)}`));
       if (onBridge) L.push(...[...was.addresses].reverse().map((a) => `addr del ${addressKeyArgs(a, bridge)}`));
