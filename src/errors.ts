@@ -25,6 +25,7 @@ export const ERRORS = {
   PORT_IN_USE: { message: 'host port {hostIp}:{port}/{proto} is already allocated{owner}' },
   NO_FREE_PORT: { message: 'no free host port for {proto} in {range}' },
   NO_PUBLISHING: { message: 'network {networkId} publishes no ports: {detail}' },
+  TOO_MANY_PORTS: { message: '{count} port bindings in one request: tsbridge publishes at most {max} per container and network' },
   KERNEL: { message: '{op} failed: {detail}' },
   TIMEOUT: { message: '{op} timed out after {ms} ms' },
   STATE: { message: 'state store: {detail}' },

@@ -11,7 +11,7 @@ import type { HostView } from '../kernel/types.js';
 import { canonicalPrefix, parsePrefix, overlaps, parseAddress } from '../net/addr.js';
 import { allocateAddress, newPoolRecord, poolId, releaseAddress } from './allocator.js';
 import { pickFreePool } from './pools.js';
-import type { AllocKind, DefaultPool, Family } from './types.js';
+import type { AllocKind, DefaultPool, Family, PoolRecord } from './types.js';
 
 export interface PoolRequest {
   pool: string;
@@ -23,6 +23,11 @@ export interface PoolRequest {
 export function ulaFromBytes(b: Uint8Array): string {
   const h = [...b.slice(0, 5)].map((x) => x.toString(16).padStart(2, '0')).join('');
   return canonicalPrefix(`fd${h.slice(0, 2)}:${h.slice(2, 6)}:${h.slice(6, 10)}::/48`);
+}
+
+/** The pool of that ID, looked up among the state's own records only (an ID is never a prototype key). */
+function ownPool(s: State, id: string): PoolRecord | undefined {
+  return Object.hasOwn(s.pools, id) ? s.pools[id] : undefined;
 }
 
 export class IpamService {
@@ -78,7 +83,7 @@ export class IpamService {
 
   async releasePool(id: string): Promise<void> {
     await this.db.tx(async (s) => {
-      if (!s.pools[id]) return;
+      if (!ownPool(s, id)) return;
       delete s.pools[id];
       await this.db.save();
     });
@@ -86,7 +91,7 @@ export class IpamService {
 
   async requestAddress(id: string, address: string, kind: AllocKind): Promise<string> {
     return this.db.tx(async (s) => {
-      const rec = s.pools[id];
+      const rec = ownPool(s, id);
       if (!rec) fail('UNKNOWN_POOL', { poolId: id });
       let a;
       try {
@@ -108,7 +113,7 @@ export class IpamService {
 
   async releaseAddress(id: string, address: string): Promise<void> {
     await this.db.tx(async (s) => {
-      const rec = s.pools[id];
+      const rec = ownPool(s, id);
       if (!rec || address === '') return;
       parseAddress(address.split('/')[0]!);
       const next = releaseAddress(rec, address.split('/')[0]!);

@@ -105,6 +105,14 @@ describe('options', () => {
     expect(e.params.option).toBe('io.tsbridge.uplink');
   });
 
+  test('tsbridge status shows the uplink and what differs from the defaults', () => {
+    const spec = lan({ ...MOVE, 'com.docker.network.bridge.name': 'br-lan' });
+    expect(uplinkKind.describe({ ...spec, phase: 'ready' })).toEqual({
+      'io.tsbridge.uplink': UPLINK, 'io.tsbridge.uplink_move_addresses': true, 'com.docker.network.bridge.name': 'br-lan',
+    });
+    expect(uplinkKind.describe({ ...lan(), phase: 'ready' })).toEqual({ 'io.tsbridge.uplink': UPLINK });
+  });
+
   test('uplinkLan says which subnets and interfaces an uplink network shares with the host; null for other kinds', () => {
     expect(uplinkLan(lan({}, { v6: true }))).toEqual({ subnets: ['10.230.5.0/24', 'fd5a:5::/64'], interfaces: [UPLINK, BR] });
     expect(uplinkLan(networkSpec())).toBeNull();

@@ -94,6 +94,14 @@ export const uplinkKind: Kind = {
     };
   },
 
+  describe(n) {
+    const s = settingsOf(n);
+    const o: Record<string, string | number | boolean> = { [UPLINK_OPTIONS.UPLINK]: s.uplink };
+    if (s.moveAddresses) o[UPLINK_OPTIONS.MOVE_ADDRESSES] = true;
+    if (s.bridgeNamedByUser) o[UPLINK_OPTIONS.BRIDGE_NAME] = s.bridge;
+    return o;
+  },
+
   lifecycle: {
     /** The uplink checked against what it must be, and recorded as it is (what will move, and how to give it back). */
     async beforeCreate(n, { kernel }) {
