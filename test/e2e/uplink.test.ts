@@ -67,6 +67,9 @@ async function buildLan(): Promise<Lan> {
   await R(['link', 'set', 'p0', 'master', 'lan']);
   await R(['link', 'set', 'p0', 'up']);
   await sh('ip', ['link', 'set', uplink, 'up']);
+  // The host runs duplicate address detection on the uplink's link-local address: until it is
+  // done, its local routes are missing, and a snapshot of the host's routes would change by itself.
+  for (let i = 0; i < 50 && (await sh('ip', ['-6', 'addr', 'show', 'dev', uplink, 'tentative'])) !== ''; i++) await new Promise((r) => setTimeout(r, 100));
   await R(['link', 'add', 'px', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', host.name]);
   await R(['link', 'set', 'px', 'master', 'lan']);
   await R(['link', 'set', 'px', 'up']);
