@@ -2,8 +2,10 @@
 # Stops only what scripts/docker-up.sh started (PIDs in /run/tsbridge-test): SIGTERM, wait,
 # then SIGKILL. A Docker engine this script did not start is left alone.
 #
-#   scripts/docker-down.sh                 stop our dockerd, then our containerd; put back
-#                                          docker0 / ip_forward as docker-up.sh found them
+#   scripts/docker-down.sh                 stop our dockerd, then our containerd; remove the
+#                                          iptables chains the engine leaves behind; put back
+#                                          docker0, IPv4/IPv6 forwarding and the FORWARD
+#                                          policies as docker-up.sh found them before its first start
 #   scripts/docker-down.sh --dockerd-only  stop our dockerd only (used by --restart-dockerd)
 set -euo pipefail
 
@@ -48,13 +50,60 @@ stop() {
   fi
 }
 
+# Removes the iptables chains Docker made (DOCKER, DOCKER-USER, DOCKER-FORWARD, ...), the jumps
+# to them and the rules for docker0 in the built-in chains, in every table, IPv4 and IPv6: an engine leaves them behind
+# when it stops, and the next engine (another version) would find the other one's layout. One
+# iptables-restore per table, so a chain still referenced elsewhere leaves that table untouched.
+remove_docker_chains() {
+  local bin save table script err
+  for bin in iptables ip6tables; do
+    command -v "$bin-save" >/dev/null || continue
+    save=$("$bin-save" 2>/dev/null) || continue
+    for table in $(awk '/^\*/ { print substr($0, 2) }' <<<"$save"); do
+      script=$(awk -v t="$table" '
+        /^\*/ { cur = substr($0, 2); next }
+        cur != t { next }
+        /^:DOCKER/ { chains[++n] = substr($1, 2); next }
+        /^-A (INPUT|FORWARD|OUTPUT|PREROUTING|POSTROUTING) / && (/ -j DOCKER/ || / -[io] docker0( |$)/) { sub(/^-A /, "-D "); dels[++m] = $0 }
+        END {
+          if (!n && !m) exit
+          print "*" t
+          for (i = 1; i <= m; i++) print dels[i]
+          for (i = 1; i <= n; i++) print "-F " chains[i]
+          for (i = 1; i <= n; i++) print "-X " chains[i]
+          print "COMMIT"
+        }' <<<"$save")
+      [ -n "$script" ] || continue
+      if err=$("$bin-restore" --noflush <<<"$script" 2>&1); then
+        log "removed Docker's $bin chains from the $table table"
+      else
+        log "left Docker's $bin chains in the $table table (still referenced?): $err"
+      fi
+    done
+  done
+}
+
+restore_firewall() {
+  local f="$RUN_DIR/firewall.before" bin policy
+  [ -f "$f" ] || return 0
+  for bin in iptables ip6tables; do
+    policy=$(sed -n "s/^$bin-forward-policy=//p" "$f")
+    [ -n "$policy" ] && command -v "$bin" >/dev/null && "$bin" -P FORWARD "$policy" 2>/dev/null || true
+  done
+  rm -f "$f"
+}
+
 case "${1:-}" in
   --dockerd-only)
     stop dockerd 40
     ;;
   "")
+    ours=0
+    [ -f "$RUN_DIR/dockerd.pid" ] && ours=1
     stop dockerd 40
     stop containerd 20
+    # The next engine (maybe another version) starts from a firewall without this one's chains.
+    ((ours)) && remove_docker_chains
     if [ -f "$RUN_DIR/docker0.absent-before" ]; then
       ip link del docker0 2>/dev/null && log "removed docker0" || true
       rm -f "$RUN_DIR/docker0.absent-before"
@@ -63,6 +112,12 @@ case "${1:-}" in
       sysctl -qw "net.ipv4.ip_forward=$(cat "$RUN_DIR/ip_forward.before")" || true
       rm -f "$RUN_DIR/ip_forward.before"
     fi
+    if [ -f "$RUN_DIR/ipv6_forward.before" ]; then
+      sysctl -qw "net.ipv6.conf.all.forwarding=$(cat "$RUN_DIR/ipv6_forward.before")" || true
+      rm -f "$RUN_DIR/ipv6_forward.before"
+    fi
+    restore_firewall
+    rm -f "$RUN_DIR/engine"
     ;;
   *)
     echo "usage: $0 [--dockerd-only]" >&2

@@ -24,20 +24,23 @@ case "${1:-}" in
   *) die "unknown option $1 (usage: scripts/install-deps.sh [--runtime])" ;;
 esac
 
+# A host with a Docker engine from other packages (Docker CE's docker-ce/containerd.io, ...) keeps
+# it: Debian's docker.io is never installed over it, nor pulled in as a recommendation.
+NO_RECOMMENDS=()
+if [ "${1:-}" != "--runtime" ] && foreign=$(bash scripts/engine.sh foreign); then
+  prereq_note "this host has its own Docker engine ($foreign): Debian's docker.io is not installed over it"
+  PACKAGES=("${PACKAGES[@]/docker.io}")
+  NO_RECOMMENDS=(--no-install-recommends)
+fi
+
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
   for p in "${PACKAGES[@]}"; do
+    [ -n "$p" ] || continue
     installed "$p" || missing+=("$p")
   done
-  # Never replace a Docker engine that is there already (Docker CE's packages conflict with
-  # Debian's docker.io: installing one removes the other).
-  if [[ " ${missing[*]} " == *" docker.io "* ]] && engine=$(command -v dockerd); then
-    missing=("${missing[@]/docker.io/}")
-    read -r -a missing <<<"${missing[*]}"
-    prereq_note "a Docker engine is installed already ($engine): docker.io is not installed"
-  fi
 else
   # Not Debian: the programs must already be there.
   for p in ip nft iptables conntrack; do command -v "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -61,7 +64,7 @@ if ((${#missing[@]})); then
   apt-get -qq -o DPkg::Lock::Timeout=120 update </dev/null >"$apt_log" 2>&1 \
     || { cat "$apt_log" >&2; die "apt-get update failed"; }
   apt-get -qq -y -o DPkg::Lock::Timeout=120 -o Dpkg::Options::=--force-confdef \
-    -o Dpkg::Options::=--force-confold install "${missing[@]}" </dev/null >"$apt_log" 2>&1 \
+    -o Dpkg::Options::=--force-confold install "${NO_RECOMMENDS[@]}" "${missing[@]}" </dev/null >"$apt_log" 2>&1 \
     || { cat "$apt_log" >&2; die "apt-get install ${missing[*]} failed"; }
   for p in "${missing[@]}"; do installed "$p" || die "package $p still not installed"; done
   # nft is there now: the kernel check's final word.

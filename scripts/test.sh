@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
 # The whole tsbridge test run, unattended (CI runs exactly this; needs root):
-#   install deps + build → unit → integration → Docker engine + test image → e2e,
-# then puts the machine back (stops the Docker engine and removes the test image if this run
-# started/built them) and prints, as the very last line:
+#   install deps + build → unit → integration → for each Docker engine: engine + test image → e2e,
+# then puts the machine back (stops the Docker engines and removes the test images this run
+# started/built; an engine of scripts/docker-up.sh that was running before is started again) and
+# prints, as the very last line:
 #   tsbridge: N passed, N failed[, N skipped]
 # Extra arguments go to jest in every tier (e.g. -t 'pattern').
+#
+# The end-to-end tier runs once per engine, one after the other, as tiers e2e@20.10 and e2e@28:
+#   TSBRIDGE_ENGINES="20.10 28"  (default) Debian 12's docker.io 20.10 and Docker 28.5 from sid,
+#                                unpacked by scripts/engine.sh (see there and scripts/docker-up.sh)
+#   TSBRIDGE_ENGINES=28          one engine only, for quick runs
+#   TSBRIDGE_ENGINES=host        the Docker engine the host runs by itself (tier e2e@host)
+# On a host with a Docker engine from other packages (Docker CE's docker-ce/containerd.io,
+# moby-engine, ...), or running a dockerd these scripts did not start, Debian's docker.io is never
+# installed over it: unset, TSBRIDGE_ENGINES is then "host" (the running engine is used; if it is
+# not running, the run stops with a message saying so).
 set -uo pipefail
 
 cd "$(dirname "$(readlink -f "$0")")/.." || exit 1
@@ -17,14 +28,15 @@ fi
 exec </dev/null
 
 IMAGE=tsbridge-test:latest
-TIERS=(unit integration e2e)
+RUN_DIR=${TSBRIDGE_RUN_DIR:-/run/tsbridge-test}
 RESULTS=$(mktemp -d /tmp/tsbridge-results.XXXXXX)
+TIERS=(unit integration)   # + e2e@ENGINE for each engine, below
 started_docker=0
-built_image=0
 declare -A tier_state   # tier -> "rc=N secs=S" or "notrun=reason"
 
 step() { printf '\n=== tsbridge: %s ===\n' "$*"; }
 
+# run_tier TIER [jest args...]: runs npm's test:<TIER without @engine>; results under TIER.
 run_tier() {
   local tier=$1; shift
   local extra=()
@@ -32,10 +44,22 @@ run_tier() {
   step "$tier tests"
   local t0=$SECONDS
   timeout --kill-after=30 "${TSBRIDGE_TIER_TIMEOUT:-1800}" \
-    npm run --silent "test:$tier" -- --json --outputFile="$RESULTS/$tier.json" "${extra[@]}"
+    npm run --silent "test:${tier%%@*}" -- --json --outputFile="$RESULTS/$tier.json" "${extra[@]}"
   local rc=$?
   ((rc == 124 || rc == 137)) && echo "tsbridge: $tier tests timed out after ${TSBRIDGE_TIER_TIMEOUT:-1800}s" >&2
   tier_state[$tier]="rc=$rc secs=$((SECONDS - t0))"
+}
+
+docker_ready() { timeout 10 docker info >/dev/null 2>&1; }
+
+# True while an engine scripts/docker-up.sh started runs (its pid files, processes still there).
+ours_running() {
+  local n pid
+  for n in dockerd containerd; do
+    pid=$(cat "$RUN_DIR/$n.pid" 2>/dev/null) || continue
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$n" ] && return 0
+  done
+  return 1
 }
 
 not_run() {
@@ -54,7 +78,9 @@ const fs = require('node:fs');
 const [dir, ...rest] = process.argv.slice(2);
 let passed = 0, failed = 0, skipped = 0;
 for (let i = 0; i < rest.length; i += 2) {
-  const tier = rest[i], state = Object.fromEntries(rest[i + 1].split(' ').map((kv) => kv.split('=')));
+  // "notrun=REASON" (the reason may hold spaces) or "rc=N secs=S".
+  const tier = rest[i], raw = rest[i + 1];
+  const state = raw.startsWith('notrun=') ? { notrun: raw.slice(7) } : Object.fromEntries(raw.split(' ').map((kv) => kv.split('=')));
   if (state.notrun) { failed++; console.log(`tsbridge: ${tier}: not run (${state.notrun})`); continue; }
   let r;
   try { r = JSON.parse(fs.readFileSync(`${dir}/${tier}.json`, 'utf8')); } catch { r = undefined; }
@@ -74,13 +100,14 @@ EOF
 
 finish() {
   trap - EXIT INT TERM
-  if ((built_image)) && docker image inspect "$IMAGE" >/dev/null 2>&1; then
-    step "removing $IMAGE (this run built it)"
-    docker rmi "$IMAGE" >/dev/null || echo "tsbridge: could not remove $IMAGE" >&2
-  fi
+  remove_image
   if ((started_docker)); then
     step "stopping the Docker engine this run started"
     bash scripts/docker-down.sh || echo "tsbridge: docker-down.sh failed" >&2
+    if [ -n "$engine_before" ]; then
+      step "starting engine $engine_before again (it was running before this run)"
+      TSBRIDGE_ENGINE=$engine_before bash scripts/docker-up.sh || echo "tsbridge: could not start engine $engine_before again" >&2
+    fi
   fi
   echo
   summarize
@@ -91,6 +118,38 @@ finish() {
 trap finish EXIT
 trap 'echo "tsbridge: interrupted" >&2; exit 130' INT TERM
 
+# The test image of the engine running now, if this run built it (each engine has its own images).
+built_image=0
+remove_image() {
+  if ((built_image)) && docker image inspect "$IMAGE" >/dev/null 2>&1; then
+    step "removing $IMAGE (this run built it)"
+    docker rmi "$IMAGE" >/dev/null || echo "tsbridge: could not remove $IMAGE" >&2
+  fi
+  built_image=0
+}
+
+# Which engines: TSBRIDGE_ENGINES, else both pinned ones — unless the host has its own engine.
+engine_before=
+ours_running && engine_before=$(cat "$RUN_DIR/engine" 2>/dev/null || echo 20.10)
+foreign=$(bash scripts/engine.sh foreign 2>/dev/null) || foreign=
+if [ -z "$foreign" ] && [ -z "$engine_before" ] && docker_ready; then
+  foreign="a dockerd these scripts did not start ($(docker version --format '{{.Server.Version}}' 2>/dev/null))"
+fi
+if [ -n "${TSBRIDGE_ENGINES:-}" ]; then
+  read -ra ENGINES <<<"$TSBRIDGE_ENGINES"
+elif [ -n "$foreign" ]; then
+  echo "tsbridge: this host has its own Docker engine ($foreign): testing against it, never installing Debian's docker.io over it (TSBRIDGE_ENGINES=28 tests the unpacked Docker 28 instead, with the host's engine stopped)"
+  ENGINES=(host)
+else
+  ENGINES=(20.10 28)
+fi
+for e in "${ENGINES[@]}"; do
+  case "$e" in
+    20.10|28|host) TIERS+=("e2e@$e") ;;
+    *) echo "tsbridge: unknown engine '$e' in TSBRIDGE_ENGINES (20.10, 28 or host)" >&2; TIERS+=("e2e@$e") ;;
+  esac
+done
+
 step "dependencies and build"
 if ! bash scripts/install-deps.sh; then
   not_run "install-deps.sh failed" "${TIERS[@]}"
@@ -100,16 +159,44 @@ fi
 run_tier unit "$@"
 run_tier integration "$@"
 
-step "Docker engine"
-if docker info >/dev/null 2>&1; then
-  echo "tsbridge: using the Docker engine already running"
-else
-  started_docker=1
-  bash scripts/docker-up.sh || { not_run "docker-up.sh failed; see /var/log/tsbridge-test/" e2e; exit 1; }
-fi
+# engine_up ENGINE: the engine answers on /var/run/docker.sock (started if need be).
+engine_up() {
+  case "$1" in
+    host)
+      if ! docker_ready; then
+        echo "tsbridge: the host's Docker engine${foreign:+ ($foreign)} is not running: start it (e.g. systemctl start docker) and run the tests again" >&2
+        return 1
+      fi
+      if ours_running; then
+        echo "tsbridge: the engine running is one scripts/docker-up.sh started, not the host's own" >&2
+        return 1
+      fi
+      echo "tsbridge: using the host's Docker engine $(docker version --format '{{.Server.Version}}')"
+      ;;
+    20.10|28)
+      if ! ours_running || [ "$(cat "$RUN_DIR/engine" 2>/dev/null || echo 20.10)" != "$1" ]; then started_docker=1; fi
+      TSBRIDGE_ENGINE=$1 bash scripts/docker-up.sh
+      ;;
+    *) return 1 ;;
+  esac
+}
 
-step "test image"
-docker image inspect "$IMAGE" >/dev/null 2>&1 || built_image=1
-bash scripts/test-image.sh || { not_run "test-image.sh failed" e2e; exit 1; }
-
-run_tier e2e "$@"
+for e in "${ENGINES[@]}"; do
+  tier="e2e@$e"
+  step "Docker engine $e"
+  remove_image
+  if ! engine_up "$e"; then
+    not_run "engine $e did not start; see the messages above and /var/log/tsbridge-test/" "$tier"
+    continue
+  fi
+  step "test image ($e)"
+  docker image inspect "$IMAGE" >/dev/null 2>&1 || built_image=1
+  if ! bash scripts/test-image.sh; then
+    not_run "test-image.sh failed" "$tier"
+    continue
+  fi
+  # The tests see the engine's own binaries first (client, docker-compose) and which engine runs.
+  prefix=
+  case "$e" in 20.10|28) prefix=$(bash scripts/engine.sh path "$e") ;; esac
+  PATH="${prefix:+$prefix:}$PATH" TSBRIDGE_ENGINE=$e run_tier "$tier" "$@"
+done

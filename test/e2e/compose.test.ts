@@ -1,10 +1,14 @@
 /**
- * Issue 7, a second real client: docker-compose (v1, Debian's package) with a compose file whose
- * network uses tsbridge as driver and IPAM driver (test/fixtures/compose/docker-compose.yml).
- * Services reach each other by name, a published port answers, `docker-compose down` cleans up.
+ * Issue 7, a second real client: docker-compose with a compose file whose network uses tsbridge
+ * as driver and IPAM driver (test/fixtures/compose/docker-compose.yml). Services reach each other
+ * by name, a published port answers, `docker-compose down` cleans up.
+ *
+ * Which Compose is the engine's (issue 10): on Docker 20.10 Compose v1 (Debian's docker-compose
+ * 1.29), on Docker 28 Compose v2 (the CLI plugin unpacked with engine 28, first on PATH as
+ * `docker-compose` when scripts/test.sh runs the tier with TSBRIDGE_ENGINE=28).
  *
  * Needs root, a running dockerd, the test image, dist/ built and `docker-compose`
- * (scripts/install-deps.sh installs it).
+ * (scripts/install-deps.sh installs v1, scripts/engine.sh install 28 unpacks v2).
  */
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -35,6 +39,9 @@ const compose = (args: string[], timeoutMs = 120_000) =>
 const composeOk = (args: string[], timeoutMs = 120_000) =>
   shOk('docker-compose', ['-f', FILE, '-p', PROJECT, ...args], { env, timeoutMs, cwd: REPO_ROOT });
 
+/** The Compose each named engine is tested with (scripts/test.sh sets TSBRIDGE_ENGINE). */
+const EXPECTED_COMPOSE: Record<string, RegExp> = { '20.10': /^1\./, '28': /^2\./ };
+
 const cleanup = new Cleanup();
 let plugin: PluginHandle;
 
@@ -43,6 +50,11 @@ beforeAll(async () => {
   await requireDocker();
   const v = await shOk('docker-compose', ['version', '--short']);
   if (v.exitCode !== 0) throw new Error(`docker-compose is not installed (scripts/install-deps.sh installs it): ${v.stderr}`);
+  const expected = EXPECTED_COMPOSE[process.env.TSBRIDGE_ENGINE ?? ''];
+  if (expected && !expected.test(v.stdout.trim())) {
+    throw new Error(`engine ${process.env.TSBRIDGE_ENGINE} is tested with Compose ${expected.source}, but docker-compose on PATH is ${v.stdout.trim()}`);
+  }
+  console.log(`docker-compose ${v.stdout.trim()} against engine ${process.env.TSBRIDGE_ENGINE ?? '(unnamed)'}`);
   plugin = await startPlugin({ name: DRIVER });
   cleanup.add(() => plugin.dispose(), 'plugin');
   cleanup.add(async () => {
