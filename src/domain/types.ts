@@ -52,6 +52,12 @@ export interface Network extends NetworkSpec {
    * Convergence with Docker leaves a network Docker is still creating alone (src/driver/converge.ts).
    */
   created?: number;
+  /**
+   * What its kind took over from the host, as it was before (an uplink interface's addresses,
+   * routes, MTU): recorded before the kernel is changed, so it can be given back. Absent for
+   * kinds that take nothing.
+   */
+  adopted?: KindSettings;
 }
 
 /** CreateEndpoint, validated. Addresses carry the pool's prefix length. */

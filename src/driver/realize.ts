@@ -3,6 +3,7 @@
  * kind: CreateNetwork / CreateEndpoint and start-up reconciliation both come through here. The
  * kind says what is needed (src/kinds); this file makes it so, idempotently.
  */
+import { fail } from '../errors.js';
 import type { Endpoint, Network } from '../domain/types.js';
 import type { EndpointElements, FirewallView, Kernel, LinkInfo } from '../kernel/types.js';
 import type { Logger } from '../logging.js';
@@ -10,11 +11,37 @@ import type { State } from '../state/types.js';
 import { KINDS } from '../kinds/registry.js';
 import type { EndpointPlan, KindContext, KindRegistry, NetworkPlan, Running } from '../kinds/types.js';
 
-/** Makes the kernel hold what the network's plan says: its links, routes and sysctls (not its rules). */
-export async function realizeNetwork(kernel: Kernel, plan: NetworkPlan): Promise<void> {
+/**
+ * Makes the kernel hold what the network's plan says: its links, routes and sysctls, then the
+ * uplinks it takes over (not its rules). An uplink that does not exist fails the call, unless
+ * `missingUplink` is given (start-up: the network comes back without it, and that is said).
+ */
+export async function realizeNetwork(kernel: Kernel, plan: NetworkPlan, missingUplink?: (name: string) => void): Promise<void> {
   if (plan.bridge) await kernel.links.ensureBridge(plan.bridge);
   if (plan.routes.length) await kernel.links.ensureRoutes(plan.routes);
-  for (const s of plan.sysctls) await kernel.sysctl.ensure(s.key, s.value);
+  for (const s of plan.sysctls) {
+    if (s.optional) await kernel.sysctl.ensure(s.key, s.value).catch(() => undefined);
+    else await kernel.sysctl.ensure(s.key, s.value);
+  }
+  for (const u of plan.uplinks ?? []) {
+    if ((await kernel.links.adoptUplink(u)) === 'missing') {
+      if (!missingUplink) fail('KERNEL', { op: `taking ${u.name} as a port of ${u.bridge}`, detail: `there is no interface named ${u.name}` });
+      missingUplink(u.name);
+    }
+  }
+}
+
+/**
+ * Gives back what the network took over from the host (its uplinks, as they were), before its
+ * links are deleted. An uplink that is gone is fine: there is nothing left to give back.
+ */
+export async function releaseNetwork(kernel: Kernel, plan: NetworkPlan): Promise<void> {
+  for (const u of plan.uplinks ?? []) await kernel.links.releaseUplink(u);
+}
+
+/** Interface names a network's plan claims: the links it makes and the uplinks it takes over. */
+export function claimedNames(plan: NetworkPlan): string[] {
+  return [...plan.links, ...(plan.uplinks ?? []).map((u) => u.name)];
 }
 
 /**

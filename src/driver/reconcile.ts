@@ -8,7 +8,7 @@ import type { Logger } from '../logging.js';
 import type { Kernel } from '../kernel/types.js';
 import type { Db } from '../state/db.js';
 import { isOurLinkName } from '../domain/names.js';
-import { firewallView, kindsRuntime, realizeEndpoint, realizeNetwork, type KindsRuntime } from './realize.js';
+import { claimedNames, firewallView, kindsRuntime, realizeEndpoint, realizeNetwork, releaseNetwork, type KindsRuntime } from './realize.js';
 
 export interface ReconcileReport {
   networksRestored: number;
@@ -32,9 +32,9 @@ export class Reconciler {
   async startup(): Promise<ReconcileReport> {
     const { kinds, lifecycles } = this.runtime;
     return this.db.tx(async (s) => {
-      // A network of a kind this version does not know (a newer one wrote the state): refuse
-      // before anything is changed.
-      for (const n of Object.values(s.networks)) kinds.get(n.kind);
+      // A network of a kind this version does not know (a newer one wrote the state), or a
+      // record its kind cannot read: refuse before anything is changed.
+      for (const n of Object.values(s.networks)) kinds.get(n.kind).network(n);
       const report: ReconcileReport = { networksRestored: 0, networksDropped: 0, endpointsDropped: 0, vethsRecreated: 0, staleLinksRemoved: [] };
       const links = new Map((await this.kernel.links.list()).map((l) => [l.name, l]));
       const toDelete: string[] = [];
@@ -42,7 +42,18 @@ export class Reconciler {
       for (const n of Object.values(s.networks)) {
         if (n.phase !== 'ready') {
           // creating: never answered to Docker (it retries); deleting: Docker already forgot it.
+          // What it took over from the host (an uplink and the addresses moved with it) is
+          // given back first; when that fails the record stays, for the next start.
           const plan = kinds.get(n.kind).network(n);
+          try {
+            await releaseNetwork(this.kernel, plan);
+          } catch (e) {
+            this.log.error('could not give back what a half-made or half-deleted network took over from the host; its record is kept for the next start', {
+              networkId: n.id.slice(0, 12), kind: n.kind, adopted: JSON.stringify(n.adopted ?? null), error: String(e),
+            });
+            n.phase = 'deleting';
+            continue;
+          }
           if (plan.routes.length) await this.kernel.links.deleteRoutes(plan.routes);
           toDelete.push(...plan.links);
           delete s.networks[n.id];
@@ -55,7 +66,7 @@ export class Reconciler {
         // the container while the plugin was down and moved the container's end back to the host
         // (as it does when tearing a sandbox down). No Join is in flight: the socket is not open yet.
         const gone = e.joined && (!links.has(e.hostVeth) || links.has(e.peerVeth));
-        if (!net || e.phase !== 'ready' || gone) {
+        if (!net || net.phase !== 'ready' || e.phase !== 'ready' || gone) {
           toDelete.push(e.hostVeth, e.peerVeth);
           delete s.endpoints[e.id];
           report.endpointsDropped++;
@@ -67,8 +78,12 @@ export class Reconciler {
       const known = new Set<string>();
       for (const n of Object.values(s.networks)) {
         const plan = kinds.get(n.kind).network(n);
-        await realizeNetwork(this.kernel, plan);
-        for (const l of plan.links) known.add(l);
+        for (const l of claimedNames(plan)) known.add(l);
+        if (n.phase !== 'ready') continue; // kept above: its uplink is still to be given back
+        // An uplink that is gone (unplugged, renamed) does not keep the others down.
+        await realizeNetwork(this.kernel, plan, (name) =>
+          this.log.error('uplink missing: the network comes back without its way to the LAN; restart tsbridge once the interface is back', { networkId: n.id.slice(0, 12), uplink: name }),
+        );
         report.networksRestored++;
       }
       for (const e of Object.values(s.endpoints)) {
@@ -86,7 +101,7 @@ export class Reconciler {
       await this.kernel.links.deleteLinks(stale);
       report.staleLinksRemoved = stale;
       await this.kernel.firewall.apply(firewallView(s, kinds));
-      for (const n of Object.values(s.networks)) {
+      for (const n of Object.values(s.networks).filter((x) => x.phase === 'ready')) {
         // A network's work failing to start does not keep the others (or the socket) down.
         await lifecycles.start(n).catch((e: unknown) => this.log.error('a network\'s work did not start', { networkId: n.id.slice(0, 12), kind: n.kind, error: String(e) }));
       }

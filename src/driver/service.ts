@@ -13,17 +13,17 @@ import type { EndpointSpec, JoinInfo, Network, NetworkSpec, PortMapping, PortReq
 import { hostVethName, macFromId, peerVethName } from '../domain/names.js';
 import type { Db } from '../state/db.js';
 import type { Endpoint, State } from '../state/types.js';
-import type { KindContext, KindRegistry } from '../kinds/types.js';
+import type { KindContext, KindRegistry, NetworkPlan } from '../kinds/types.js';
 import { allocatePorts } from './ports.js';
 import { checkAgainstHost, checkEndpointAddress, checkSubnets } from './subnets.js';
 import { isEmpty, type Forgotten } from './converge.js';
 import { forgetPools } from '../ipam/service.js';
-import { endpointElements, firewallView, kindsRuntime, realizeEndpoint, realizeNetwork, unrealizeNetwork, type KindsRuntime, type Lifecycles } from './realize.js';
+import { claimedNames, endpointElements, firewallView, kindsRuntime, realizeEndpoint, realizeNetwork, releaseNetwork, unrealizeNetwork, type KindsRuntime, type Lifecycles } from './realize.js';
 
 export { kindsRuntime, type KindsRuntime };
 
 function specOf(n: Network): NetworkSpec {
-  const { phase: _phase, created: _created, ...spec } = n;
+  const { phase: _phase, created: _created, adopted: _adopted, ...spec } = n;
   return spec;
 }
 
@@ -54,6 +54,9 @@ export class DriverService {
   // ---------------------------------------------------------------- networks
 
   async createNetwork(spec: NetworkSpec): Promise<void> {
+    // A failure whose rollback could not give the host back what the network took: the record
+    // stays (the transaction commits it), and the failure is thrown after.
+    let kept: unknown;
     await this.db.tx(async (s) => {
       const kind = this.kinds.get(spec.kind);
       const existing = s.networks[spec.id];
@@ -69,10 +72,14 @@ export class DriverService {
       }
       checkSubnets(spec);
       const net: Network = { ...spec, phase: 'creating', created: this.now() };
-      const plan = kind.network(net);
+      const first = kind.network(net);
+      const claimed = claimedNames(first);
       for (const other of Object.values(s.networks)) {
-        const taken = this.kinds.get(other.kind).network(other).links;
-        const clash = plan.links.find((l) => taken.includes(l));
+        const theirs = this.kinds.get(other.kind).network(other);
+        const taken = claimedNames(theirs);
+        const clash = claimed.find((l) => taken.includes(l));
+        const uplink = (p: NetworkPlan, name: string | undefined) => (p.uplinks ?? []).some((u) => u.name === name);
+        if (clash && uplink(theirs, clash)) fail('INTERFACE_IN_USE', { name: clash, networkId: other.id });
         if (clash) fail('BRIDGE_NAME_IN_USE', { name: clash, networkId: other.id });
         for (const a of [...spec.ipv4, ...spec.ipv6]) {
           for (const b of [...other.ipv4, ...other.ipv6]) {
@@ -82,14 +89,18 @@ export class DriverService {
       }
       const listed = await this.kernel.links.list();
       const links = new Set(listed.map((l) => l.name));
-      const held = plan.links.find((l) => links.has(l));
+      const held = first.links.find((l) => links.has(l));
       if (held) fail('BRIDGE_NAME_IN_USE', { name: held, networkId: 'another program (an interface of that name exists)' });
       if (!kind.sharesHostSubnet && this.hostPorts.routeTable && this.hostPorts.nameservers) {
         // Routes through tsbridge's own links are other networks': checked against the state above.
         const own = new Set(listed.filter((l) => l.owned).map((l) => l.name));
         checkAgainstHost(spec, await this.hostPorts.routeTable(), await this.hostPorts.nameservers(), own);
       }
-      await kind.lifecycle?.beforeCreate?.(net, this.ctx);
+      // What the kind takes over from the host is recorded before anything changes: a crash
+      // from here on leaves a record start-up gives it back from.
+      const adopted = await kind.lifecycle?.beforeCreate?.(net, this.ctx);
+      if (adopted) net.adopted = adopted;
+      const plan = kind.network(net);
 
       s.networks[net.id] = net;
       await this.db.save();
@@ -101,6 +112,17 @@ export class DriverService {
         await this.db.save();
       } catch (e) {
         await this.undo('createNetwork', () => this.lifecycles.stop(net.id));
+        const released = await this.undo('createNetwork', () => releaseNetwork(this.kernel, plan));
+        if (!released) {
+          // What it took from the host is not back: keep the record and its links, marked
+          // `deleting` (so it has no rules), for the next start — or a DeleteNetwork — to give
+          // back from and finish.
+          net.phase = 'deleting';
+          await this.undo('createNetwork', () => this.kernel.firewall.apply(this.view(s)));
+          await this.undo('createNetwork', () => this.db.save());
+          kept = e;
+          return;
+        }
         await this.undo('createNetwork', () => unrealizeNetwork(this.kernel, plan));
         delete s.networks[net.id];
         await this.undo('createNetwork', () => this.kernel.firewall.apply(this.view(s)));
@@ -108,6 +130,7 @@ export class DriverService {
         throw e;
       }
     });
+    if (kept !== undefined) throw kept;
   }
 
   /**
@@ -127,7 +150,11 @@ export class DriverService {
       try {
         await this.lifecycles.stop(networkId);
         await this.kernel.firewall.apply(this.view(s));
-        await unrealizeNetwork(this.kernel, kind.network(net), eps.map((e) => e.hostVeth));
+        // Uplinks first, while the bridge still holds what moved to it: the host's addresses
+        // and routes go back before the bridge goes.
+        const plan = kind.network(net);
+        await releaseNetwork(this.kernel, plan);
+        await unrealizeNetwork(this.kernel, plan, eps.map((e) => e.hostVeth));
         for (const e of eps) delete s.endpoints[e.id];
         delete s.networks[networkId];
         await this.db.save();
@@ -344,8 +371,9 @@ export class DriverService {
       if (!net) fail('UNKNOWN_NETWORK', { networkId });
       if (!ep || ep.networkId !== networkId) fail('UNKNOWN_ENDPOINT', { endpointId, networkId });
       const kind = this.kinds.get(net.kind);
+      if (reqs.length === 0) return [];
       const publishing = net.internal ? null : kind.publishing(net);
-      if (!publishing || reqs.length === 0) return [];
+      if (!publishing) return [];
       const taken = Object.values(s.endpoints)
         .filter((e) => e.id !== ep.id)
         .flatMap((e) => e.ports.map((mapping) => ({ mapping, owner: `endpoint ${e.id.slice(0, 12)}` })));
@@ -413,12 +441,14 @@ export class DriverService {
     };
   }
 
-  /** Runs an undo step; an undo that fails is logged, never thrown over the original error. */
-  private async undo(op: string, fn: () => Promise<unknown>): Promise<void> {
+  /** Runs an undo step; an undo that fails is logged, never thrown over the original error. Says whether it worked. */
+  private async undo(op: string, fn: () => Promise<unknown>): Promise<boolean> {
     try {
       await fn();
+      return true;
     } catch (e) {
       this.log.warn('rollback step failed', { op, error: isTsbridgeError(e) ? e.message : String(e) });
+      return false;
     }
   }
 }

@@ -56,6 +56,79 @@ export interface LinkInfo {
   owned: boolean;
 }
 
+/** An address an interface holds (IPv4, or IPv6 other than link-local), as `ip address` shows it. */
+export interface HeldAddress {
+  /** Canonical address with prefix length, e.g. "10.0.0.5/24". */
+  cidr: string;
+  /** IPv4 broadcast address, when one is set. */
+  broadcast?: string;
+  /** When not global: "site", "link" or "host". */
+  scope?: string;
+  /** The kernel makes no prefix route for it. */
+  noprefixroute?: boolean;
+  /** Metric of its prefix route, when not the kernel's default. */
+  metric?: number;
+}
+
+/** A route through an interface, without the interface: what moves with the interface's addresses. */
+export interface HeldRoute {
+  /** Canonical destination with prefix length; the default route is 0.0.0.0/0 or ::/0. */
+  to: string;
+  /** Next hop, when not on-link. */
+  via?: string;
+  /** Routing table number, when not main (254). */
+  table?: number;
+  metric?: number;
+  /** Who made it ("static", "boot", "dhcp", "ra", a number …), when said. */
+  proto?: string;
+  /** "link" or "host", when said. */
+  scope?: string;
+  /** Preferred source address. */
+  src?: string;
+  onlink?: boolean;
+}
+
+/** An interface tsbridge did not make, as it is now (what a network that takes it over records). */
+export interface InterfaceState {
+  name: string;
+  /** Link kind ("veth", "bond", "bridge", …; '' for a plain NIC). */
+  kind: string;
+  /** Link type: "ether" for Ethernet, "loopback", "none" (a tunnel), … */
+  linkType: string;
+  master: string | null;
+  /** Made by this tsbridge instance (its alias says so). */
+  owned: boolean;
+  /** Administratively up. */
+  up: boolean;
+  mtu: number;
+  mac: string;
+  /** Its addresses, primary before secondary (IPv6 link-local ones are not listed: every interface has its own). */
+  addresses: HeldAddress[];
+  /** Routes through it in every table but `local`, except those the kernel makes for its addresses. */
+  routes: HeldRoute[];
+  /** Routes through it that cannot be moved as they are (multipath, nexthop objects, encapsulation), as `ip route` prints them. */
+  unmovable: string[];
+}
+
+/**
+ * An existing host interface a network takes over as a port of its bridge (an uplink to a LAN),
+ * and how it was before — recorded in the state before anything is changed, so it can be given
+ * back as it was, after a crash too.
+ */
+export interface UplinkSpec {
+  name: string;
+  /** The bridge it becomes a port of. */
+  bridge: string;
+  /** How it was before it was taken; null when nothing was recorded (it is then only enslaved and released). */
+  was: {
+    up: boolean;
+    mtu: number;
+    /** Addresses and routes moved from it to the bridge while it is a port (and back on release). */
+    addresses: HeldAddress[];
+    routes: HeldRoute[];
+  } | null;
+}
+
 export interface Links {
   /** Creates the bridge or brings an existing one to the spec (addresses, MTU, up). */
   ensureBridge(spec: BridgeSpec): Promise<void>;
@@ -71,6 +144,21 @@ export interface Links {
   deleteLinks(names: string[]): Promise<void>;
   /** All links in the host namespace. */
   list(): Promise<LinkInfo[]>;
+  /** One interface as it is now (addresses, routes, MTU, up state), or null when there is none of that name. */
+  inspect(name: string): Promise<InterfaceState | null>;
+  /**
+   * Makes an existing interface a port of the bridge (up), with the addresses and routes it was
+   * recorded with moved to the bridge: the bridge gets them first (routes replaced in place, so a
+   * default route switches over at once), then the interface loses them. Idempotent; checks the
+   * result. 'missing' when there is no interface of that name (nothing done).
+   */
+  adoptUplink(spec: UplinkSpec): Promise<'adopted' | 'missing'>;
+  /**
+   * Gives an adopted interface back as it was recorded: no master, its addresses and routes
+   * (taken off the bridge), its MTU and up state. Every step is tried, then the result checked;
+   * a failure lists what could not be restored. 'missing' when the interface is gone.
+   */
+  releaseUplink(spec: UplinkSpec): Promise<'released' | 'missing'>;
 }
 
 // ---------------------------------------------------------------------------------- firewall
@@ -152,6 +240,8 @@ export interface Firewall {
 export interface SysctlSetting {
   key: string;
   value: string;
+  /** Skipped when it cannot be set (a kernel without IPv6 has no net.ipv6 settings at all). */
+  optional?: boolean;
 }
 
 export interface Sysctl {

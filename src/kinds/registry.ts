@@ -5,8 +5,10 @@
 import { bridgeKind } from './bridge/index.js';
 import { p2pKind } from './p2p/index.js';
 import { makeRegistry } from './select.js';
+import { uplinkKind } from './uplink/index.js';
 
 export const KINDS = makeRegistry([
   bridgeKind,
   p2pKind,
+  uplinkKind,
 ]);

@@ -11,7 +11,7 @@
  */
 import type { Logger } from '../logging.js';
 import type { Endpoint, JoinInfo, KindSettings, Network, NetworkSpec, PortMapping } from '../domain/types.js';
-import type { BridgeSpec, Element, Kernel, NetworkRules, RouteSpec, SysctlSetting, VethSpec } from '../kernel/types.js';
+import type { BridgeSpec, Element, Kernel, NetworkRules, RouteSpec, SysctlSetting, UplinkSpec, VethSpec } from '../kernel/types.js';
 
 /** A network's common fields, parsed by the protocol edge before its kind parses its own options. */
 export type CommonNetwork = Omit<NetworkSpec, 'kind' | 'settings'>;
@@ -19,7 +19,7 @@ export type CommonNetwork = Omit<NetworkSpec, 'kind' | 'settings'>;
 /** `-o` options as the user gave them: strings. */
 export type KindOptions = Readonly<Record<string, string>>;
 
-/** What a network needs from the kernel, made in this order: links, then routes, then sysctls. */
+/** What a network needs from the kernel, made in this order: links, then routes, then sysctls, then uplinks. */
 export interface NetworkPlan {
   /** Its bridge, created or brought to spec; null for a kind without one. */
   bridge: BridgeSpec | null;
@@ -30,6 +30,12 @@ export interface NetworkPlan {
   links: string[];
   routes: RouteSpec[];
   sysctls: SysctlSetting[];
+  /**
+   * Existing host interfaces it takes over as ports of its bridge (a LAN uplink): no other
+   * network may take them or name a link after them; given back as they were (`was`) when the
+   * network goes. Absent or empty for a kind that takes none.
+   */
+  uplinks?: UplinkSpec[];
 }
 
 /** What an endpoint needs from the kernel, made in this order: the veth pair, routes, sysctls. */
@@ -66,9 +72,12 @@ export interface Running {
 export interface KindLifecycle {
   /**
    * Checks against the host that parsing options cannot make (an uplink interface exists, holds
-   * no address). Runs before anything of the network is saved or made; a throw refuses it.
+   * no address). Runs before anything of the network is saved or made; a throw refuses it. What
+   * it returns is what the network takes over from the host as it is now: stored with the
+   * network as `adopted` before anything is changed, so the plans (and a restart after a crash)
+   * can give it back.
    */
-  beforeCreate?(net: Network, ctx: KindContext): Promise<void>;
+  beforeCreate?(net: Network, ctx: KindContext): Promise<KindSettings | void>;
   /** Starts the network's long-running work: after it was created, and at every start-up. */
   start?(net: Network, ctx: KindContext): Promise<Running>;
   /** After the network's links and rules are gone (its work already stopped). */
@@ -108,7 +117,11 @@ export interface Kind {
   members(ep: Endpoint, net: Network): Element[];
   /** The elements that publish these ports of an endpoint. */
   ports(ep: Endpoint, net: Network, ports: PortMapping[]): Element[];
-  /** How it publishes ports; null when it publishes none (an internal network never does). */
+  /**
+   * How it publishes ports; null when it publishes none (an internal network never does). Asked
+   * only when ports are requested: a kind on which publishing makes no sense throws a clear
+   * error (NO_PUBLISHING) rather than let `-p` look applied.
+   */
   publishing(net: Network): Publishing | null;
 
   /** What Join answers for an endpoint. */

@@ -4,6 +4,8 @@
  *
  *   v1  networks were all NAT bridges: their bridge options sat on the network record.
  *   v2  a network has a kind; what only its kind reads sits in `settings`. IPv4 may be absent.
+ *       Optional `adopted`: what its kind took over from the host (an uplink's addresses), kept
+ *       so it can be given back; a reader that knows the kind knows the field.
  *
  * Records carry a `phase` so a crash at any point can be finished or undone at the next start.
  * Kernel object names are stored, never recomputed, so a later version that names things
@@ -29,6 +31,8 @@ export interface NetworkRecordV2 {
   settings: KindSettings;
   /** Added within version 2 (optional, older v2 files lack it): when it was created, ms since the epoch. */
   created?: number;
+  /** What its kind took over from the host (Network.adopted); absent when nothing. */
+  adopted?: KindSettings;
 }
 
 export interface EndpointRecordV2 {
@@ -132,6 +136,7 @@ function checkNetwork(n: unknown, key: string, where: string): NetworkRecordV2 {
   check(typeof r.enableIpv6 === 'boolean' && typeof r.internal === 'boolean', at, 'enableIpv6/internal are not booleans');
   check(typeof r.mtu === 'number' && typeof r.ifacePrefix === 'string', at, 'no mtu or ifacePrefix');
   check(isObject(r.settings), at, 'settings is not an object');
+  check(r.adopted === undefined || isObject(r.adopted), at, 'adopted is not an object');
   return r as unknown as NetworkRecordV2;
 }
 
@@ -167,6 +172,7 @@ export function decodeState(doc: unknown, where = 'state'): { state: State; migr
       id: r.id, kind: r.kind, phase: r.phase, ipv4: r.ipv4, ipv6: r.ipv6, enableIpv6: r.enableIpv6,
       internal: r.internal, mtu: r.mtu, ifacePrefix: r.ifacePrefix, settings: r.settings,
       ...createdOf(r),
+      ...(r.adopted ? { adopted: r.adopted } : {}),
     };
   }
   const endpoints: Record<string, Endpoint> = {};
@@ -197,6 +203,7 @@ export function encodeState(s: State): StateFileV2 {
       id: n.id, kind: n.kind, phase: n.phase, ipv4: n.ipv4, ipv6: n.ipv6, enableIpv6: n.enableIpv6,
       internal: n.internal, mtu: n.mtu, ifacePrefix: n.ifacePrefix, settings: n.settings,
       ...createdOf(n),
+      ...(n.adopted ? { adopted: n.adopted } : {}),
     };
   }
   const endpoints: Record<string, EndpointRecordV2> = {};

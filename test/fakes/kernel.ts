@@ -11,6 +11,10 @@
  * `nft` (the model) can be compared with the model of the full ruleset the state calls for — so a
  * dropped anti-spoofing element or map entry fails a test.
  *
+ * Host interfaces tsbridge did not make (addHostInterface: a NIC with addresses and routes) can
+ * be inspected, taken over as a bridge port (their recorded addresses and routes move to the
+ * bridge) and given back; deleting a bridge lets its ports go, with what the bridge held.
+ *
  * `failNext(method)` makes the next call of that method throw; with `{ partial: true }` it first
  * does its work (a command that half-succeeded). `snapshot()` describes everything in a form
  * `toEqual` can compare.
@@ -20,7 +24,10 @@ import { silentLogger } from '../../src/logging.js';
 import type { RunResult, Runner } from '../../src/kernel/real/exec.js';
 import { NftFirewall } from '../../src/kernel/real/firewall.js';
 import { DEFAULT_TABLE } from '../../src/kernel/rules/nft.js';
-import type { BridgeSpec, Firewall, Kernel, KernelInspect, LinkDetail, LinkInfo, Links, RouteSpec, Sysctl, VethSpec } from '../../src/kernel/types.js';
+import { describeRoute, sameAddress, sameRoute } from '../../src/kernel/held.js';
+import type {
+  BridgeSpec, Firewall, HeldAddress, HeldRoute, InterfaceState, Kernel, KernelInspect, LinkDetail, LinkInfo, Links, RouteSpec, Sysctl, UplinkSpec, VethSpec,
+} from '../../src/kernel/types.js';
 import { NftError, NftModel, type NftDump } from './nft.js';
 
 export type KernelMethod =
@@ -31,6 +38,9 @@ export type KernelMethod =
   | 'deleteRoutes'
   | 'deleteLinks'
   | 'list'
+  | 'inspect'
+  | 'adoptUplink'
+  | 'releaseUplink'
   | 'apply'
   | 'addEndpoint'
   | 'removeEndpoint'
@@ -60,11 +70,30 @@ export interface FakeVeth {
   hostAddresses: string[];
 }
 
+/** A host interface tsbridge did not make (a NIC), with what it holds. */
+export interface FakeNic {
+  name: string;
+  kind: string;
+  linkType: string;
+  mtu: number;
+  mac: string;
+  up: boolean;
+  master: string | null;
+  /** Addresses in the order they were added (primary first). */
+  addresses: HeldAddress[];
+  /** What cannot be moved (as InterfaceState.unmovable). */
+  unmovable: string[];
+}
+
 export interface KernelSnapshot {
   bridges: FakeBridge[];
   veths: FakeVeth[];
   /** Routes as `to dev` (`to unreachable` for an unreachable route), sorted. */
   routes: string[];
+  /** Host interfaces tsbridge did not make, sorted by name. */
+  nics: FakeNic[];
+  /** Routes held by interfaces (a NIC's, or moved to a bridge) as `describeRoute dev DEV`, sorted. */
+  heldRoutes: string[];
   /** Links tsbridge did not make (see addForeignLink). */
   foreign: LinkInfo[];
   firewall: {
@@ -168,6 +197,12 @@ export class FakeKernel implements Kernel {
   /** Route destination → device ('' for an unreachable route). */
   readonly routes = new Map<string, string>();
   readonly foreign = new Map<string, LinkInfo>();
+  /** Host interfaces with addresses and routes (addHostInterface). */
+  readonly nics = new Map<string, FakeNic>();
+  /** Routes through an interface (a NIC's own, or moved to a bridge), by interface. */
+  readonly heldRoutes = new Map<string, HeldRoute[]>();
+  /** Addresses moved onto a bridge, with their details, by bridge. */
+  private readonly bridgeHeld = new Map<string, HeldAddress[]>();
   readonly sysctls = new Map<string, string>();
   /** nftables, as the firewall's scripts left it. */
   readonly nft = new NftModel();
@@ -200,6 +235,9 @@ export class FakeKernel implements Kernel {
       deleteRoutes: (routes) => this.call('deleteRoutes', [routes], () => this.doDeleteRoutes(routes)),
       deleteLinks: (names) => this.call('deleteLinks', [names], () => this.doDeleteLinks(names)),
       list: () => this.call('list', [], () => this.doList()),
+      inspect: (name) => this.call('inspect', [name], () => this.doInspect(name)),
+      adoptUplink: (spec) => this.call('adoptUplink', [spec], () => this.doAdopt(spec)),
+      releaseUplink: (spec) => this.call('releaseUplink', [spec], () => this.doRelease(spec)),
     };
     const real = new NftFirewall(this.runner, silentLogger(), undefined, undefined, { onReapply: (r) => this.reapplied.push(r) });
     this.nftFirewall = real;
@@ -282,6 +320,27 @@ export class FakeKernel implements Kernel {
     this.inContainers.delete(peer);
   }
 
+  /** A host interface some other program made (a NIC), holding these addresses and routes. */
+  addHostInterface(
+    name: string,
+    init: Partial<Omit<FakeNic, 'name'>> & { routes?: HeldRoute[] } = {},
+  ): void {
+    const { routes, ...rest } = init;
+    this.nics.set(name, {
+      name,
+      kind: '',
+      linkType: 'ether',
+      mtu: 1500,
+      mac: '52:54:00:12:34:56',
+      up: true,
+      master: null,
+      addresses: [],
+      unmovable: [],
+      ...structuredClone(rest),
+    });
+    if (routes?.length) this.heldRoutes.set(name, structuredClone(routes));
+  }
+
   /** Simulates the death of a container: its namespace, and with it the veth pair, disappears. */
   removeVethBehindOurBack(hostName: string): void {
     const v = this.veths.get(hostName);
@@ -317,6 +376,8 @@ export class FakeKernel implements Kernel {
       bridges: [...this.bridges.values()].sort(byName((b: FakeBridge) => b.name)),
       veths: [...this.veths.values()].sort(byName((v: FakeVeth) => v.host)),
       routes: [...this.routes].map(([to, dev]) => `${to} ${dev || 'unreachable'}`).sort(),
+      nics: [...this.nics.values()].sort(byName((n: FakeNic) => n.name)),
+      heldRoutes: [...this.heldRoutes].flatMap(([dev, rs]) => rs.map((r) => `${describeRoute(r)} dev ${dev}`)).sort(),
       foreign: [...this.foreign.values()].sort(byName((l: LinkInfo) => l.name)),
       firewall: {
         tables: this.nft.hasTable(`inet ${this.table}`),
@@ -359,7 +420,7 @@ export class FakeKernel implements Kernel {
   }
 
   private linkExists(name: string): boolean {
-    return this.bridges.has(name) || this.foreign.has(name) || this.vethEndOf(name) !== null;
+    return this.bridges.has(name) || this.foreign.has(name) || this.nics.has(name) || this.vethEndOf(name) !== null;
   }
 
   private vethEndOf(name: string): FakeVeth | null {
@@ -373,8 +434,8 @@ export class FakeKernel implements Kernel {
     if (this.foreign.has(spec.name) && this.foreign.get(spec.name)!.kind !== 'bridge') {
       throw new TsbridgeError('BRIDGE_NAME_IN_USE', { name: spec.name, networkId: 'no network (it is not a bridge)' });
     }
-    if (this.vethEndOf(spec.name)) {
-      throw new TsbridgeError('BRIDGE_NAME_IN_USE', { name: spec.name, networkId: 'no network (it is a veth interface)' });
+    if (this.vethEndOf(spec.name) || this.nics.has(spec.name)) {
+      throw new TsbridgeError('BRIDGE_NAME_IN_USE', { name: spec.name, networkId: 'no network (it is not a bridge)' });
     }
     const have = this.bridges.get(spec.name);
     this.down.delete(spec.name);
@@ -423,8 +484,15 @@ export class FakeKernel implements Kernel {
     for (const name of names) {
       if (this.bridges.has(name)) {
         this.bridges.delete(name);
+        this.bridgeHeld.delete(name);
         this.dropLinkState(name);
         for (const v of this.veths.values()) if (v.bridge === name) v.bridge = null;
+        for (const n of this.nics.values()) if (n.master === name) n.master = null;
+        continue;
+      }
+      if (this.nics.has(name)) {
+        this.nics.delete(name);
+        this.dropLinkState(name);
         continue;
       }
       const veth = this.vethEndOf(name);
@@ -468,7 +536,93 @@ export class FakeKernel implements Kernel {
       if (!this.inContainers.has(v.peer)) out.push({ name: v.peer, kind: 'veth', master: null, owned: true });
     }
     for (const f of this.foreign.values()) out.push({ ...f });
+    for (const n of this.nics.values()) out.push({ name: n.name, kind: n.kind, master: n.master, owned: false });
     return out;
+  }
+
+  private doInspect(name: string): InterfaceState | null {
+    const routes = structuredClone(this.heldRoutes.get(name) ?? []);
+    const nic = this.nics.get(name);
+    if (nic) {
+      const { name: _n, ...rest } = structuredClone(nic);
+      return { name, owned: false, routes, ...rest };
+    }
+    const b = this.bridges.get(name);
+    if (b) {
+      const held = this.bridgeHeld.get(name) ?? [];
+      const addresses = b.addresses.map((cidr) => held.find((h) => sameAddress(h, { cidr })) ?? { cidr });
+      return { name, kind: 'bridge', linkType: 'ether', master: null, owned: true, up: true, mtu: b.mtu, mac: b.mac, addresses: structuredClone(addresses), routes, unmovable: [] };
+    }
+    const v = this.vethEndOf(name);
+    if (v) {
+      return { name, kind: 'veth', linkType: 'ether', master: v.host === name ? v.bridge : null, owned: true, up: true, mtu: v.mtu, mac: v.mac, addresses: [], routes, unmovable: [] };
+    }
+    const f = this.foreign.get(name);
+    if (f) {
+      return { ...f, linkType: f.kind === 'loopback' ? 'loopback' : 'ether', up: true, mtu: 1500, mac: '52:54:00:00:00:01', addresses: [], routes, unmovable: [] };
+    }
+    return null;
+  }
+
+  /** Like the kernel: a NIC becomes a port of a bridge; the recorded addresses and routes move to the bridge. */
+  private doAdopt(spec: UplinkSpec): 'adopted' | 'missing' {
+    const nic = this.nics.get(spec.name);
+    if (!nic) {
+      if (this.linkExists(spec.name)) throw kernelError('adoptUplink', `${spec.name} is not an interface this fake can enslave`);
+      return 'missing';
+    }
+    const b = this.bridges.get(spec.bridge);
+    if (!b) throw kernelError('adoptUplink', `Cannot find device "${spec.bridge}"`);
+    if (nic.master && nic.master !== spec.bridge) throw kernelError('adoptUplink', `${spec.name} is already a port of ${nic.master}`);
+    nic.master = spec.bridge;
+    nic.up = true;
+    const moved = spec.was ?? { addresses: [], routes: [] };
+    const held = this.bridgeHeld.get(spec.bridge) ?? [];
+    for (const a of moved.addresses) {
+      if (!b.addresses.includes(a.cidr)) b.addresses = [...b.addresses, a.cidr].sort();
+      if (!held.some((h) => sameAddress(h, a))) held.push(structuredClone(a));
+      nic.addresses = nic.addresses.filter((h) => !sameAddress(h, a));
+    }
+    this.bridgeHeld.set(spec.bridge, held);
+    for (const r of moved.routes) {
+      this.putRoute(spec.bridge, r);
+      this.takeRoute(spec.name, r);
+    }
+    return 'adopted';
+  }
+
+  /** Like the kernel: the port lets go of its bridge and gets back what it was recorded with. */
+  private doRelease(spec: UplinkSpec): 'released' | 'missing' {
+    const nic = this.nics.get(spec.name);
+    if (!nic) return 'missing';
+    nic.master = null;
+    const was = spec.was;
+    if (!was) return 'released';
+    nic.mtu = was.mtu;
+    nic.up = was.up;
+    // its recorded addresses in their order, after any others it holds
+    nic.addresses = [...nic.addresses.filter((h) => !was.addresses.some((a) => sameAddress(a, h))), ...structuredClone(was.addresses)];
+    if (was.up) for (const r of was.routes) this.putRoute(spec.name, r);
+    const b = this.bridges.get(spec.bridge);
+    if (b) {
+      b.addresses = b.addresses.filter((cidr) => !was.addresses.some((a) => sameAddress(a, { cidr })));
+      this.bridgeHeld.set(spec.bridge, (this.bridgeHeld.get(spec.bridge) ?? []).filter((h) => !was.addresses.some((a) => sameAddress(a, h))));
+      for (const r of was.routes) this.takeRoute(spec.bridge, r);
+    }
+    return 'released';
+  }
+
+  private putRoute(dev: string, r: HeldRoute): void {
+    // `route replace`: the same route through another interface moves here.
+    for (const [other, rs] of this.heldRoutes) if (other !== dev) this.heldRoutes.set(other, rs.filter((h) => !sameRoute(h, r)));
+    const mine = (this.heldRoutes.get(dev) ?? []).filter((h) => !sameRoute(h, r));
+    this.heldRoutes.set(dev, [...mine, structuredClone(r)]);
+  }
+
+  private takeRoute(dev: string, r: HeldRoute): void {
+    const left = (this.heldRoutes.get(dev) ?? []).filter((h) => !sameRoute(h, r));
+    if (left.length) this.heldRoutes.set(dev, left);
+    else this.heldRoutes.delete(dev);
   }
 
   // ------------------------------------------------------------------- sysctls
@@ -488,5 +642,6 @@ export class FakeKernel implements Kernel {
       if (/^net\.ipv[46]\.(conf|neigh)\./.test(k) && k.split('.')[3] === ifname) this.sysctls.delete(k);
     }
     for (const [to, dev] of [...this.routes]) if (dev === ifname) this.routes.delete(to);
+    this.heldRoutes.delete(ifname);
   }
 }

@@ -1,6 +1,8 @@
 import { promises as fs } from 'node:fs';
 import { TsbridgeError } from '../../errors.js';
-import type { BridgeSpec, LinkInfo, Links, RouteSpec, VethSpec } from '../types.js';
+import { canonicalAddress, canonicalPrefix } from '../../net/addr.js';
+import { addressArgs, addressKeyArgs, describeRoute, MAIN_TABLE, routeArgs, routeKeyArgs, sameAddress, sameRoute } from '../held.js';
+import type { BridgeSpec, HeldAddress, HeldRoute, InterfaceState, LinkInfo, Links, RouteSpec, UplinkSpec, VethSpec } from '../types.js';
 import type { Runner } from './exec.js';
 
 interface RawLink {
@@ -8,6 +10,95 @@ interface RawLink {
   master?: string;
   ifalias?: string;
   linkinfo?: { info_kind?: string };
+}
+
+interface RawAddrLink extends RawLink {
+  flags?: string[];
+  mtu?: number;
+  address?: string;
+  link_type?: string;
+  addr_info?: {
+    family: string;
+    local: string;
+    prefixlen: number;
+    address?: string;
+    broadcast?: string;
+    scope?: string;
+    metric?: number;
+    noprefixroute?: boolean;
+  }[];
+}
+
+interface RawRoute {
+  type?: string;
+  dst: string;
+  gateway?: string;
+  via?: unknown;
+  table?: string;
+  protocol?: string;
+  scope?: string;
+  prefsrc?: string;
+  metric?: number;
+  flags?: string[];
+  nexthops?: unknown;
+  nhid?: number;
+  encap?: unknown;
+  metrics?: unknown;
+}
+
+const TABLE_NAMES: Record<string, number> = { main: MAIN_TABLE, default: 253 };
+
+/** An interface's addresses from `ip -j addr`: IPv4, and IPv6 but link-local; a peer address cannot be moved. */
+export function parseAddresses(link: RawAddrLink): { addresses: HeldAddress[]; unmovable: string[] } {
+  const addresses: HeldAddress[] = [];
+  const unmovable: string[] = [];
+  for (const a of link.addr_info ?? []) {
+    if (a.family !== 'inet' && a.family !== 'inet6') continue;
+    if (a.family === 'inet6' && a.scope === 'link') continue;
+    const cidr = `${canonicalAddress(a.local)}/${a.prefixlen}`;
+    if (a.address && a.address !== a.local) {
+      unmovable.push(`address ${cidr} peer ${a.address}`);
+      continue;
+    }
+    const h: HeldAddress = { cidr };
+    if (a.broadcast) h.broadcast = a.broadcast;
+    if (a.scope && a.scope !== 'global') h.scope = a.scope;
+    if (a.noprefixroute) h.noprefixroute = true;
+    if (a.metric !== undefined && a.metric !== 0) h.metric = a.metric;
+    addresses.push(h);
+  }
+  return { addresses, unmovable };
+}
+
+/**
+ * Routes from `ip -j -4|-6 route show table all dev X`: those of the `local` table, those of other
+ * types (broadcast, multicast …) and those the kernel made for an address are left out — they come
+ * and go with the addresses. Multipath routes, nexthop objects, encapsulation and route metrics
+ * (mtu, advmss …) cannot be written back as they were: listed as unmovable.
+ */
+export function parseRoutes(rows: RawRoute[], family: 4 | 6): { routes: HeldRoute[]; unmovable: string[] } {
+  const routes: HeldRoute[] = [];
+  const unmovable: string[] = [];
+  for (const r of rows) {
+    if (r.table === 'local' || (r.type && r.type !== 'unicast') || r.protocol === 'kernel') continue;
+    const dst = r.dst === 'default' ? (family === 4 ? '0.0.0.0/0' : '::/0') : r.dst.includes('/') ? r.dst : `${r.dst}/${family === 4 ? 32 : 128}`;
+    const table = r.table === undefined ? MAIN_TABLE : TABLE_NAMES[r.table] ?? (/^\d+$/.test(r.table) ? Number(r.table) : NaN);
+    const text = `${r.dst}${r.gateway ? ` via ${r.gateway}` : ''}${r.table ? ` table ${r.table}` : ''}`;
+    if (r.nexthops !== undefined || r.nhid !== undefined || r.encap !== undefined || r.metrics !== undefined || r.via !== undefined || Number.isNaN(table)) {
+      unmovable.push(text);
+      continue;
+    }
+    const h: HeldRoute = { to: canonicalPrefix(dst, 'route') };
+    if (r.gateway) h.via = canonicalAddress(r.gateway);
+    if (table !== MAIN_TABLE) h.table = table;
+    if (r.metric !== undefined && !(family === 4 && r.metric === 0)) h.metric = r.metric;
+    if (r.protocol && r.protocol !== 'boot') h.proto = r.protocol;
+    if (r.scope && r.scope !== 'global') h.scope = r.scope;
+    if (r.prefsrc) h.src = canonicalAddress(r.prefsrc);
+    if (r.flags?.includes('onlink')) h.onlink = true;
+    routes.push(h);
+  }
+  return { routes, unmovable };
 }
 
 /** `addr replace` keeps the line idempotent; IPv6 without duplicate address detection (tsbridge owns the subnet). */
@@ -26,6 +117,104 @@ export class IpLinks implements Links {
 
   private info(x: RawLink): LinkInfo {
     return { name: x.ifname, kind: x.linkinfo?.info_kind ?? '', master: x.master ?? null, owned: x.ifalias === this.alias };
+  }
+
+  async inspect(name: string): Promise<InterfaceState | null> {
+    if (!(await this.present(name))) return null;
+    const r = await this.runner.run('ip', ['-j', '-d', 'addr', 'show', 'dev', name], { allowFail: true });
+    if (r.exitCode !== 0) return null;
+    const link = (JSON.parse(r.stdout || '[]') as RawAddrLink[])[0];
+    if (!link) return null;
+    const [r4, r6] = await Promise.all([
+      this.runner.run('ip', ['-j', '-4', 'route', 'show', 'table', 'all', 'dev', name]),
+      this.runner.run('ip', ['-j', '-6', 'route', 'show', 'table', 'all', 'dev', name]),
+    ]);
+    const addrs = parseAddresses(link);
+    const v4 = parseRoutes(JSON.parse(r4.stdout || '[]') as RawRoute[], 4);
+    const v6 = parseRoutes(JSON.parse(r6.stdout || '[]') as RawRoute[], 6);
+    return {
+      ...this.info(link),
+      linkType: link.link_type ?? '',
+      up: (link.flags ?? []).includes('UP'),
+      mtu: link.mtu ?? 0,
+      mac: (link.address ?? '').toLowerCase(),
+      addresses: addrs.addresses,
+      routes: [...v4.routes, ...v6.routes],
+      unmovable: [...addrs.unmovable, ...v4.unmovable, ...v6.unmovable],
+    };
+  }
+
+  async adoptUplink(spec: UplinkSpec): Promise<'adopted' | 'missing'> {
+    const { name, bridge } = spec;
+    const before = await this.inspect(name);
+    if (!before) return 'missing';
+    const addresses = spec.was?.addresses ?? [];
+    const routes = spec.was?.routes ?? [];
+    // The bridge gets the addresses first, then the port, then the routes — `replace` moves a
+    // route that is still through the uplink in one step, so a default route never goes missing.
+    await this.batch([
+      ...addresses.map((a) => `addr replace ${addressArgs(a, bridge)}`),
+      `link set dev ${name} master ${bridge}`,
+      `link set dev ${name} up`,
+      ...routes.map((r) => `route replace ${routeArgs(r, bridge)}`),
+    ], `taking ${name} as a port of ${bridge}`);
+    // Then the uplink lets go of them (the kernel drops IPv4 routes with the last address, and
+    // secondary addresses with the primary: lines that find nothing are fine).
+    const stale = [
+      ...[...before.addresses].reverse().filter((h) => addresses.some((a) => sameAddress(a, h))).map((a) => `addr del ${addressKeyArgs(a, name)}`),
+      ...before.routes.filter((h) => routes.some((r) => sameRoute(r, h))).map((r) => `route del ${routeKeyArgs(r, name)}`),
+    ];
+    if (stale.length) await this.runner.run('ip', ['-force', '-batch', '-'], { input: stale.join('\n') + '\n', allowFail: true });
+
+    const [up, br] = await Promise.all([this.inspect(name), this.inspect(bridge)]);
+    const wrong: string[] = [];
+    if (!up || up.master !== bridge) wrong.push(`${name} is not a port of ${bridge}`);
+    for (const a of addresses) {
+      if (!br?.addresses.some((h) => sameAddress(a, h))) wrong.push(`${bridge} lacks ${a.cidr}`);
+      if (up?.addresses.some((h) => sameAddress(a, h))) wrong.push(`${name} still holds ${a.cidr}`);
+    }
+    for (const r of routes) {
+      if (!br?.routes.some((h) => sameRoute(r, h))) wrong.push(`route ${describeRoute(r)} is not through ${bridge}`);
+      if (up?.routes.some((h) => sameRoute(r, h))) wrong.push(`route ${describeRoute(r)} is still through ${name}`);
+    }
+    if (wrong.length) throw new TsbridgeError('KERNEL', { op: `taking ${name} as a port of ${bridge}`, detail: wrong.join('; ') });
+    return 'adopted';
+  }
+
+  async releaseUplink(spec: UplinkSpec): Promise<'released' | 'missing'> {
+    const { name, bridge, was } = spec;
+    const now = await this.inspect(name);
+    if (!now) return 'missing';
+    const onBridge = await this.present(bridge);
+    // Every step is tried (-force): what can be given back is, and the check below says what could not.
+    const L: string[] = [];
+    if (now.master) L.push(`link set dev ${name} nomaster`);
+    if (was) {
+      if (was.mtu > 0 && now.mtu !== was.mtu) L.push(`link set dev ${name} mtu ${was.mtu}`);
+      if (was.up) L.push(`link set dev ${name} up`);
+      // Its addresses in their recorded order (the first of a subnet is the primary): those it
+      // still holds are taken off first, so one a crash left behind cannot end up first.
+      const holding = now.addresses.filter((h) => was.addresses.some((a) => sameAddress(a, h)));
+      L.push(...[...holding].reverse().map((a) => `addr del ${addressKeyArgs(a, name)}`));
+      L.push(...was.addresses.map((a) => `addr replace ${addressArgs(a, name)}`));
+      L.push(...was.routes.map((r) => `route replace ${routeArgs(r, name)}`));
+      if (onBridge) L.push(...[...was.addresses].reverse().map((a) => `addr del ${addressKeyArgs(a, bridge)}`));
+      if (!was.up) L.push(`link set dev ${name} down`);
+    }
+    if (L.length) await this.runner.run('ip', ['-force', '-batch', '-'], { input: L.join('\n') + '\n', allowFail: true });
+
+    const after = await this.inspect(name);
+    if (!after) return 'missing';
+    const wrong: string[] = [];
+    if (after.master) wrong.push(`${name} is still a port of ${after.master}`);
+    if (was) {
+      if (after.up !== was.up) wrong.push(`${name} is ${after.up ? 'up' : 'down'}, was ${was.up ? 'up' : 'down'}`);
+      if (was.mtu > 0 && after.mtu !== was.mtu) wrong.push(`${name} has MTU ${after.mtu}, had ${was.mtu}`);
+      for (const a of was.addresses) if (!after.addresses.some((h) => sameAddress(a, h))) wrong.push(`${name} lacks ${a.cidr}`);
+      for (const r of was.routes) if (!after.routes.some((h) => sameRoute(r, h))) wrong.push(`route ${describeRoute(r)} is not through ${name}`);
+    }
+    if (wrong.length) throw new TsbridgeError('KERNEL', { op: `giving ${name} back from ${bridge}`, detail: wrong.join('; ') });
+    return 'released';
   }
 
   async list(): Promise<LinkInfo[]> {
@@ -128,7 +317,14 @@ export class IpLinks implements Links {
     if (still.length) throw new TsbridgeError('KERNEL', { op: 'delete links', detail: `${still.join(', ')} still present: ${r.stderr.trim()}` });
   }
 
-  private async batch(lines: string[]): Promise<void> {
-    await this.runner.run('ip', ['-batch', '-'], { input: lines.join('\n') + '\n' });
+  private async batch(lines: string[], op?: string): Promise<void> {
+    if (op === undefined) {
+      await this.runner.run('ip', ['-batch', '-'], { input: lines.join('\n') + '\n' });
+      return;
+    }
+    const r = await this.runner.run('ip', ['-batch', '-'], { input: lines.join('\n') + '\n', allowFail: true });
+    if (r.exitCode === 0) return;
+    const busy = /Device or resource busy/.test(r.stderr) ? ' (is it the parent of a macvlan/ipvlan network, or in use by another program?)' : '';
+    throw new TsbridgeError('KERNEL', { op, detail: `${r.stderr.trim()}${busy}` });
   }
 }
