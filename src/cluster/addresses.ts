@@ -25,13 +25,19 @@ function usable(overlay: JoinedOverlay): { first: bigint; last: bigint; gateway:
 
 /** The lowest usable address not in `taken`; undefined when none is left. */
 export function lowestFree(overlay: JoinedOverlay, taken: ReadonlySet<string>): string | undefined {
+  return freeAddresses(overlay, taken, 1)[0];
+}
+
+/** Up to `n` usable addresses not in `taken`, lowest first. */
+export function freeAddresses(overlay: JoinedOverlay, taken: ReadonlySet<string>, n: number): string[] {
   const { first, last, gateway } = usable(overlay);
-  for (let v = first; v <= last; v++) {
+  const out: string[] = [];
+  for (let v = first; v <= last && out.length < n; v++) {
     if (v === gateway) continue;
     const a = formatAddress(4, v);
-    if (!taken.has(a)) return a;
+    if (!taken.has(a)) out.push(a);
   }
-  return undefined;
+  return out;
 }
 
 /** Checks that `address` is one containers may get in this overlay; returns it canonical. */
@@ -61,7 +67,11 @@ export async function allocateAddress(c: Cluster, name: string, overlay: JoinedO
     if (candidate === undefined) {
       const { kvs } = await guarded(c, `allocating an address in overlay ${name}`, () => c.store.list(c.keys.addresses(name)));
       const taken = new Set([...tried, ...kvs.map((kv) => kv.key.slice(c.keys.addresses(name).length))]);
-      candidate = lowestFree(overlay, taken);
+      // First try: the lowest free address. After losing a race, one of the lowest few at random
+      // (more with each loss), so hosts allocating at the same moment stop picking the same one.
+      const spread = attempt === 1 ? 1 : Math.min(64, 2 ** (attempt - 1));
+      const free = freeAddresses(overlay, taken, spread);
+      candidate = free[Math.floor(Math.random() * free.length)];
       if (candidate === undefined) fail('POOL_EXHAUSTED', { pool: overlay.config.subnet, range: '', network: ` (overlay ${name}, all hosts)` });
     }
     const key = c.keys.address(name, candidate);
@@ -86,7 +96,7 @@ export async function allocateAddress(c: Cluster, name: string, overlay: JoinedO
       fail('ADDRESS_IN_USE', { address: wanted, pool: `${overlay.config.subnet} (overlay ${name}, held by host ${holder?.host ?? '?'})` });
     }
     tried.add(candidate);
-    if (attempt % 8 === 0) await pause(attempt);
+    if (attempt % 4 === 0) await pause(attempt);
   }
   fail('OVERLAY_CONTENDED', { op: 'allocating an address', overlay: name, attempts: ATTEMPTS });
 }

@@ -33,18 +33,21 @@ export interface ClusterOptions {
   claims: () => LocalClaims;
   log: Logger;
   hostname?: string;
+  /** Milliseconds between attempts while etcd is unreachable (default 1000). */
+  retryMs?: number;
 }
 
 export class ClusterService {
   readonly cluster: Cluster;
   readonly session: HostSession;
   readonly mirror: PrefixMirror;
+  private readonly queues = new Map<string, Promise<void>>();
 
   constructor(store: ClusterStore, opts: ClusterOptions) {
     const keys = new Keys(opts.prefix);
     this.cluster = { store, keys, hostId: opts.hostId, endpoints: opts.endpoints, timeoutMs: opts.timeoutMs, log: opts.log };
-    this.session = new HostSession(this.cluster, { vtep: opts.vtep, ttlSec: opts.ttlSec, claims: opts.claims, reconcileSec: opts.reconcileSec, hostname: opts.hostname });
-    this.mirror = new PrefixMirror(store, keys.root, opts.log);
+    this.session = new HostSession(this.cluster, { vtep: opts.vtep, ttlSec: opts.ttlSec, claims: opts.claims, reconcileSec: opts.reconcileSec, hostname: opts.hostname, retryMs: opts.retryMs });
+    this.mirror = new PrefixMirror(store, keys.root, opts.log, opts.retryMs);
     // After (re)registering, look at the whole picture again: the watch may have missed nothing,
     // but a listing is cheap and makes the copy certain.
     this.session.onRegistration((up) => up && void this.mirror.resync());
@@ -100,11 +103,21 @@ export class ClusterService {
     return j;
   }
 
-  /** An address for a new endpoint of this host (or `want`), taken cluster-wide. */
+  /**
+   * An address for a new endpoint of this host (or `want`), taken cluster-wide. This host's own
+   * allocations in one overlay go one at a time: they would only race each other.
+   */
   async allocate(name: string, want?: string): Promise<string> {
-    const op = `allocating an address in overlay ${name}`;
-    const lease = this.session.leaseId(op);
-    return allocateAddress(this.cluster, name, this.joined(name, op), lease, want);
+    const previous = this.queues.get(name) ?? Promise.resolve();
+    const mine = previous.then(() => {
+      const op = `allocating an address in overlay ${name}`;
+      const lease = this.session.leaseId(op);
+      return allocateAddress(this.cluster, name, this.joined(name, op), lease, want);
+    });
+    const settled = mine.then(() => undefined, () => undefined);
+    this.queues.set(name, settled);
+    void settled.then(() => this.queues.get(name) === settled && this.queues.delete(name));
+    return mine;
   }
 
   /** Records the endpoint's MAC behind its address: peers program it from here. */

@@ -31,6 +31,8 @@ export interface SessionOptions {
   /** Seconds between reconciles while registered (0 = only after registering). */
   reconcileSec?: number;
   hostname?: string;
+  /** Milliseconds between registration attempts while etcd is unreachable (default 1000). */
+  retryMs?: number;
 }
 
 export interface ReconcileReport {
@@ -144,7 +146,7 @@ export class HostSession {
     this.retryLater(0);
   }
 
-  private retryLater(ms = 1000): void {
+  private retryLater(ms = this.opts.retryMs ?? 1000): void {
     if (this.stopped) return;
     clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => void this.register(), ms);
