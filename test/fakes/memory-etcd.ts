@@ -217,9 +217,9 @@ export class MemoryEtcd {
       case '!=':
         return actual !== c.value;
       case '<':
-        return actual < c.value;
+        return (actual as number) < (c.value as number);
       case '>':
-        return actual > c.value;
+        return (actual as number) > (c.value as number);
     }
   }
 

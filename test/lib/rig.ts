@@ -91,6 +91,8 @@ export interface RigHost {
   /** Runs a command in the host's network namespace; returns stdout, throws on failure. */
   exec(cmd: string, args: readonly string[], opts?: RunOptions): Promise<string>;
   execOk(cmd: string, args: readonly string[], opts?: RunOptions): Promise<RunResult>;
+  /** The PID (machine namespace) of a container's main process: /proc/PID/ns/net is its network namespace. */
+  containerPid(container: string): Promise<number>;
   /** Runs a command in the network namespace of one of its containers (by name or ID). */
   execInContainerNetns(container: string, cmd: string, args: readonly string[], opts?: RunOptions): Promise<RunResult>;
   /** Starts tsbridge in the host (env over the rig's defaults); resolves once it answers. */
@@ -445,12 +447,15 @@ class HostImpl implements RigHost {
   execOk(cmd: string, args: readonly string[], opts?: RunOptions): Promise<RunResult> {
     return shOk('ip', ['netns', 'exec', this.netns, cmd, ...args], opts);
   }
-  async execInContainerNetns(container: string, cmd: string, args: readonly string[], opts?: RunOptions): Promise<RunResult> {
+  async containerPid(container: string): Promise<number> {
     // The PID docker reports is in the host's PID namespace; find it in ours through NSpid.
     const nsPid = Number(await this.docker(['inspect', '-f', '{{.State.Pid}}', container]));
-    const pid = machinePid(this.init, nsPid);
+    const pid = nsPid > 0 ? machinePid(this.init, nsPid) : undefined;
     if (!pid) throw new Error(`container ${container} on ${this.name}: no process ${nsPid} in the host's PID namespace`);
-    return shOk('nsenter', [`--net=/proc/${pid}/ns/net`, cmd, ...args], opts);
+    return pid;
+  }
+  async execInContainerNetns(container: string, cmd: string, args: readonly string[], opts?: RunOptions): Promise<RunResult> {
+    return shOk('nsenter', [`--net=/proc/${await this.containerPid(container)}/ns/net`, cmd, ...args], opts);
   }
 
   async startPlugin(env: Record<string, string> = {}): Promise<RigPlugin> {
