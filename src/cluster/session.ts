@@ -15,7 +15,7 @@ import os from 'node:os';
 import { fail, isTsbridgeError } from '../errors.js';
 import { encodeAddress, encodeHost, parseAddress as parseRecord, parseMember, type OverlayConfig } from './keys.js';
 import { guarded, type Cluster } from './context.js';
-import { joinOverlay, type JoinedOverlay } from './overlays.js';
+import { joinOverlay, leaveOverlay, type JoinedOverlay } from './overlays.js';
 import type { Lease } from './store.js';
 
 /** What the local state says this host has. */
@@ -200,8 +200,10 @@ export class HostSession {
     for (const kv of kvs) {
       const parsed = this.c.keys.parse(kv.key);
       if (parsed?.kind === 'member' && parsed.host === this.c.hostId && !claimedOverlays.has(parsed.overlay)) {
-        await this.deleteIfUnchanged(kv.key, kv.modRevision);
+        // The network went while etcd was unreachable: leave now (the last host releases it).
+        await leaveOverlay(this.c, parsed.overlay);
         report.removed.push(kv.key);
+        continue;
       }
       if (parsed?.kind === 'address' && parseRecord(kv.value)?.host === this.c.hostId && !claimed.has(kv.key)) {
         await this.deleteIfUnchanged(kv.key, kv.modRevision);

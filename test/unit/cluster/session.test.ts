@@ -7,6 +7,7 @@ import { isTsbridgeError } from '../../../src/errors.js';
 import { silentLogger } from '../../../src/logging.js';
 import { Keys, parseAddress } from '../../../src/cluster/keys.js';
 import { gatewayMacFor } from '../../../src/cluster/overlays.js';
+import { releaseAddress } from '../../../src/cluster/addresses.js';
 import { ClusterService } from '../../../src/cluster/service.js';
 import type { LocalClaims } from '../../../src/cluster/session.js';
 import { MemoryEtcd, type MemoryStore } from '../../fakes/memory-etcd.js';
@@ -117,9 +118,15 @@ test('reconcile removes this host\'s keys the local state no longer has, and rep
   expect(r.removed).toEqual([keys.address('blue', orphan)]);
   expect(r.conflicts).toEqual([`address ${taken} of overlay blue is held by host ${b.svc.hostId} in etcd, and used here`]);
   expect(parseAddress(etcd.dump()[keys.address('blue', taken)]!)!.host).toBe(b.svc.hostId);
-  // leaving the overlay locally: the member key goes at the next reconcile
+  // the network went while etcd was away: the next reconcile leaves the overlay; the last host releases it
   a.claims = { overlays: [], addresses: [] };
   expect((await a.svc.session.reconcile()).removed).toEqual([keys.member('blue', a.svc.hostId)]);
+  expect(etcd.dump(keys.member('blue', a.svc.hostId))).toEqual({});
+  b.claims = { overlays: [], addresses: [] };
+  await releaseAddress(b.svc.cluster, 'blue', taken);
+  await b.svc.session.reconcile();
+  expect(etcd.dump(keys.overlays())).toEqual({});
+  expect(etcd.dump(keys.vnis())).toEqual({});
 });
 
 test('peers see each other\'s endpoints and VTEPs through the watch, and drop them when the lease goes', async () => {
