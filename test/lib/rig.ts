@@ -9,7 +9,7 @@
  *   │ bridge ul0  A.1/24  etcd on A.1:2379             │        ┌─ ns tsbr-<id>-rt ────┐
  *   │   ├── h1 ─ eth0 A.11  ns tsbr-<id>-h1            │        │ router: A.254 / B.1  │
  *   │   ├── h2 ─ eth0 A.12  ns tsbr-<id>-h2            │        │ bridge b0            │
- *   │   └── rt ────────────────────────────────────────┼── a ───┤   └── h3 ─ eth0 B.13 │
+ *   │   └── rt ──────────────────────────────────── uplink ──┤   └── h3 ─ eth0 B.13 │
  *   └──────────────────────────────────────────────────┘        └──────────────────────┘
  *
  * A and B are two /24s in 10.2xx (a routed underlay: the last host(s) sit in B, behind the router).
@@ -296,10 +296,10 @@ export async function createRig(opts: RigOptions = {}): Promise<Rig> {
     await ip(['link', 'set', rootLink, 'up']);
     await inNs(ul, ['addr', 'add', `${ulLinkAddr}/30`, 'dev', 'tests']);
     await inNs(ul, ['link', 'set', 'tests', 'up']);
-    await inNs(rt, ['link', 'add', 'a', 'type', 'veth', 'peer', 'name', 'rt', 'netns', ul]);
+    await inNs(rt, ['link', 'add', 'uplink', 'type', 'veth', 'peer', 'name', 'rt', 'netns', ul]);
     await inNs(ul, ['link', 'set', 'rt', 'master', 'ul0', 'up']);
-    await inNs(rt, ['addr', 'add', `${plus(A, 254)}/24`, 'dev', 'a']);
-    await inNs(rt, ['link', 'set', 'a', 'up']);
+    await inNs(rt, ['addr', 'add', `${plus(A, 254)}/24`, 'dev', 'uplink']);
+    await inNs(rt, ['link', 'set', 'uplink', 'up']);
     await inNs(rt, ['link', 'add', 'b0', 'type', 'bridge']);
     await inNs(rt, ['addr', 'add', `${plus(B, 1)}/24`, 'dev', 'b0']);
     await inNs(rt, ['link', 'set', 'b0', 'up']);
@@ -415,8 +415,8 @@ class HostImpl implements RigHost {
         'bash', path.join(REPO_ROOT, 'scripts', 'rig-host.sh'), this.dir, ENGINE28_PATH, this.cgroupParent],
       { reject: false, buffer: false, stdin: 'ignore', detached: true, cleanup: false },
     );
-    p.stdout!.pipe(log);
-    p.stderr!.pipe(log);
+    p.stdout!.pipe(log, { end: false });
+    p.stderr!.pipe(log, { end: false });
     this.unsharePid = p.pid!;
     await this.recordPid(this.unsharePid, `${this.name} unshare`);
     void p.then(() => log.end());
@@ -488,14 +488,14 @@ class HostImpl implements RigHost {
     if (existsSync(`/run/netns/${this.netns}`)) await sh('ip', ['netns', 'del', this.netns]);
   }
 
-  /** A clean stop: plugin, then dockerd (it stops its containers), then the namespace. */
+  /** A clean stop: dockerd (it stops its containers, telling the plugin), the plugin, then the namespace. */
   async stop(): Promise<void> {
     if (this.dead) return;
-    await this.current?.stop().catch(() => undefined);
     if (this.dockerdPid && isAlive(this.dockerdPid)) {
       process.kill(this.dockerdPid, 'SIGTERM');
       await waitGone(this.dockerdPid, 30_000);
     }
+    await this.current?.stop().catch(() => undefined);
     await this.kill();
   }
 }

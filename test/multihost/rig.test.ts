@@ -59,12 +59,12 @@ describe('the multi-host rig', () => {
   test('the underlay is routed: a host in the other subnet reaches the first host and etcd', async () => {
     const [h1, , h3] = rig.hosts;
     expect(h3!.subnet).not.toBe(h1!.subnet);
-    await h3!.exec('ping', ['-c', '1', '-W', '2', h1!.addr]);
-    await h1!.exec('ping', ['-c', '1', '-W', '2', h3!.addr]);
+    await h3!.exec('busybox', ['ping', '-c', '1', '-W', '2', h1!.addr]);
+    await h1!.exec('busybox', ['ping', '-c', '1', '-W', '2', h3!.addr]);
     const route = await h3!.exec('ip', ['-4', 'route', 'get', rig.underlayAddr]);
     expect(route).toContain(`via ${h3!.router}`);
     // Nothing leaves the rig: no host has a route to the machine's nameserver beyond the router.
-    expect((await h1!.execOk('ping', ['-c', '1', '-W', '1', '10.255.255.53'])).exitCode).not.toBe(0);
+    expect((await h1!.execOk('busybox', ['ping', '-c', '1', '-W', '1', '10.255.255.53'])).exitCode).not.toBe(0);
   });
 
   test('containers run on every host, on a tsbridge network of that host', async () => {
