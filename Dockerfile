@@ -24,7 +24,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY plugin/xtables-links.sh /tmp/xtables-links.sh
 RUN sh /tmp/xtables-links.sh / && rm /tmp/xtables-links.sh \
- && mkdir -p /run/docker/plugins /var/lib/tsbridge /host/proc/sys
+ && mkdir -p /run/docker/plugins /var/lib/tsbridge /host/proc/sys/net
 WORKDIR /opt/tsbridge
 COPY --from=build /src/package.json /src/package-lock.json ./
 COPY --from=build /src/node_modules ./node_modules

@@ -1,26 +1,31 @@
 #!/usr/bin/env bash
 # Builds tsbridge as a Docker managed plugin and (unless told not to) installs it:
-# rootfs → OUT/tsbridge/{config.json,rootfs/} → docker plugin create → enable [→ push].
+# rootfs → OUT/tsbridge/{config.json,rootfs/} → docker plugin create → enable [→ push], then puts
+# the `tsbridge` command on PATH for it (packaging/install-cli.sh --plugin NAME).
+# Works from a fresh clone: the offline build first runs scripts/install-deps.sh --runtime
+# (checks Node.js >= 20, npm, apt and the kernel before changing anything; installs iproute2,
+# nftables, iptables, conntrack if missing; npm ci; npm run build).
 #
 #   scripts/plugin-build.sh [options]
 #
 #   --offline         (default) assemble the rootfs from this host: node, dist/, production
 #                     node_modules, ip, nft, iptables (nft + legacy), conntrack and every shared
-#                     library they load. No registry, no base image. Needs a Debian-like host with
-#                     iproute2, nftables, iptables and conntrack installed.
+#                     library they load. No registry, no base image. x86_64 Debian-like hosts only
+#                     (the libraries are copied from /usr/lib/x86_64-linux-gnu).
 #   --dockerfile      build the rootfs from ./Dockerfile instead (needs a registry for the base
 #                     image): docker build → docker create → docker export.
 #   --name NAME       plugin name (default tsbridge:latest; ":latest" is added when no tag is given)
 #   --out DIR         build directory (default plugin/build); DIR/tsbridge is replaced
-#   --prebuilt        use dist/ as it is (default: npm run build first; --offline only)
+#   --prebuilt        use dist/ and node_modules/ as they are (no install-deps, no build; --offline only)
 #   --rootfs-only     stop after writing DIR/tsbridge (no docker plugin create)
 #   --no-enable       create the plugin but leave it disabled (e.g. to `docker plugin set` first)
 #   --state-dir DIR   host directory for the plugin's state (default /var/lib/tsbridge-plugin;
 #                     created if missing: the engine refuses to start a plugin whose mount
 #                     source does not exist)
-#   --force           replace an existing plugin of that name (disable -f, rm -f)
+#   --force           replace an existing plugin of that name (disable -f, rm -f): the upgrade
 #   --push            docker plugin push NAME after creating it (NAME must name a registry repo)
 #
+# Environment: TSBRIDGE_BIN_DIR (default /usr/local/bin), where the `tsbridge` command goes.
 # The plugin's state lives on the host in /var/lib/tsbridge-plugin (created here if missing);
 # it outlives disable, rm and upgrade. See docs/install.md.
 set -euo pipefail
@@ -41,7 +46,7 @@ STATE_SOURCE=/var/lib/tsbridge-plugin
 
 die() { echo "plugin-build: $*" >&2; exit 1; }
 log() { echo "plugin-build: $*"; }
-usage() { sed -n '2,26p' "$SELF" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$SELF"; exit "${1:-0}"; }
 
 while (($#)); do
   case "$1" in
@@ -62,7 +67,33 @@ while (($#)); do
 done
 case "$NAME" in *:*) ;; *) NAME="$NAME:latest" ;; esac
 
-[ "$(id -u)" = 0 ] || die "must run as root (reads every library, chroots to check the rootfs, talks to dockerd)"
+# ---- every check before any change -------------------------------------------------------------
+# shellcheck source=lib/prereqs.sh
+. scripts/lib/prereqs.sh
+PREREQ_TAG=plugin-build
+# The offline rootfs copies this host's programs and libraries from these places.
+TRIPLET=x86_64-linux-gnu
+prereq_root "it reads every library, chroots to check the rootfs and talks to dockerd"
+if [ "$MODE" = offline ]; then
+  prereq_arch "the offline build (it copies /usr/lib/$TRIPLET; elsewhere try --dockerfile, which needs a registry and is untested)" x86_64
+  prereq_node
+  if ((PREBUILT)); then
+    [ -f dist/src/main.js ] || prereq_problem "--prebuilt: dist/src/main.js is missing (npm ci && npm run build, or leave out --prebuilt)"
+    [ -d node_modules ] || prereq_problem "--prebuilt: node_modules is missing (npm ci, or leave out --prebuilt)"
+    for bin in ip nft conntrack xtables-nft-multi; do
+      command -v "$bin" >/dev/null || prereq_problem "--prebuilt: $bin is not on this host (scripts/install-deps.sh --runtime installs iproute2, nftables, iptables, conntrack)"
+    done
+  fi
+fi
+if ((CREATE)) || [ "$MODE" = dockerfile ]; then
+  prereq_docker "building (--dockerfile) or creating the plugin"
+fi
+prereq_verdict
+if [ "$MODE" = offline ] && ((PREBUILT == 0)); then
+  # Checks Node, apt and the kernel before it changes anything; then the host tools, npm ci, build.
+  bash scripts/install-deps.sh --runtime || die "scripts/install-deps.sh --runtime failed (see above)"
+fi
+
 mkdir -p "$OUT"
 OUT=$(readlink -f "$OUT")
 BUNDLE="$OUT/tsbridge"
@@ -101,10 +132,6 @@ assemble_offline() {
   for bin in node ip nft conntrack xtables-nft-multi; do
     command -v "$bin" >/dev/null || die "$bin not found on this host (scripts/install-deps.sh --runtime installs iproute2, nftables, iptables, conntrack)"
   done
-  if ((PREBUILT == 0)); then
-    log "npm run build"
-    npm run --silent build </dev/null || die "npm run build failed"
-  fi
   [ -f dist/src/main.js ] || die "dist/src/main.js missing (npm run build)"
   [ -d node_modules ] || die "node_modules missing (npm ci)"
 
@@ -117,7 +144,7 @@ assemble_offline() {
     mkdir -p "$ROOT/${target#/}"
     ln -sfn "$target" "$ROOT/$path"
   done
-  mkdir -p "$ROOT"/{usr/bin,usr/sbin,usr/lib,usr/local/bin,etc,tmp,root,proc,sys,dev,run/docker/plugins,var/lib/tsbridge,host/proc/sys,opt/tsbridge/plugin}
+  mkdir -p "$ROOT"/{usr/bin,usr/sbin,usr/lib,usr/local/bin,etc,tmp,root,proc,sys,dev,run/docker/plugins,var/lib/tsbridge,host/proc/sys/net,opt/tsbridge/plugin}
   chmod 1777 "$ROOT/tmp"
 
   # Programs. node goes where the Dockerfile's base image has it, so one config.json fits both.
@@ -130,7 +157,7 @@ assemble_offline() {
     elves+=("$(readlink -f "$path")")
   done
   # iptables extensions are loaded with dlopen: copy the directory and what its modules need.
-  for xtdir in /usr/lib/x86_64-linux-gnu/xtables /usr/lib64/xtables /usr/lib/xtables; do
+  for xtdir in "/usr/lib/$TRIPLET/xtables" /usr/lib64/xtables /usr/lib/xtables; do
     [ -d "$xtdir" ] && break
   done
   [ -d "$xtdir" ] || die "no xtables extension directory found"
@@ -165,7 +192,7 @@ assemble_offline() {
   [ -d /etc/iproute2 ] && cp -a /etc/iproute2 "$ROOT/etc/"
   [ -d /usr/share/iproute2 ] && mkdir -p "$ROOT/usr/share" && cp -a /usr/share/iproute2 "$ROOT/usr/share/"
   if command -v ldconfig >/dev/null; then
-    printf '/usr/local/lib\n/lib/x86_64-linux-gnu\n/usr/lib/x86_64-linux-gnu\n' >"$ROOT/etc/ld.so.conf"
+    printf '/usr/local/lib\n/lib/%s\n/usr/lib/%s\n' "$TRIPLET" "$TRIPLET" >"$ROOT/etc/ld.so.conf"
     ldconfig -r "$ROOT" 2>/dev/null || true
   fi
 
@@ -250,3 +277,5 @@ if ((PUSH)); then
   docker plugin push "$NAME" || die "docker plugin push $NAME failed"
   log "pushed $NAME: docker plugin install $NAME"
 fi
+# `tsbridge ports` etc. for this plugin, without flags (asks Docker for its state mount and ID).
+bash packaging/install-cli.sh --plugin "$NAME" || die "packaging/install-cli.sh --plugin $NAME failed"

@@ -1,6 +1,6 @@
 /**
  * Runtime configuration, read once from the environment at start-up.
- * Every variable is documented in docs/configuration.md.
+ * Every variable is documented in README.md (Configuration); docs/scripts.md lists the rest.
  */
 export interface Config {
   /** Unix socket Docker connects to. The file name is the driver name. */

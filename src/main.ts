@@ -18,7 +18,8 @@ import { ProcSysctl } from './kernel/real/sysctl.js';
 import { ProcHost } from './kernel/real/host.js';
 import type { Kernel } from './kernel/types.js';
 import { instanceFromSocket, ownerFor } from './kernel/owner.js';
-import { DriverService } from './driver/service.js';
+import { DriverService, kindsRuntime } from './driver/service.js';
+import { KINDS } from './kinds/registry.js';
 import { Reconciler } from './driver/reconcile.js';
 import { IpamService } from './ipam/service.js';
 import { DEFAULT_POOLS, parseDefaultPools } from './ipam/pools.js';
@@ -42,8 +43,10 @@ export async function start(config: Config, log: Logger): Promise<{ stop: (signa
   const host = new ProcHost();
   const pools = config.defaultPools.trim() ? parseDefaultPools(config.defaultPools) : DEFAULT_POOLS;
   const ipam = new IpamService(db, host, () => pools);
-  const driver = new DriverService(db, kernel, host, log);
-  const reconciler = new Reconciler(db, kernel, log);
+  // The kinds of network, and the long-running work of networks: one for the driver and the reconciler.
+  const runtime = kindsRuntime(kernel, log, KINDS);
+  const driver = new DriverService(db, kernel, host, log, runtime);
+  const reconciler = new Reconciler(db, kernel, log, runtime);
 
   const t0 = Date.now();
   const report = await reconciler.startup();
@@ -77,6 +80,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: (signa
       server.closeIdleConnections?.();
       await db.drain();
       await driver.settle();
+      await driver.shutdown();
       await Promise.race([closed, new Promise((r) => setTimeout(r, 2000))]);
       await fs.rm(config.socket, { force: true });
       log.info('stopped', { signal });

@@ -7,6 +7,7 @@
  * The plugin knows endpoint IDs, not container names; `docker network inspect` maps one to
  * the other (docs/ports.md shows how).
  */
+import { KINDS } from '../kinds/registry.js';
 import type { Proto, State } from '../state/types.js';
 
 /** One forwarding the kernel does: a (published mapping, address family) pair — one map element. */
@@ -34,7 +35,8 @@ function plain(cidr: string | null): string {
 export function portRows(state: State): PortRow[] {
   const rows: PortRow[] = [];
   for (const ep of Object.values(state.endpoints)) {
-    const bridge = state.networks[ep.networkId]?.bridge ?? '';
+    const net = state.networks[ep.networkId];
+    const bridge = (net && KINDS.get(net.kind).hostInterface(net)) ?? '';
     for (const m of ep.ports ?? []) {
       const wanted: (4 | 6)[] = m.hostIp === '' ? [4, 6] : m.hostIp.includes(':') ? [6] : [4];
       const base = { networkId: ep.networkId, bridge, endpointId: ep.id, proto: m.proto, hostIp: m.hostIp, hostPort: m.hostPort, containerPort: m.containerPort };

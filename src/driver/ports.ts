@@ -3,15 +3,9 @@
  * refuses one that tsbridge already published or that a host process listens on.
  */
 import { fail } from '../errors.js';
-import type { PortRequest } from '../protocol/network.js';
-import type { PortMapping, Proto } from '../state/types.js';
+import type { Listener, PortMapping, PortRequest, Proto } from '../domain/types.js';
 
-export interface Listener {
-  proto: Proto;
-  /** Local address, '' for a wildcard (0.0.0.0 or ::). */
-  ip: string;
-  port: number;
-}
+export type { Listener };
 
 export interface PortContext {
   /** Mappings already published by tsbridge (other endpoints). */

@@ -1,119 +1,117 @@
 /**
- * The network driver's use cases: networks, endpoints, joins and published
- * ports. Orders the steps, persists each phase, and undoes what it did when a
- * step fails. Touches the kernel only through the Kernel interface.
+ * The network driver's use cases: networks, endpoints, joins and published ports — the same for
+ * every kind of network. Orders the steps, persists each phase, and undoes what it did when a step
+ * fails. What a network needs comes from its kind (src/kinds); the kernel is touched only through
+ * the Kernel interface, and brought up through realize.ts, the path start-up takes as well.
  */
+import { isDeepStrictEqual } from 'node:util';
 import { fail, isTsbridgeError } from '../errors.js';
-import { overlaps, parsePrefix } from '../ipam/addr.js';
+import { overlaps, parsePrefix } from '../net/addr.js';
 import type { Logger } from '../logging.js';
-import type { Kernel } from '../kernel/types.js';
-import type { FirewallView } from '../kernel/rules/nft.js';
-import type { EndpointSpec, NetworkSpec, PortRequest } from '../protocol/network.js';
+import type { HostPorts, Kernel } from '../kernel/types.js';
+import type { EndpointSpec, JoinInfo, Network, NetworkSpec, PortMapping, PortRequest } from '../domain/types.js';
+import { hostVethName, macFromId, peerVethName } from '../domain/names.js';
 import type { Db } from '../state/db.js';
-import type { EndpointRecord, NetworkRecord, PortMapping, State } from '../state/types.js';
-import { hostVethName, macFromId, peerVethName } from './names.js';
-import { allocatePorts, type Listener } from './ports.js';
+import type { Endpoint, State } from '../state/types.js';
+import type { KindContext, KindRegistry } from '../kinds/types.js';
+import { allocatePorts } from './ports.js';
+import { endpointElements, firewallView, kindsRuntime, realizeEndpoint, realizeNetwork, type KindsRuntime, type Lifecycles } from './realize.js';
 
-export interface HostPorts {
-  listening(): Promise<Listener[]>;
-  ephemeralRange(): Promise<[number, number]>;
-}
+export { kindsRuntime, type KindsRuntime };
 
-export interface JoinResult {
-  srcName: string;
-  dstPrefix: string;
-  gateway: string;
-  gatewayIpv6: string;
-}
-
-export function firewallView(s: State): FirewallView {
-  return { networks: Object.values(s.networks), endpoints: Object.values(s.endpoints) };
-}
-
-export function bridgeAddresses(n: NetworkRecord): string[] {
-  const v4 = n.inhibitIpv4 ? [] : n.ipv4.map((x) => x.gateway).filter((g): g is string => !!g);
-  const v6 = n.enableIpv6 ? n.ipv6.map((x) => x.gateway).filter((g): g is string => !!g) : [];
-  return [...v4, ...v6];
-}
-
-function sameNetwork(a: NetworkRecord, b: NetworkSpec): boolean {
-  const pick = (n: NetworkSpec | NetworkRecord) => JSON.stringify({ ...n, phase: undefined });
-  return pick(a) === pick({ ...b, phase: 'ready' } as NetworkRecord);
+function specOf(n: Network): NetworkSpec {
+  const { phase: _phase, ...spec } = n;
+  return spec;
 }
 
 export class DriverService {
+  private readonly kinds: KindRegistry;
+  private readonly lifecycles: Lifecycles;
+  private readonly ctx: KindContext;
+
   constructor(
     private readonly db: Db,
     private readonly kernel: Kernel,
     private readonly hostPorts: HostPorts,
     private readonly log: Logger,
-  ) {}
+    runtime: KindsRuntime = kindsRuntime(kernel, log),
+  ) {
+    this.kinds = runtime.kinds;
+    this.lifecycles = runtime.lifecycles;
+    this.ctx = { kernel, log };
+  }
+
+  private view(s: State) {
+    return firewallView(s, this.kinds);
+  }
 
   // ---------------------------------------------------------------- networks
 
   async createNetwork(spec: NetworkSpec): Promise<void> {
     await this.db.tx(async (s) => {
+      const kind = this.kinds.get(spec.kind);
       const existing = s.networks[spec.id];
       if (existing) {
-        if (existing.phase === 'ready' && sameNetwork(existing, spec)) {
-          await this.realizeNetwork(existing, s); // a retry: make sure the kernel has it
+        if (existing.phase === 'ready' && isDeepStrictEqual(specOf(existing), spec)) {
+          // A retry: make sure the kernel has it.
+          await realizeNetwork(this.kernel, kind.network(existing));
+          await this.kernel.firewall.apply(this.view(s));
+          await this.lifecycles.start(existing);
           return;
         }
         fail('NETWORK_EXISTS', { networkId: spec.id });
       }
+      const net: Network = { ...spec, phase: 'creating' };
+      const plan = kind.network(net);
       for (const other of Object.values(s.networks)) {
-        if (other.bridge === spec.bridge) fail('BRIDGE_NAME_IN_USE', { name: spec.bridge, networkId: other.id });
+        const taken = this.kinds.get(other.kind).network(other).links;
+        const clash = plan.links.find((l) => taken.includes(l));
+        if (clash) fail('BRIDGE_NAME_IN_USE', { name: clash, networkId: other.id });
         for (const a of [...spec.ipv4, ...spec.ipv6]) {
           for (const b of [...other.ipv4, ...other.ipv6]) {
             if (overlaps(parsePrefix(a.subnet), parsePrefix(b.subnet))) fail('POOL_OVERLAP', { pool: a.subnet, other: `${b.subnet} of network ${other.id.slice(0, 12)}` });
           }
         }
       }
-      const links = await this.kernel.links.list();
-      if (links.some((l) => l.name === spec.bridge)) {
-        fail('BRIDGE_NAME_IN_USE', { name: spec.bridge, networkId: 'another program (an interface of that name exists)' });
-      }
-      const rec: NetworkRecord = { ...spec, phase: 'creating' };
-      s.networks[rec.id] = rec;
+      const links = new Set((await this.kernel.links.list()).map((l) => l.name));
+      const held = plan.links.find((l) => links.has(l));
+      if (held) fail('BRIDGE_NAME_IN_USE', { name: held, networkId: 'another program (an interface of that name exists)' });
+      await kind.lifecycle?.beforeCreate?.(net, this.ctx);
+
+      s.networks[net.id] = net;
       await this.db.save();
       try {
-        await this.realizeNetwork(rec, s);
-        rec.phase = 'ready';
+        await realizeNetwork(this.kernel, plan);
+        await this.kernel.firewall.apply(this.view(s));
+        await this.lifecycles.start(net);
+        net.phase = 'ready';
         await this.db.save();
       } catch (e) {
-        await this.undo('createNetwork', () => this.kernel.links.deleteLinks([rec.bridge]));
-        delete s.networks[rec.id];
-        await this.undo('createNetwork', () => this.kernel.firewall.applyAll(firewallView(s)));
+        await this.undo('createNetwork', () => this.lifecycles.stop(net.id));
+        await this.undo('createNetwork', () => this.kernel.links.deleteLinks(plan.links));
+        delete s.networks[net.id];
+        await this.undo('createNetwork', () => this.kernel.firewall.apply(this.view(s)));
         await this.undo('createNetwork', () => this.db.save());
         throw e;
       }
     });
   }
 
-  /** Brings the kernel to what the record says (bridge, sysctls, all firewall rules). */
-  private async realizeNetwork(rec: NetworkRecord, s: State): Promise<void> {
-    await this.kernel.sysctl.ensure('net.ipv4.ip_forward', '1');
-    if (rec.enableIpv6 && rec.ipv6.length > 0) {
-      await this.kernel.sysctl.ensure('net.ipv6.conf.all.forwarding', '1');
-    }
-    await this.kernel.links.ensureBridge({ name: rec.bridge, mtu: rec.mtu, addresses: bridgeAddresses(rec), mac: macFromId(rec.id, 'bridge') });
-    // Published ports reached through 127.0.0.1 are DNATed onto the bridge: allow that source there.
-    await this.kernel.sysctl.ensure(`net.ipv4.conf.${rec.bridge}.route_localnet`, '1');
-    await this.kernel.firewall.applyAll(firewallView(s));
-  }
-
   async deleteNetwork(networkId: string): Promise<void> {
     await this.db.tx(async (s) => {
-      const rec = s.networks[networkId];
-      if (!rec) return; // repeated or unknown: already gone
-      rec.phase = 'deleting';
+      const net = s.networks[networkId];
+      if (!net) return; // repeated or unknown: already gone
+      const kind = this.kinds.get(net.kind);
+      net.phase = 'deleting';
       await this.db.save();
+      await this.lifecycles.stop(networkId);
       const eps = Object.values(s.endpoints).filter((e) => e.networkId === networkId);
-      await this.kernel.links.deleteLinks([...eps.map((e) => e.hostVeth), rec.bridge]);
+      await this.kernel.links.deleteLinks([...eps.map((e) => e.hostVeth), ...kind.network(net).links]);
       for (const e of eps) delete s.endpoints[e.id];
       delete s.networks[networkId];
-      await this.kernel.firewall.applyAll(firewallView(s));
+      await this.kernel.firewall.apply(this.view(s));
       await this.db.save();
+      await kind.lifecycle?.afterDelete?.(net, this.ctx);
     });
   }
 
@@ -123,6 +121,7 @@ export class DriverService {
     return this.db.tx(async (s) => {
       const net = s.networks[spec.networkId];
       if (!net || net.phase !== 'ready') fail('UNKNOWN_NETWORK', { networkId: spec.networkId });
+      const kind = this.kinds.get(net.kind);
       const existing = s.endpoints[spec.endpointId];
       const mac = spec.mac ?? macFromId(spec.endpointId);
       if (existing) {
@@ -134,7 +133,8 @@ export class DriverService {
       if (net.ipv6.length > 0 && net.enableIpv6 === false && spec.ipv6) {
         fail('BAD_REQUEST', { detail: 'IPv6 address given on a network without IPv6' });
       }
-      const rec: EndpointRecord = {
+      if (net.ipv4.length === 0 && spec.ipv4) fail('BAD_REQUEST', { detail: 'IPv4 address given on a network without IPv4' });
+      const rec: Endpoint = {
         id: spec.endpointId,
         networkId: spec.networkId,
         phase: 'ready',
@@ -146,16 +146,17 @@ export class DriverService {
         joined: false,
         ports: [],
       };
+      const elements = endpointElements(rec, net, this.kinds);
       // Kernel first, then one save: a crash in between leaves only links with
       // tsbridge's prefixes that no state names, which start-up removes.
       try {
-        await this.kernel.links.ensureVeth({ hostName: rec.hostVeth, peerName: rec.peerVeth, bridge: net.bridge, mtu: net.mtu, mac });
-        await this.kernel.firewall.applyEndpoint(rec, net, 'add');
+        await realizeEndpoint(this.kernel, kind.endpoint(rec, net), null);
+        await this.kernel.firewall.addEndpoint(elements);
         s.endpoints[rec.id] = rec;
         await this.db.save();
       } catch (e) {
         await this.undo('createEndpoint', () => this.kernel.links.deleteLinks([rec.hostVeth, rec.peerVeth]));
-        await this.undo('createEndpoint', () => this.kernel.firewall.applyEndpoint(rec, net, 'delete'));
+        await this.undo('createEndpoint', () => this.kernel.firewall.removeEndpoint(elements));
         delete s.endpoints[rec.id];
         throw e;
       }
@@ -168,7 +169,7 @@ export class DriverService {
       const rec = s.endpoints[endpointId];
       if (!rec || rec.networkId !== networkId) return;
       const net = s.networks[networkId];
-      if (net) await this.kernel.firewall.applyEndpoint(rec, net, 'delete');
+      if (net) await this.kernel.firewall.removeEndpoint(endpointElements(rec, net, this.kinds));
       delete s.endpoints[endpointId];
       await this.db.save();
       // The veth is named by the endpoint ID, which Docker never reuses, and no
@@ -192,7 +193,12 @@ export class DriverService {
     await this.background;
   }
 
-  async join(networkId: string, endpointId: string): Promise<JoinResult> {
+  /** Stops the long-running work of every network (shutdown); the kernel keeps what it holds. */
+  async shutdown(): Promise<void> {
+    await this.lifecycles.stopAll(this.log);
+  }
+
+  async join(networkId: string, endpointId: string): Promise<JoinInfo> {
     return this.db.tx(async (s) => {
       const net = s.networks[networkId];
       const ep = s.endpoints[endpointId];
@@ -202,12 +208,7 @@ export class DriverService {
         ep.joined = true;
         await this.db.save();
       }
-      // inhibit_ipv4 keeps the address off the bridge, not the route: as with Docker's bridge,
-      // the gateway is a router on the bridge's segment (and without one, Docker would hang
-      // the container on its docker_gwbridge for egress).
-      const gw4 = net.internal ? '' : (net.ipv4[0]?.gateway ?? '').split('/')[0]!;
-      const gw6 = net.internal || !net.enableIpv6 || !ep.ipv6 ? '' : (net.ipv6[0]?.gateway ?? '').split('/')[0]!;
-      return { srcName: ep.peerVeth, dstPrefix: net.ifacePrefix, gateway: gw4, gatewayIpv6: gw6 };
+      return this.kinds.get(net.kind).join(ep, net);
     });
   }
 
@@ -230,27 +231,28 @@ export class DriverService {
       const ep = s.endpoints[endpointId];
       if (!net) fail('UNKNOWN_NETWORK', { networkId });
       if (!ep || ep.networkId !== networkId) fail('UNKNOWN_ENDPOINT', { endpointId, networkId });
-      if (net.internal || reqs.length === 0) return [];
+      const kind = this.kinds.get(net.kind);
+      const publishing = net.internal ? null : kind.publishing(net);
+      if (!publishing || reqs.length === 0) return [];
       const taken = Object.values(s.endpoints)
         .filter((e) => e.id !== ep.id)
         .flatMap((e) => e.ports.map((mapping) => ({ mapping, owner: `endpoint ${e.id.slice(0, 12)}` })));
       const families = { v4: ep.ipv4 !== null, v6: ep.ipv6 !== null };
-      const mappings = allocatePorts(reqs, { taken, listening, ephemeral, defaultHostIp: net.hostBindingIpv4, families });
-      // Port elements only (scope 'ports'): the endpoint's anti-spoofing and no_icc membership
-      // are not this method's to touch. (icc on as well, for kernels that only know that hint.)
-      const portsNet: NetworkRecord = { ...net, icc: true };
-      const portsOf = (ports: PortMapping[]) => ({ ...ep, ports });
+      const mappings = allocatePorts(reqs, { taken, listening, ephemeral, defaultHostIp: publishing.defaultHostIp, families });
+      // Port elements only: the endpoint's membership (anti-spoofing, isolation) is not this
+      // method's to touch.
+      const elementsOf = (ports: PortMapping[]) => kind.ports(ep, net, ports);
       const previous = ep.ports;
       // Intent first: a crash from here on leaves state that start-up applies in full.
       ep.ports = mappings;
       await this.db.save();
       try {
-        if (previous.length) await this.kernel.firewall.applyEndpoint(portsOf(previous), portsNet, 'delete', 'ports');
-        await this.kernel.firewall.applyEndpoint(portsOf(mappings), portsNet, 'add', 'ports');
+        if (previous.length) await this.kernel.firewall.removePorts(elementsOf(previous));
+        await this.kernel.firewall.addPorts(elementsOf(mappings));
       } catch (e) {
         // Back to what was published before, in the kernel and on disk (Db puts memory back).
-        await this.undo('programExternalConnectivity', () => this.kernel.firewall.applyEndpoint(portsOf(mappings), portsNet, 'delete', 'ports'));
-        if (previous.length) await this.undo('programExternalConnectivity', () => this.kernel.firewall.applyEndpoint(portsOf(previous), portsNet, 'add', 'ports'));
+        await this.undo('programExternalConnectivity', () => this.kernel.firewall.removePorts(elementsOf(mappings)));
+        if (previous.length) await this.undo('programExternalConnectivity', () => this.kernel.firewall.addPorts(elementsOf(previous)));
         ep.ports = previous;
         await this.undo('programExternalConnectivity', () => this.db.save());
         throw e;
@@ -266,9 +268,8 @@ export class DriverService {
       const net = s.networks[networkId];
       const ep = s.endpoints[endpointId];
       if (!net || !ep || ep.ports.length === 0) return;
-      // Exactly this endpoint's map elements (scope 'ports'): its anti-spoofing and no_icc
-      // membership stay (the endpoint may stay joined).
-      await this.kernel.firewall.applyEndpoint(ep, { ...net, icc: true }, 'delete', 'ports');
+      // Exactly this endpoint's port elements: its membership stays (the endpoint may stay joined).
+      await this.kernel.firewall.removePorts(this.kinds.get(net.kind).ports(ep, net, ep.ports));
       const gone = ep.ports;
       ep.ports = [];
       await this.db.save();

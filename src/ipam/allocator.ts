@@ -13,7 +13,7 @@ import {
   parseAddress,
   parsePrefix,
   type Prefix,
-} from './addr.js';
+} from '../net/addr.js';
 import type { AllocKind, Family, PoolRecord } from './types.js';
 
 /** Inclusive range of addresses. */

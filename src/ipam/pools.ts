@@ -10,7 +10,7 @@ import {
   parseInterfaceCidr,
   parsePrefix,
   type Prefix,
-} from './addr.js';
+} from '../net/addr.js';
 import type { DefaultPool, Family } from './types.js';
 
 /** Built-in IPv4 defaults. IPv6 defaults are chosen by the service at runtime. */

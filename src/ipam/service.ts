@@ -7,16 +7,11 @@ import { randomBytes } from 'node:crypto';
 import { fail, isTsbridgeError, TsbridgeError } from '../errors.js';
 import type { State } from '../state/types.js';
 import type { Db } from '../state/db.js';
-import { canonicalPrefix, parsePrefix, overlaps, parseAddress } from './addr.js';
+import type { HostView } from '../kernel/types.js';
+import { canonicalPrefix, parsePrefix, overlaps, parseAddress } from '../net/addr.js';
 import { allocateAddress, newPoolRecord, poolId, releaseAddress } from './allocator.js';
 import { pickFreePool } from './pools.js';
 import type { AllocKind, DefaultPool, Family } from './types.js';
-
-/** What the IPAM needs to know about the host: addresses in use that a pool must avoid. */
-export interface HostView {
-  /** Route destinations, interface addresses and nameservers (CIDRs or plain addresses). */
-  takenPrefixes(): Promise<string[]>;
-}
 
 export interface PoolRequest {
   pool: string;

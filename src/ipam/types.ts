@@ -1,6 +1,8 @@
 /** Domain types for address management. Pure data: serialisable to the state file as is. */
 
-export type Family = 4 | 6;
+import type { Family } from '../net/addr.js';
+
+export type { Family };
 
 /** Why an address is held. */
 export type AllocKind = 'gateway' | 'aux' | 'endpoint';

@@ -1,10 +1,12 @@
 /**
- * The kernel, as tsbridge's logic sees it: links, firewall, sysctls.
- * One real implementation (src/kernel/real/*) runs commands; unit tests use
- * test/fakes. Every method is idempotent.
+ * The kernel, as tsbridge's logic sees it: links, firewall, sysctls — and read-only views of the
+ * host. One real implementation (src/kernel/real/*) runs commands; unit tests use test/fakes.
+ * Every method is idempotent. Nothing here knows about kinds of network: kinds describe what they
+ * need in this vocabulary (src/kinds/types.ts), and the driver hands it over.
  */
-import type { FirewallView } from './rules/nft.js';
-import type { EndpointRecord, NetworkRecord } from '../state/types.js';
+import type { Listener, Proto } from '../domain/types.js';
+
+// ------------------------------------------------------------------------------------- links
 
 export interface BridgeSpec {
   name: string;
@@ -17,10 +19,20 @@ export interface BridgeSpec {
 export interface VethSpec {
   hostName: string;
   peerName: string;
-  bridge: string;
+  /** The bridge the host end is enslaved to (hairpin on); null: it stays a plain link. */
+  master: string | null;
   mtu: number;
   /** MAC of the container side. */
   mac: string;
+  /** Addresses the host end holds, with prefix length (e.g. a gateway /32 on a point-to-point link). */
+  hostAddresses: string[];
+}
+
+/** A route in the host's main table straight out of one link (scope link), e.g. a /32 to a container. */
+export interface RouteSpec {
+  /** CIDR. */
+  to: string;
+  dev: string;
 }
 
 export interface LinkInfo {
@@ -34,38 +46,114 @@ export interface LinkInfo {
 export interface Links {
   /** Creates the bridge or brings an existing one to the spec (addresses, MTU, up). */
   ensureBridge(spec: BridgeSpec): Promise<void>;
-  /** Creates the veth pair (replacing a leftover of the same name) and enslaves the host side. */
+  /** Creates the veth pair (replacing a leftover of the same name), enslaves the host side when it has a master, and brings it up. */
   ensureVeth(spec: VethSpec): Promise<void>;
   /** Enslaves an existing host-side veth to the bridge (hairpin on, up), e.g. after the bridge was rebuilt. */
   attachToBridge(hostName: string, bridge: string): Promise<void>;
+  /** Adds (or replaces) routes; a route goes with its link. */
+  ensureRoutes(routes: RouteSpec[]): Promise<void>;
   /** Deletes links by name; missing ones are fine. */
   deleteLinks(names: string[]): Promise<void>;
   /** All links in the host namespace. */
   list(): Promise<LinkInfo[]>;
 }
 
+// ---------------------------------------------------------------------------------- firewall
+
+/**
+ * One element of one of tsbridge's nftables sets or maps. `set` names it with its table's
+ * family ("inet ports4", "bridge guarded"); a map element has a value.
+ */
+export interface Element {
+  set: string;
+  key: string;
+  value?: string;
+}
+
+/** A set or map a network declares for itself (its name unique to it, e.g. carrying its ID). */
+export interface SetDecl {
+  /** "inet NAME" or "bridge NAME". */
+  set: string;
+  /** nft type: `ifname . ipv4_addr`, or for a map `KEY : VALUE`; `typeof …` as written. */
+  type: string;
+  map?: boolean;
+}
+
+/** An interface the iptables forward shim lets through (src/kernel/rules/iptables.ts). */
+export interface ShimBridge {
+  name: string;
+  internal: boolean;
+}
+
+/** What one network adds to tsbridge's ruleset: data the nft renderer composes. */
+export interface NetworkRules {
+  /** Rule lines per base chain ("inet forward", "inet postrouting", "bridge forward", …), in order. */
+  chains: Partial<Record<string, string[]>>;
+  /** Elements it adds to shared sets (its bridge in "inet bridges"). */
+  elements: Element[];
+  /** Sets and maps of its own. */
+  sets: SetDecl[];
+  /** What the forward shim must let through for it. */
+  shim: ShimBridge[];
+}
+
+/** Everything tsbridge's firewall holds: live networks' contributions and their endpoints' elements. */
+export interface FirewallView {
+  networks: { id: string; rules: NetworkRules }[];
+  endpoints: { id: string; elements: Element[] }[];
+}
+
+/** One endpoint's elements: what it is a member of while it exists, and its published ports. */
+export interface EndpointElements {
+  member: Element[];
+  ports: Element[];
+}
+
 export interface Firewall {
-  /** Replaces all of tsbridge's rules with those for this view (one transaction per tool). */
-  applyAll(view: FirewallView): Promise<void>;
-  /**
-   * Adds or removes one endpoint's rules in one transaction: its published ports and, with
-   * scope 'all' (the default), its anti-spoofing and ICC set membership; 'ports' touches the
-   * published ports alone.
-   */
-  applyEndpoint(ep: EndpointRecord, net: NetworkRecord, op: 'add' | 'delete', scope?: 'all' | 'ports'): Promise<void>;
+  /** Replaces all of tsbridge's rules with those of this view: one nft transaction, then the forward shim. */
+  apply(view: FirewallView): Promise<void>;
+  /** Adds an endpoint's elements (membership and any ports) in one transaction. */
+  addEndpoint(ep: EndpointElements): Promise<void>;
+  /** Removes an endpoint's elements (ports and membership) in one transaction; ones already gone are fine. */
+  removeEndpoint(ep: EndpointElements): Promise<void>;
+  /** Publishes ports: their map elements, in one transaction. Never touches membership. */
+  addPorts(ports: Element[]): Promise<void>;
+  /** Unpublishes ports (ones already gone are fine), in one transaction. Never touches membership. */
+  removePorts(ports: Element[]): Promise<void>;
   /**
    * Re-checks what other programs may have changed around tsbridge's rules (dockerd creating
    * DOCKER-USER or its isolation chains after tsbridge started) and repairs only what differs.
-   * Optional: a kernel without such neighbours has nothing to re-check.
    */
-  refresh?(view: FirewallView): Promise<void>;
+  refresh(view: FirewallView): Promise<void>;
   /** Forgets conntrack entries of these UDP/SCTP host ports so remapped flows don't go stale. */
-  flushConntrack(entries: { proto: 'udp' | 'sctp' | 'tcp'; hostPort: number }[]): Promise<void>;
+  flushConntrack(entries: { proto: Proto; hostPort: number }[]): Promise<void>;
+}
+
+// ----------------------------------------------------------------------------------- sysctls
+
+export interface SysctlSetting {
+  key: string;
+  value: string;
 }
 
 export interface Sysctl {
   /** Sets a sysctl (path under /proc/sys, dotted or slashed); no-op when it already holds the value. */
   ensure(key: string, value: string): Promise<void>;
+}
+
+// ---------------------------------------------------------------------------- views of the host
+
+/** What the IPAM needs to know about the host: addresses in use that a pool must avoid. */
+export interface HostView {
+  /** Route destinations, interface addresses and nameservers (CIDRs or plain addresses). */
+  takenPrefixes(): Promise<string[]>;
+}
+
+/** What port publishing needs to know about the host: sockets a published port must not steal. */
+export interface HostPorts {
+  listening(): Promise<Listener[]>;
+  /** The kernel's ephemeral port range (ip_local_port_range), for HostPort 0. */
+  ephemeralRange(): Promise<[number, number]>;
 }
 
 export interface Kernel {

@@ -1,87 +1,95 @@
 /** CreateNetwork / CreateEndpoint / port bindings: wire → validated domain values. */
 import { fail } from '../errors.js';
-import { canonicalPrefix, parsePrefix } from '../ipam/addr.js';
-import { bridgeName } from '../driver/names.js';
-import { NETWORK_DEFAULTS as D, type NetworkOptions, type PortMapping, type Subnet } from '../state/types.js';
+import { canonicalPrefix, parsePrefix } from '../net/addr.js';
+import type { EndpointSpec, NetworkSpec, PortRequest, Subnet } from '../domain/types.js';
+import { KINDS } from '../kinds/registry.js';
+import { MODE_OPTION } from '../kinds/select.js';
+import type { CommonNetwork, KindRegistry } from '../kinds/types.js';
 import {
-  dockerId, goBool, hostAddress, interfaceCidr, interfaceName, ipv4Address, macAddress, mtu, optionalString, port, proto, requireObject,
+  dockerId, goBool, hostAddress, interfaceCidr, macAddress, mtu, optionalString, port, proto, requireObject,
 } from './validate.js';
-import { OPT_ENABLE_IPV6, OPT_EXPOSED, OPT_GENERIC, OPT_INTERNAL, OPT_PORTMAP, type IpamData } from './wire.js';
+import { OPT_ENABLE_IPV4, OPT_ENABLE_IPV6, OPT_EXPOSED, OPT_GENERIC, OPT_INTERNAL, OPT_PORTMAP, type IpamData } from './wire.js';
 
-export interface NetworkSpec extends NetworkOptions {
-  id: string;
-  ipv4: Subnet[];
-  ipv6: Subnet[];
-}
-
-/**
- * Every `-o` option tsbridge understands (docs/options.md, side by side with Docker's bridge).
- * Anything else is refused by name: a silently ignored option — a security one above all — is
- * worse than an error.
- */
-export const NETWORK_OPTIONS = {
-  BRIDGE_NAME: 'com.docker.network.bridge.name',
+/** Options every kind of network takes (docs/options.md); each kind adds its own (src/kinds). */
+export const COMMON_OPTIONS = {
+  MODE: MODE_OPTION,
   MTU: 'com.docker.network.driver.mtu',
-  ICC: 'com.docker.network.bridge.enable_icc',
-  MASQUERADE: 'com.docker.network.bridge.enable_ip_masquerade',
-  HOST_BINDING_IPV4: 'com.docker.network.bridge.host_binding_ipv4',
-  HOST_IPV4: 'com.docker.network.host_ipv4',
-  INHIBIT_IPV4: 'com.docker.network.bridge.inhibit_ipv4',
   IFACE_PREFIX: 'com.docker.network.container_iface_prefix',
 } as const;
 
-const KNOWN = new Set<string>(Object.values(NETWORK_OPTIONS));
+/** What a network gets for every common option the user did not set (Docker's defaults). */
+export const COMMON_DEFAULTS = { mtu: 1500, internal: false, ifacePrefix: 'eth', enableIpv6: false } as const;
 
 /**
- * The prefix of tsbridge's own options, should it ever have any (it has none today: Docker's
- * names cover what it does). A key under it that this version does not know is refused, on a
- * network or an endpoint, like any other unknown option.
+ * Every `-o` option tsbridge understands, any kind's (docs/options.md, side by side with Docker's
+ * bridge). Anything else is refused by name: a silently ignored option — a security one above
+ * all — is worse than an error.
+ */
+export function networkOptions(kinds: KindRegistry = KINDS): string[] {
+  return [...new Set([...Object.values(COMMON_OPTIONS), ...kinds.all.flatMap((k) => k.options)])];
+}
+
+/**
+ * The prefix of tsbridge's own options. A key under it that this version does not know is
+ * refused, on a network or an endpoint, like any other unknown option.
  */
 export const TSBRIDGE_OPTION_PREFIX = 'io.tsbridge.';
 
-export function parseCreateNetwork(body: unknown): NetworkSpec {
+/**
+ * CreateNetwork. The common fields are parsed here; the options select the network's kind
+ * (io.tsbridge.mode, default the NAT bridge), which validates its own. Nothing reaches the kernel
+ * before all of it passed.
+ *
+ * IPv4: Docker 28 always sends com.docker.network.enable_ipv4 (older engines never do, and mean
+ * true). false is an IPv6-only network (`--ipv4=false --ipv6`): it has no IPv4 at all — IPv4Data,
+ * should any arrive, is ignored, as Docker's own bridge driver does (no IPv4 address on the
+ * bridge, no IPv4 gateway, no IPv4 rules; Docker itself requests no IPv4 pool then). Neither
+ * family enabled is refused, as Docker refuses it.
+ */
+export function parseCreateNetwork(body: unknown, kinds: KindRegistry = KINDS): NetworkSpec {
   const b = requireObject(body);
   const id = dockerId(b.NetworkID, 'NetworkID');
   const options = (b.Options ?? {}) as Record<string, unknown>;
   if (typeof options !== 'object') fail('BAD_REQUEST', { detail: 'Options must be an object' });
   const generic = (options[OPT_GENERIC] ?? {}) as Record<string, unknown>;
   if (typeof generic !== 'object' || generic === null) fail('BAD_REQUEST', { detail: `${OPT_GENERIC} must be an object` });
-  for (const key of Object.keys(generic)) {
-    if (!KNOWN.has(key)) fail('UNSUPPORTED_OPTION', { option: key });
+  const known = new Set(networkOptions(kinds));
+  const given: Record<string, string> = {};
+  for (const [key, value] of Object.entries(generic)) {
+    if (!known.has(key)) fail('UNSUPPORTED_OPTION', { option: key });
+    if (typeof value !== 'string') fail('BAD_OPTION', { option: key, value: JSON.stringify(value), detail: 'expected a string' });
+    given[key] = value;
   }
-  const str = (k: string) => {
-    const v = generic[k];
-    if (v === undefined) return undefined;
-    if (typeof v !== 'string') fail('BAD_OPTION', { option: k, value: JSON.stringify(v), detail: 'expected a string' });
-    return v;
-  };
-  const bridge = str(NETWORK_OPTIONS.BRIDGE_NAME);
-  const prefix = str(NETWORK_OPTIONS.IFACE_PREFIX);
+  const kind = kinds.select(given);
+  const mine = new Set<string>([...Object.values(COMMON_OPTIONS), ...kind.options]);
+  for (const key of Object.keys(given)) {
+    if (!mine.has(key)) fail('BAD_OPTION', { option: key, value: given[key]!, detail: `not an option of mode ${kind.name}` });
+  }
+
+  const prefix = given[COMMON_OPTIONS.IFACE_PREFIX];
   if (prefix !== undefined && !/^[a-z][a-z0-9]{0,9}$/.test(prefix)) {
-    fail('BAD_OPTION', { option: NETWORK_OPTIONS.IFACE_PREFIX, value: prefix, detail: 'a prefix is 1 to 10 lower-case letters or digits, starting with a letter' });
+    fail('BAD_OPTION', { option: COMMON_OPTIONS.IFACE_PREFIX, value: prefix, detail: 'a prefix is 1 to 10 lower-case letters or digits, starting with a letter' });
   }
-  const hostBinding = str(NETWORK_OPTIONS.HOST_BINDING_IPV4);
-  const snat = str(NETWORK_OPTIONS.HOST_IPV4);
-  const mtuStr = str(NETWORK_OPTIONS.MTU);
-  const boolOpt = (k: string, dflt: boolean) => (generic[k] === undefined ? dflt : goBool(generic[k], k));
-  const spec: NetworkSpec = {
+  const topBool = (k: string, dflt: boolean) => (options[k] === undefined ? dflt : goBool(options[k], k));
+  const enableIpv4 = topBool(OPT_ENABLE_IPV4, true);
+  const enableIpv6 = topBool(OPT_ENABLE_IPV6, COMMON_DEFAULTS.enableIpv6);
+  if (!enableIpv4 && !enableIpv6) fail('BAD_REQUEST', { detail: `${OPT_ENABLE_IPV4} and ${OPT_ENABLE_IPV6} are both false: a network needs IPv4 or IPv6` });
+  const ipv4 = enableIpv4 ? parseIpamData(b.IPv4Data, 4) : [];
+  const ipv6 = parseIpamData(b.IPv6Data, 6);
+  if (enableIpv4 && ipv4.length === 0) fail('BAD_REQUEST', { detail: 'IPv4Data must hold at least one subnet' });
+  if (!enableIpv4 && ipv6.length === 0) fail('BAD_REQUEST', { detail: `IPv6Data must hold at least one subnet on a network without IPv4 (${OPT_ENABLE_IPV4}=false)` });
+  const mtuStr = given[COMMON_OPTIONS.MTU];
+  const common: CommonNetwork = {
     id,
-    bridge: bridge !== undefined ? interfaceName(bridge, NETWORK_OPTIONS.BRIDGE_NAME) : bridgeName(id),
-    bridgeNamedByUser: bridge !== undefined,
-    mtu: mtuStr !== undefined ? mtu(mtuStr, NETWORK_OPTIONS.MTU) : D.mtu,
-    internal: options[OPT_INTERNAL] === undefined ? D.internal : goBool(options[OPT_INTERNAL], OPT_INTERNAL),
-    icc: boolOpt(NETWORK_OPTIONS.ICC, D.icc),
-    masquerade: boolOpt(NETWORK_OPTIONS.MASQUERADE, D.masquerade),
-    hostBindingIpv4: hostBinding !== undefined && hostBinding !== '0.0.0.0' ? ipv4Address(hostBinding, NETWORK_OPTIONS.HOST_BINDING_IPV4) : D.hostBindingIpv4,
-    snatIpv4: snat !== undefined ? ipv4Address(snat, NETWORK_OPTIONS.HOST_IPV4) : D.snatIpv4,
-    inhibitIpv4: boolOpt(NETWORK_OPTIONS.INHIBIT_IPV4, D.inhibitIpv4),
-    ifacePrefix: prefix ?? D.ifacePrefix,
-    enableIpv6: options[OPT_ENABLE_IPV6] === undefined ? D.enableIpv6 : goBool(options[OPT_ENABLE_IPV6], OPT_ENABLE_IPV6),
-    ipv4: parseIpamData(b.IPv4Data, 4),
-    ipv6: parseIpamData(b.IPv6Data, 6),
+    ipv4,
+    ipv6,
+    enableIpv6,
+    internal: topBool(OPT_INTERNAL, COMMON_DEFAULTS.internal),
+    mtu: mtuStr !== undefined ? mtu(mtuStr, COMMON_OPTIONS.MTU) : COMMON_DEFAULTS.mtu,
+    ifacePrefix: prefix ?? COMMON_DEFAULTS.ifacePrefix,
   };
-  if (spec.ipv4.length === 0) fail('BAD_REQUEST', { detail: 'IPv4Data must hold at least one subnet' });
-  return spec;
+  const kindOptions = Object.fromEntries(Object.entries(given).filter(([k]) => kind.options.includes(k)));
+  return { ...common, kind: kind.name, settings: kind.parse(kindOptions, common) };
 }
 
 function parseIpamData(v: unknown, family: 4 | 6): Subnet[] {
@@ -102,14 +110,6 @@ function parseIpamData(v: unknown, family: 4 | 6): Subnet[] {
   });
 }
 
-export interface EndpointSpec {
-  networkId: string;
-  endpointId: string;
-  ipv4: string | null;
-  ipv6: string | null;
-  mac: string | null;
-}
-
 /**
  * CreateEndpoint. Its Options mix what Docker itself adds (port bindings, exposed ports, and on
  * newer engines keys such as com.docker.network.endpoint.*) with the user's `--driver-opt`
@@ -121,9 +121,10 @@ export function parseCreateEndpoint(body: unknown): EndpointSpec {
   const b = requireObject(body);
   const opts = b.Options ?? {};
   if (typeof opts !== 'object' || opts === null || Array.isArray(opts)) fail('BAD_REQUEST', { detail: 'Options must be an object' });
+  const networkOnly = new Set(networkOptions());
   for (const [key, value] of Object.entries(opts)) {
     if (key.startsWith(TSBRIDGE_OPTION_PREFIX)) fail('UNSUPPORTED_OPTION', { option: key });
-    if (KNOWN.has(key)) {
+    if (networkOnly.has(key)) {
       fail('BAD_OPTION', { option: key, value: String(value), detail: 'a network option: set it with docker network create -o, not per endpoint' });
     }
   }
@@ -143,15 +144,6 @@ export function parseCreateEndpoint(body: unknown): EndpointSpec {
 export function parseIds(body: unknown): { networkId: string; endpointId: string } {
   const b = requireObject(body);
   return { networkId: dockerId(b.NetworkID, 'NetworkID'), endpointId: dockerId(b.EndpointID, 'EndpointID') };
-}
-
-/** A port binding as Docker sends it; HostPort 0 means "pick one". Ranges arrive one binding per port. */
-export interface PortRequest {
-  proto: PortMapping['proto'];
-  containerPort: number;
-  hostIp: string;
-  hostPort: number;
-  hostPortEnd: number;
 }
 
 export function parsePortBindings(options: unknown): PortRequest[] {

@@ -3,7 +3,7 @@
  * here and turned into a domain value, or refused with a catalogue error.
  */
 import { fail } from '../errors.js';
-import { canonicalAddress, parseAddress, parseInterfaceCidr, formatAddress } from '../ipam/addr.js';
+import { canonicalAddress, parseAddress, parseInterfaceCidr, formatAddress } from '../net/addr.js';
 import type { Proto } from '../state/types.js';
 
 export function requireObject(body: unknown): Record<string, unknown> {

@@ -1,4 +1,4 @@
-/** Docker's remote-plugin wire shapes (PascalCase), as Docker 20.10 sends them. Only used at the edge. */
+/** Docker's remote-plugin wire shapes (PascalCase), as Docker 20.10 sends them (and later engines, where noted). Only used at the edge. */
 
 export interface IpamData {
   AddressSpace?: string;
@@ -58,6 +58,8 @@ export interface RequestAddressRequest {
 }
 
 export const OPT_GENERIC = 'com.docker.network.generic';
+/** Sent by Docker 28 and later, always; false: an IPv6-only network. */
+export const OPT_ENABLE_IPV4 = 'com.docker.network.enable_ipv4';
 export const OPT_ENABLE_IPV6 = 'com.docker.network.enable_ipv6';
 export const OPT_INTERNAL = 'com.docker.network.internal';
 export const OPT_PORTMAP = 'com.docker.network.portmap';

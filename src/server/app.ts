@@ -58,7 +58,7 @@ export function routes(d: AppDeps): Record<string, Handler> {
       const j = await d.driver.join(networkId, endpointId);
       const reply: Record<string, unknown> = {
         InterfaceName: { SrcName: j.srcName, DstPrefix: j.dstPrefix },
-        StaticRoutes: [],
+        StaticRoutes: j.staticRoutes.map((r) => ({ Destination: r.destination, RouteType: r.type === 'via' ? 0 : 1, NextHop: r.nextHop })),
         DisableGatewayService: false,
       };
       if (j.gateway) reply.Gateway = j.gateway;

@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { fail } from '../errors.js';
+import { decodeState, encodeState } from './disk.js';
 import { emptyState, type State } from './types.js';
 
 /** Where state lives. The real one is a file; tests use MemoryStore. */
@@ -16,6 +17,10 @@ export const STATE_FILE = 'state.json';
  * state.json written atomically: write a temp file, fsync it, rename over the
  * old one, fsync the directory. A crash leaves either the old or the new file,
  * never a torn one; a stray temp file is ignored (and replaced) next time.
+ *
+ * A file of an older version is migrated on load (src/state/disk.ts) and written
+ * in the current version at the next save; the original is kept beside it first,
+ * as state.json.v<N>, for going back to that version of tsbridge.
  */
 export class FileStore implements StateStore {
   readonly file: string;
@@ -34,12 +39,25 @@ export class FileStore implements StateStore {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return emptyState();
       return fail('STATE', { detail: `cannot read ${this.file}: ${(e as Error).message}` }, e);
     }
-    return parseState(text, this.file);
+    const { state, migrated } = decodeState(parseJson(text, this.file), this.file);
+    // Loading only reads (`tsbridge ports` loads too): the original is kept when it is first replaced.
+    this.original = migrated === null ? null : { version: migrated, text };
+    return state;
   }
+
+  /** The older-version file last loaded, until it has been kept aside. */
+  private original: { version: number; text: string } | null = null;
 
   async save(state: State): Promise<void> {
     await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
-    const data = JSON.stringify(state, null, 1) + '\n';
+    if (this.original) {
+      const backup = `${this.file}.v${this.original.version}`;
+      await fs.writeFile(backup, this.original.text, { flag: 'wx', mode: 0o600 }).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== 'EEXIST') fail('STATE', { detail: `cannot keep the version ${this.original!.version} file as ${backup}: ${e.message}` }, e);
+      });
+      this.original = null;
+    }
+    const data = JSON.stringify(encodeState(state), null, 1) + '\n';
     const fh = await fs.open(this.tmp, 'w', 0o600);
     try {
       await fh.writeFile(data, 'utf8');
@@ -57,29 +75,23 @@ export class FileStore implements StateStore {
   }
 }
 
-/** Parses and sanity-checks a state document; a bad one is an error, never an empty state. */
-export function parseState(text: string, where = 'state'): State {
-  let doc: unknown;
+function parseJson(text: string, where: string): unknown {
   try {
-    doc = JSON.parse(text);
+    return JSON.parse(text);
   } catch (e) {
     return fail('STATE', { detail: `${where} is not valid JSON (${(e as Error).message}); refusing to start with an empty state — fix or move the file` }, e);
   }
-  const s = doc as Partial<State> | null;
-  if (
-    !s || typeof s !== 'object' || s.version !== 1 ||
-    !isObject(s.networks) || !isObject(s.endpoints) || !isObject(s.pools)
-  ) {
-    return fail('STATE', { detail: `${where} is not a tsbridge version 1 state document; refusing to start — fix or move the file` });
-  }
-  return { version: 1, networks: s.networks!, endpoints: s.endpoints!, pools: s.pools!, ulaBase: s.ulaBase ?? null };
 }
 
-function isObject(v: unknown): boolean {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
+/** Parses and checks a state document of any known version; a bad one is an error, never an empty state. */
+export function parseState(text: string, where = 'state'): State {
+  return decodeState(parseJson(text, where), where).state;
 }
 
-/** In-memory store for unit tests; can be told to fail the next save. */
+/**
+ * In-memory store for unit tests; can be told to fail the next save. What it keeps has been
+ * through the disk format and back, as a real save and load would put it.
+ */
 export class MemoryStore implements StateStore {
   saved: State | null = null;
   saves = 0;
@@ -95,6 +107,6 @@ export class MemoryStore implements StateStore {
       fail('STATE', { detail: 'injected save failure' });
     }
     this.saves++;
-    this.saved = structuredClone(state);
+    this.saved = parseState(JSON.stringify(encodeState(state)));
   }
 }

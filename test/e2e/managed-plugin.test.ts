@@ -33,6 +33,7 @@ let world: OutsideWorld;
 let recorder: PeerRecorder;
 let outDir: string;
 let stateDir: string;
+let binDir: string; // where plugin-build.sh puts the `tsbridge` command (TSBRIDGE_BIN_DIR)
 let baselineForeign: string;
 const timings: Record<string, number> = {};
 
@@ -112,6 +113,8 @@ beforeAll(async () => {
   cleanup.add(() => rm(outDir, { recursive: true, force: true }), 'build dir');
   stateDir = await mkdtemp('/tmp/tsbt-mp-state-');
   cleanup.add(() => rm(stateDir, { recursive: true, force: true }), 'state dir');
+  binDir = await mkdtemp('/tmp/tsbt-mp-bin-');
+  cleanup.add(() => rm(binDir, { recursive: true, force: true }), 'bin dir');
   cleanup.add(() => removePlugin(PLUGIN), `plugin ${PLUGIN}`);
   world = await createOutsideWorld({ prefix: 'mp' });
   cleanup.add(() => world.delete(), 'outside world');
@@ -139,6 +142,7 @@ describe('tsbridge as a managed plugin', () => {
       sh('bash', ['scripts/plugin-build.sh', '--offline', '--prebuilt', '--out', outDir, '--name', PLUGIN, '--state-dir', stateDir, '--no-enable'], {
         cwd: REPO_ROOT,
         timeoutMs: 300_000,
+        env: { TSBRIDGE_BIN_DIR: binDir },
       }),
     );
     expect(existsSync(path.join(outDir, 'tsbridge', 'config.json'))).toBe(true);
@@ -212,6 +216,44 @@ describe('tsbridge as a managed plugin', () => {
     expect(await tcpRequest(world.hostAddr, HOST_PORT, HTTP_GET)).toContain(INDEX);
     // And from another machine (the outside-world namespace) through that address.
     expect(await httpFromOutside(world.hostAddr, HOST_PORT)).toContain(INDEX);
+  });
+
+  test('the `tsbridge` command plugin-build.sh installed finds the plugin\'s state without flags, as sudo runs it', async () => {
+    // sudo on Debian 12 keeps no TSBRIDGE_* variable and sets PATH to its secure_path.
+    const out = await sh('env', ['-i', 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', path.join(binDir, 'tsbridge'), 'ports', '--json']);
+    const rows = JSON.parse(out) as { networkId: string; hostPort: number }[];
+    const netId = await docker(['network', 'inspect', '-f', '{{.Id}}', net]);
+    expect(rows.map((r) => [r.networkId, r.hostPort])).toContainEqual([netId, HOST_PORT]);
+  });
+
+  test('inside the plugin, only the host\'s /proc/sys/net is writable: /proc/sys/kernel and the rest are not', async () => {
+    const proc = pluginProcess(await pluginId());
+    expect(proc).toBeDefined();
+    // Opened for writing, never written: in the plugin's own mount namespace and root, with its node.
+    const probe = `
+      const fs = require('node:fs'), path = require('node:path');
+      const tryOpen = (p) => { try { fs.closeSync(fs.openSync(p, fs.constants.O_WRONLY)); return 'writable'; } catch (e) { return e.code; } };
+      const out = { writable: [], refused: {}, hostSys: fs.readdirSync('/host/proc/sys') };
+      const walk = (d) => { for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+        const p = path.join(d, e.name);
+        if (e.isDirectory()) walk(p);
+        else if (e.isFile()) { const r = tryOpen(p); if (r === 'writable') out.writable.push(p); else out.refused[r] = (out.refused[r] || 0) + 1; }
+      } };
+      walk('/proc/sys');
+      out.corePattern = tryOpen('/proc/sys/kernel/core_pattern');
+      out.hostCorePattern = tryOpen('/host/proc/sys/kernel/core_pattern');
+      out.ipForward = tryOpen('/host/proc/sys/net/ipv4/ip_forward');
+      console.log(JSON.stringify(out));`;
+    const seen = JSON.parse(
+      await sh('nsenter', ['--target', String(proc!.pid), '--mount', '--root', '--wd', '--', '/usr/local/bin/node', '-e', probe]),
+    ) as { writable: string[]; refused: Record<string, number>; hostSys: string[]; corePattern: string; hostCorePattern: string; ipForward: string };
+    expect(seen.writable).toEqual([]);
+    expect(seen.refused.EROFS).toBeGreaterThan(100);
+    expect(seen.corePattern).toBe('EROFS');
+    expect(seen.hostSys).toEqual(['net']);
+    expect(seen.hostCorePattern).toBe('ENOENT');
+    // The probe can see a writable file: the one mount tsbridge needs.
+    expect(seen.ipForward).toBe('writable');
   });
 
   test('egress to the outside world is masqueraded to the host address', async () => {

@@ -3,9 +3,8 @@
  * routes/addresses a pool must avoid, sockets a published port must not steal,
  * and the ephemeral port range for HostPort 0.
  */
-import type { HostPorts } from '../../src/driver/service.js';
 import type { Listener } from '../../src/driver/ports.js';
-import type { HostView } from '../../src/ipam/service.js';
+import type { HostPorts, HostView } from '../../src/kernel/types.js';
 
 export class FakeHost implements HostView, HostPorts {
   /** Route destinations, interface addresses and nameservers (CIDRs or plain addresses). */

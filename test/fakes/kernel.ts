@@ -1,28 +1,40 @@
 /**
- * A strict in-memory kernel for unit tests. It keeps what the real one would
- * hold (bridges, veth pairs, published ports, ICC membership, sysctls) and
- * refuses what the real one refuses: a veth on a missing bridge, an element
- * added to a table that does not exist, a per-interface sysctl of a missing
- * interface. Deleting either end of a veth removes the pair, and deleting a
- * link removes its per-interface sysctls, as in Linux.
+ * A strict in-memory kernel for unit tests.
  *
- * `failNext(method)` makes the next call of that method throw; with
- * `{ partial: true }` it first does its work (a command that half-succeeded).
- * `snapshot()` describes everything in a form `toEqual` can compare.
+ * Links and sysctls are a model that refuses what Linux refuses: a veth on a missing bridge, a
+ * route through a missing link, a per-interface sysctl of a missing interface. Deleting either end
+ * of a veth removes the pair, and deleting a link removes its routes and per-interface sysctls.
+ *
+ * The firewall is the real one (NftFirewall, with the real rule rendering) over a FakeRunner whose
+ * `nft -f` is the strict nftables model of ./nft.ts: a script nft would refuse fails here too, and
+ * `nft` (the model) can be compared with the model of the full ruleset the state calls for — so a
+ * dropped anti-spoofing element or map entry fails a test.
+ *
+ * `failNext(method)` makes the next call of that method throw; with `{ partial: true }` it first
+ * does its work (a command that half-succeeded). `snapshot()` describes everything in a form
+ * `toEqual` can compare.
  */
 import { TsbridgeError } from '../../src/errors.js';
-import type { FirewallView } from '../../src/kernel/rules/nft.js';
-import type { BridgeSpec, Firewall, Kernel, LinkInfo, Links, Sysctl, VethSpec } from '../../src/kernel/types.js';
-import type { EndpointRecord, NetworkRecord, PortMapping } from '../../src/state/types.js';
+import { silentLogger } from '../../src/logging.js';
+import type { RunResult, Runner } from '../../src/kernel/real/exec.js';
+import { NftFirewall } from '../../src/kernel/real/firewall.js';
+import { DEFAULT_TABLE } from '../../src/kernel/rules/nft.js';
+import type { BridgeSpec, Firewall, Kernel, LinkInfo, Links, RouteSpec, Sysctl, VethSpec } from '../../src/kernel/types.js';
+import { NftError, NftModel, type NftDump } from './nft.js';
 
 export type KernelMethod =
   | 'ensureBridge'
   | 'ensureVeth'
-  | 'deleteLinks'
   | 'attachToBridge'
+  | 'ensureRoutes'
+  | 'deleteLinks'
   | 'list'
-  | 'applyAll'
-  | 'applyEndpoint'
+  | 'apply'
+  | 'addEndpoint'
+  | 'removeEndpoint'
+  | 'addPorts'
+  | 'removePorts'
+  | 'refresh'
   | 'flushConntrack'
   | 'sysctl';
 
@@ -37,35 +49,36 @@ export interface FakeBridge {
 export interface FakeVeth {
   host: string;
   peer: string;
-  /** The bridge the host end is enslaved to; null once that bridge was deleted. */
+  /** The bridge the host end is enslaved to; null without one, or once that bridge was deleted. */
   bridge: string | null;
   mtu: number;
   /** MAC of the container end. */
   mac: string;
-}
-
-/** One published port as the firewall holds it. */
-export interface FakePublished extends PortMapping {
-  endpoint: string;
-  /** Container addresses the port leads to (without prefix length). */
-  targets: string[];
+  /** Addresses the host end holds, sorted. */
+  hostAddresses: string[];
 }
 
 export interface KernelSnapshot {
   bridges: FakeBridge[];
   veths: FakeVeth[];
+  /** Routes as `to dev`, sorted. */
+  routes: string[];
   /** Links tsbridge did not make (see addForeignLink). */
   foreign: LinkInfo[];
   firewall: {
-    /** True while tsbridge's tables exist (at least one live network in the last full apply). */
+    /** True while tsbridge's tables exist. */
     tables: boolean;
-    /** Bridges the last full apply wrote rules for. */
+    /** Interfaces in the `bridges` set. */
     bridges: string[];
-    /** Published ports, as `endpoint proto hostIp:hostPort -> containerPort` lines, sorted. */
+    /** Published ports, one line per map element: `proto host:port -> container:port`, sorted. */
     ports: string[];
     /** Host-side veths whose traffic to other ports of their bridge is dropped. */
     noIcc: string[];
+    /** Host-side veths under anti-spoofing. */
+    guarded: string[];
   };
+  /** Everything nftables holds (./nft.ts). */
+  nft: NftDump;
   sysctls: Record<string, string>;
 }
 
@@ -88,61 +101,103 @@ function normalizeKey(key: string): string {
   return key.replace(/^\/proc\/sys\//, '').replace(/\//g, '.');
 }
 
-function hostOf(cidr: string | null): string | null {
-  return cidr === null ? null : cidr.split('/')[0]!;
-}
+const unquote = (s: string) => s.replace(/^"(.*)"$/, '$1');
+const bracket = (ip: string) => (ip.includes(':') ? `[${ip}]` : ip);
 
-function publishedLine(p: FakePublished): string {
-  const host = p.hostIp.includes(':') ? `[${p.hostIp}]` : p.hostIp || '*';
-  return `${p.endpoint} ${p.proto} ${host}:${p.hostPort} -> ${p.containerPort}`;
+/**
+ * The commands NftFirewall runs, answered like the real ones: `nft -f -` through the model,
+ * `iptables-save` / `ip6tables-save` from `saves` (empty: no filter table, so the forward shim has
+ * nothing to do), `conntrack -L` with nothing listed. Anything else is refused. A failing command
+ * throws as ExecRunner does.
+ */
+export class FakeRunner implements Runner {
+  readonly commands: string[] = [];
+  saves = { v4: '', v6: '' };
+
+  constructor(readonly nft: NftModel) {}
+
+  async run(cmd: string, args: string[], opts: { input?: string; allowFail?: boolean } = {}): Promise<RunResult> {
+    await Promise.resolve();
+    this.commands.push([cmd, ...args].join(' '));
+    const r = this.answer(cmd, args, opts.input ?? '');
+    if (r.exitCode !== 0 && !opts.allowFail) {
+      throw new TsbridgeError('KERNEL', { op: `${cmd} ${args.join(' ')}`.slice(0, 200), detail: (r.stderr || `exit ${r.exitCode}`).trim() });
+    }
+    return r;
+  }
+
+  private answer(cmd: string, args: string[], input: string): RunResult {
+    const ok = (stdout = ''): RunResult => ({ stdout, stderr: '', exitCode: 0 });
+    if (cmd === 'nft' && args.join(' ') === '-f -') {
+      try {
+        this.nft.apply(input);
+        return ok();
+      } catch (e) {
+        if (e instanceof NftError) return { stdout: '', stderr: e.message, exitCode: 1 };
+        throw e;
+      }
+    }
+    if (cmd === 'iptables-save') return ok(this.saves.v4);
+    if (cmd === 'ip6tables-save') return ok(this.saves.v6);
+    if (cmd === 'conntrack' && args[0] === '-L') return { stdout: '', stderr: 'conntrack v1.4.7 (conntrack-tools): 0 flow entries have been shown.', exitCode: 1 };
+    return { stdout: '', stderr: `fake runner: ${cmd}: command not expected`, exitCode: 127 };
+  }
 }
 
 export class FakeKernel implements Kernel {
   readonly bridges = new Map<string, FakeBridge>();
   /** Keyed by the host end's name. */
   readonly veths = new Map<string, FakeVeth>();
+  /** Route destination → device. */
+  readonly routes = new Map<string, string>();
   readonly foreign = new Map<string, LinkInfo>();
   readonly sysctls = new Map<string, string>();
+  /** nftables, as the firewall's scripts left it. */
+  readonly nft = new NftModel();
+  readonly runner = new FakeRunner(this.nft);
   /** Every call, in order, with its arguments (deep copies). */
   readonly calls: CallRecord[] = [];
   /** Entries passed to flushConntrack, in order. */
   readonly conntrackFlushes: { proto: string; hostPort: number }[] = [];
-  /** A deep copy of the view of the last successful applyAll, or null. */
-  lastView: FirewallView | null = null;
-  /** Endpoint deltas applied since the last full apply, in order. */
-  readonly deltas: { endpoint: string; op: 'add' | 'delete' }[] = [];
 
-  private tables = false;
-  private ruleBridges: string[] = [];
-  private published = new Map<string, FakePublished>();
-  private noIcc = new Set<string>();
   private readonly failures = new Map<KernelMethod, Injected[]>();
 
   readonly links: Links;
   readonly firewall: Firewall;
   readonly sysctl: Sysctl;
 
-  constructor(init: { sysctls?: Record<string, string> } = {}) {
+  constructor(init: { sysctls?: Record<string, string>; table?: string } = {}) {
     for (const [k, v] of Object.entries(init.sysctls ?? {})) this.sysctls.set(normalizeKey(k), v);
+    this.table = init.table ?? DEFAULT_TABLE;
     this.links = {
       ensureBridge: (spec) => this.call('ensureBridge', [spec], () => this.doEnsureBridge(spec)),
       ensureVeth: (spec) => this.call('ensureVeth', [spec], () => this.doEnsureVeth(spec)),
-      deleteLinks: (names) => this.call('deleteLinks', [names], () => this.doDeleteLinks(names)),
       attachToBridge: (host, bridge) => this.call('attachToBridge', [host, bridge], () => this.doAttach(host, bridge)),
+      ensureRoutes: (routes) => this.call('ensureRoutes', [routes], () => this.doEnsureRoutes(routes)),
+      deleteLinks: (names) => this.call('deleteLinks', [names], () => this.doDeleteLinks(names)),
       list: () => this.call('list', [], () => this.doList()),
     };
+    const real = new NftFirewall(this.runner, silentLogger());
     this.firewall = {
-      applyAll: (view) => this.call('applyAll', [view], () => this.doApplyAll(view)),
-      applyEndpoint: (ep, net, op) => this.call('applyEndpoint', [ep, net, op], () => this.doApplyEndpoint(ep, net, op)),
+      apply: (view) => this.call('apply', [view], () => real.apply(view)),
+      addEndpoint: (ep) => this.call('addEndpoint', [ep], () => real.addEndpoint(ep)),
+      removeEndpoint: (ep) => this.call('removeEndpoint', [ep], () => real.removeEndpoint(ep)),
+      addPorts: (ports) => this.call('addPorts', [ports], () => real.addPorts(ports)),
+      removePorts: (ports) => this.call('removePorts', [ports], () => real.removePorts(ports)),
+      refresh: (view) => this.call('refresh', [view], () => real.refresh(view)),
       flushConntrack: (entries) =>
-        this.call('flushConntrack', [entries], () => {
+        this.call('flushConntrack', [entries], async () => {
           this.conntrackFlushes.push(...entries.map((e) => ({ proto: e.proto, hostPort: e.hostPort })));
+          await real.flushConntrack(entries);
         }),
     };
     this.sysctl = {
       ensure: (key, value) => this.call('sysctl', [key, value], () => this.doSysctl(key, value)),
     };
   }
+
+  /** The nftables table name the firewall writes (`tsbridge` unless another instance's). */
+  readonly table: string;
 
   /**
    * The next call of `method` (whose arguments satisfy `when`, if given) throws `error`,
@@ -166,7 +221,8 @@ export class FakeKernel implements Kernel {
 
   /** Simulates the death of a container: its namespace, and with it the veth pair, disappears. */
   removeVethBehindOurBack(hostName: string): void {
-    this.veths.delete(hostName);
+    const v = this.veths.get(hostName);
+    if (v) this.removeVeth(v);
   }
 
   callsOf(method: KernelMethod): unknown[][] {
@@ -174,29 +230,46 @@ export class FakeKernel implements Kernel {
   }
 
   /** Published ports as in snapshot().firewall.ports. */
-  publishedPorts(): FakePublished[] {
-    return [...this.published.values()].map((p) => structuredClone(p));
+  publishedPorts(): string[] {
+    const t = `inet ${this.table}`;
+    const out: string[] = [];
+    for (const fam of [4, 6] as const) {
+      const any = fam === 4 ? '0.0.0.0' : '[::]';
+      for (const e of this.nft.elements(t, `ports${fam}`)) {
+        const m = /^(\w+) \. (\d+) : (\S+) \. (\d+)$/.exec(e)!;
+        out.push(`${m[1]} ${any}:${m[2]} -> ${bracket(m[3]!)}:${m[4]}`);
+      }
+      for (const e of this.nft.elements(t, `ports${fam}_addr`)) {
+        const m = /^(\S+) \. (\w+) \. (\d+) : (\S+) \. (\d+)$/.exec(e)!;
+        out.push(`${m[2]} ${bracket(m[1]!)}:${m[3]} -> ${bracket(m[4]!)}:${m[5]}`);
+      }
+    }
+    return out.sort();
   }
 
   snapshot(): KernelSnapshot {
     const byName = <T>(key: (x: T) => string) => (a: T, b: T) => key(a).localeCompare(key(b));
+    const names = (family: string, set: string) => this.nft.elements(`${family} ${this.table}`, set).map(unquote).sort();
     return structuredClone({
       bridges: [...this.bridges.values()].sort(byName((b: FakeBridge) => b.name)),
       veths: [...this.veths.values()].sort(byName((v: FakeVeth) => v.host)),
+      routes: [...this.routes].map(([to, dev]) => `${to} ${dev}`).sort(),
       foreign: [...this.foreign.values()].sort(byName((l: LinkInfo) => l.name)),
       firewall: {
-        tables: this.tables,
-        bridges: [...this.ruleBridges].sort(),
-        ports: [...this.published.values()].map(publishedLine).sort(),
-        noIcc: [...this.noIcc].sort(),
+        tables: this.nft.hasTable(`inet ${this.table}`),
+        bridges: names('inet', 'bridges'),
+        ports: this.publishedPorts(),
+        noIcc: names('bridge', 'no_icc'),
+        guarded: names('bridge', 'guarded'),
       },
+      nft: this.nft.dump(),
       sysctls: Object.fromEntries([...this.sysctls.entries()].sort(([a], [b]) => a.localeCompare(b))),
     });
   }
 
   // ------------------------------------------------------------------ plumbing
 
-  private async call<T>(method: KernelMethod, args: unknown[], fn: () => T): Promise<T> {
+  private async call<T>(method: KernelMethod, args: unknown[], fn: () => T | Promise<T>): Promise<T> {
     this.calls.push({ method, args: structuredClone(args) });
     await Promise.resolve(); // like the real thing, never synchronous
     const queue = this.failures.get(method) ?? [];
@@ -205,7 +278,7 @@ export class FakeKernel implements Kernel {
     if (injected) {
       if (injected.partial) {
         try {
-          fn();
+          await fn();
         } catch {
           // the command failed for real as well: the injected error wins
         }
@@ -240,15 +313,22 @@ export class FakeKernel implements Kernel {
   }
 
   private doEnsureVeth(spec: VethSpec): void {
-    if (!this.bridges.has(spec.bridge) && this.foreign.get(spec.bridge)?.kind !== 'bridge') {
-      throw kernelError('ensureVeth', `cannot enslave ${spec.hostName}: no bridge named ${spec.bridge}`);
+    if (spec.master !== null && !this.bridges.has(spec.master) && this.foreign.get(spec.master)?.kind !== 'bridge') {
+      throw kernelError('ensureVeth', `cannot enslave ${spec.hostName}: no bridge named ${spec.master}`);
     }
     const old = this.veths.get(spec.hostName);
     if (old) this.removeVeth(old); // a leftover of the same name is replaced
     if (this.linkExists(spec.hostName) || this.linkExists(spec.peerName)) {
       throw kernelError('ensureVeth', `RTNETLINK answers: File exists (${spec.hostName}/${spec.peerName})`);
     }
-    this.veths.set(spec.hostName, { host: spec.hostName, peer: spec.peerName, bridge: spec.bridge, mtu: spec.mtu, mac: spec.mac });
+    this.veths.set(spec.hostName, {
+      host: spec.hostName,
+      peer: spec.peerName,
+      bridge: spec.master,
+      mtu: spec.mtu,
+      mac: spec.mac,
+      hostAddresses: [...spec.hostAddresses].sort(),
+    });
   }
 
   private doAttach(host: string, bridge: string): void {
@@ -258,11 +338,16 @@ export class FakeKernel implements Kernel {
     v.bridge = bridge;
   }
 
+  private doEnsureRoutes(routes: RouteSpec[]): void {
+    for (const r of routes) if (!this.linkExists(r.dev)) throw kernelError('ensureRoutes', `Cannot find device "${r.dev}"`);
+    for (const r of routes) this.routes.set(r.to, r.dev);
+  }
+
   private doDeleteLinks(names: string[]): void {
     for (const name of names) {
       if (this.bridges.has(name)) {
         this.bridges.delete(name);
-        this.dropInterfaceSysctls(name);
+        this.dropLinkState(name);
         for (const v of this.veths.values()) if (v.bridge === name) v.bridge = null;
         continue;
       }
@@ -273,7 +358,7 @@ export class FakeKernel implements Kernel {
       }
       if (this.foreign.has(name)) {
         this.foreign.delete(name);
-        this.dropInterfaceSysctls(name);
+        this.dropLinkState(name);
       }
       // missing: fine
     }
@@ -281,8 +366,8 @@ export class FakeKernel implements Kernel {
 
   private removeVeth(v: FakeVeth): void {
     this.veths.delete(v.host);
-    this.dropInterfaceSysctls(v.host);
-    this.dropInterfaceSysctls(v.peer);
+    this.dropLinkState(v.host);
+    this.dropLinkState(v.peer);
   }
 
   private doList(): LinkInfo[] {
@@ -296,52 +381,6 @@ export class FakeKernel implements Kernel {
     return out;
   }
 
-  // ------------------------------------------------------------------ firewall
-
-  private doApplyAll(view: FirewallView): void {
-    const nets = view.networks.filter((n) => n.phase !== 'deleting');
-    this.lastView = structuredClone(view);
-    this.deltas.length = 0;
-    this.tables = nets.length > 0;
-    this.ruleBridges = nets.map((n) => n.bridge);
-    this.published = new Map();
-    this.noIcc = new Set();
-    if (!this.tables) return;
-    for (const ep of view.endpoints) {
-      const net = nets.find((n) => n.id === ep.networkId);
-      if (!net || ep.phase !== 'ready') continue;
-      this.addEndpoint(ep, net);
-    }
-  }
-
-  private doApplyEndpoint(ep: EndpointRecord, net: NetworkRecord, op: 'add' | 'delete'): void {
-    const writes = ep.ports.length > 0 || !net.icc;
-    if (!writes) return; // an empty transaction: the real firewall runs nothing
-    if (!this.tables) {
-      throw kernelError('applyEndpoint', `Error: No such file or directory (table inet tsbridge does not exist)`);
-    }
-    this.deltas.push({ endpoint: ep.id, op });
-    if (op === 'add') this.addEndpoint(ep, net);
-    else {
-      for (const p of ep.ports) this.published.delete(this.portKey(p));
-      if (!net.icc) this.noIcc.delete(ep.hostVeth);
-    }
-  }
-
-  /** Map keys are (host address, proto, host port): a second add of the same key keeps the first value, as nft does. */
-  private portKey(p: PortMapping): string {
-    return `${p.proto} ${p.hostIp} ${p.hostPort}`;
-  }
-
-  private addEndpoint(ep: EndpointRecord, net: NetworkRecord): void {
-    const targets = [hostOf(ep.ipv4), hostOf(ep.ipv6)].filter((x): x is string => x !== null);
-    for (const p of ep.ports) {
-      const key = this.portKey(p);
-      if (!this.published.has(key)) this.published.set(key, { ...p, endpoint: ep.id, targets });
-    }
-    if (!net.icc) this.noIcc.add(ep.hostVeth);
-  }
-
   // ------------------------------------------------------------------- sysctls
 
   private doSysctl(key: string, value: string): void {
@@ -353,9 +392,11 @@ export class FakeKernel implements Kernel {
     this.sysctls.set(k, value);
   }
 
-  private dropInterfaceSysctls(ifname: string): void {
+  /** A link's routes and per-interface sysctls go with it. */
+  private dropLinkState(ifname: string): void {
     for (const k of [...this.sysctls.keys()]) {
       if (k.startsWith(`net.ipv4.conf.${ifname}.`) || k.startsWith(`net.ipv6.conf.${ifname}.`)) this.sysctls.delete(k);
     }
+    for (const [to, dev] of [...this.routes]) if (dev === ifname) this.routes.delete(to);
   }
 }

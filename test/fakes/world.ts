@@ -5,16 +5,23 @@
  */
 import { isTsbridgeError, type ErrorCode } from '../../src/errors.js';
 import { silentLogger } from '../../src/logging.js';
-import { DriverService } from '../../src/driver/service.js';
-import { bridgeName } from '../../src/driver/names.js';
+import { DriverService, kindsRuntime, type KindsRuntime } from '../../src/driver/service.js';
+import { firewallView } from '../../src/driver/realize.js';
+import { bridgeName } from '../../src/domain/names.js';
+import type { EndpointSpec, NetworkSpec, PortRequest } from '../../src/domain/types.js';
 import { IpamService } from '../../src/ipam/service.js';
 import type { DefaultPool } from '../../src/ipam/types.js';
-import type { EndpointSpec, NetworkSpec, PortRequest } from '../../src/protocol/network.js';
+import { fullRuleset } from '../../src/kernel/rules/nft.js';
+import { BRIDGE_DEFAULTS, type BridgeSettings } from '../../src/kinds/bridge/settings.js';
+import { KINDS } from '../../src/kinds/registry.js';
+import type { KindRegistry } from '../../src/kinds/types.js';
+import { COMMON_DEFAULTS } from '../../src/protocol/network.js';
 import { Db } from '../../src/state/db.js';
 import { MemoryStore } from '../../src/state/store.js';
-import { emptyState, NETWORK_DEFAULTS, type State } from '../../src/state/types.js';
+import { emptyState, type State } from '../../src/state/types.js';
 import { FakeHost } from './host.js';
 import { FakeKernel } from './kernel.js';
+import { modelOf, type NftDump } from './nft.js';
 
 /** MemoryStore that can also fail a later save: `failSave(1)` lets one save through, then fails. */
 export class FlakyStore extends MemoryStore {
@@ -41,9 +48,10 @@ export interface World {
   host: FakeHost;
   driver: DriverService;
   ipam: IpamService;
+  runtime: KindsRuntime;
 }
 
-export function makeWorld(opts: { pools?: DefaultPool[]; host?: FakeHost; kernel?: FakeKernel } = {}): World {
+export function makeWorld(opts: { pools?: DefaultPool[]; host?: FakeHost; kernel?: FakeKernel; kinds?: KindRegistry } = {}): World {
   const store = new FlakyStore();
   const db = new Db(store, emptyState());
   // ip_forward is usually on already; tests compare kernel snapshots around failures.
@@ -51,14 +59,29 @@ export function makeWorld(opts: { pools?: DefaultPool[]; host?: FakeHost; kernel
   const host = opts.host ?? new FakeHost();
   const pools = opts.pools ?? [{ base: '10.210.0.0/16', size: 24 }];
   const log = silentLogger();
+  const runtime = kindsRuntime(kernel, log, opts.kinds ?? KINDS);
   return {
     store,
     db,
     kernel,
     host,
-    driver: new DriverService(db, kernel, host, log),
+    driver: new DriverService(db, kernel, host, log, runtime),
     ipam: new IpamService(db, host, () => pools),
+    runtime,
   };
+}
+
+/** What nftables would hold if the state's full ruleset were applied now. */
+export function rulesOf(state: State, kinds: KindRegistry = KINDS, table?: string): NftDump {
+  return modelOf(fullRuleset(firewallView(state, kinds), table));
+}
+
+/**
+ * The kernel's nftables and the state's full ruleset, side by side: after any sequence of
+ * operations (failed ones included) they must be the same.
+ */
+export function firewallAgrees(w: World): { kernel: NftDump; state: NftDump } {
+  return { kernel: w.kernel.nft.dump(), state: rulesOf(w.db.state, w.runtime.kinds, w.kernel.table) };
 }
 
 export const NET_A = 'aaaa000000000000000000000000000000000000000000000000000000000001';
@@ -67,15 +90,39 @@ export const EP_1 = '11110000000000000000000000000000000000000000000000000000000
 export const EP_2 = '2222000000000000000000000000000000000000000000000000000000000002';
 export const EP_3 = '3333000000000000000000000000000000000000000000000000000000000003';
 
-export function networkSpec(over: Partial<NetworkSpec> = {}): NetworkSpec {
+/** A NAT bridge network's fields, common and kind settings side by side, as tests write them. */
+export type BridgeNetworkFields = Omit<NetworkSpec, 'kind' | 'settings'> & BridgeSettings;
+
+/** A spec of the NAT bridge kind, as the protocol edge would produce: defaults, then `over`. */
+export function networkSpec(over: Partial<BridgeNetworkFields> = {}): NetworkSpec {
   const id = over.id ?? NET_A;
-  return {
-    ...NETWORK_DEFAULTS,
+  const f: BridgeNetworkFields = {
+    ...COMMON_DEFAULTS,
+    ...BRIDGE_DEFAULTS,
     id,
     bridge: bridgeName(id),
     ipv4: [{ subnet: '10.10.0.0/24', gateway: '10.10.0.1/24' }],
     ipv6: [],
     ...over,
+  };
+  return {
+    id: f.id,
+    kind: 'bridge',
+    ipv4: f.ipv4,
+    ipv6: f.ipv6,
+    enableIpv6: f.enableIpv6,
+    internal: f.internal,
+    mtu: f.mtu,
+    ifacePrefix: f.ifacePrefix,
+    settings: {
+      bridge: f.bridge,
+      bridgeNamedByUser: f.bridgeNamedByUser,
+      icc: f.icc,
+      masquerade: f.masquerade,
+      hostBindingIpv4: f.hostBindingIpv4,
+      snatIpv4: f.snatIpv4,
+      inhibitIpv4: f.inhibitIpv4,
+    },
   };
 }
 

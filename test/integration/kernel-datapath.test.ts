@@ -5,7 +5,7 @@
  * Needs: root, iproute2, nftables, iptables, conntrack, busybox (ping) and node.
  * Nothing here touches the machine's own links, routes, addresses or rulesets.
  */
-import { hostVethName, peerVethName } from '../../src/driver/names.js';
+import { hostVethName, peerVethName } from '../../src/domain/names.js';
 import { Cleanup } from '../lib/cleanup.js';
 import { listNetns, startPeerRecorder } from '../lib/netns.js';
 import { parsePeerReply } from '../lib/probe.js';
@@ -64,7 +64,7 @@ describe('links', () => {
 
     // Join hands out the peer; once Docker moved it, the container sees the same MTU and MAC
     const c = await lab.attach(net);
-    expect(c.join).toEqual({ srcName: peerVethName(c.id), dstPrefix: 'eth', gateway: net.gateway4, gatewayIpv6: net.gateway6 });
+    expect(c.join).toEqual({ srcName: peerVethName(c.id), dstPrefix: 'eth', gateway: net.gateway4, gatewayIpv6: net.gateway6, staticRoutes: [] });
     const inside = await lab.linkDetails('eth0', c.ns);
     expect(inside.mtu).toBe(1400);
     expect(inside.address).toBe(c.mac);
@@ -78,6 +78,27 @@ describe('links', () => {
     expect((await lab.addresses(net.bridge)).filter((a) => !a.includes(':'))).toEqual([]);
     const c = await lab.attach(net);
     expect(c.join.gateway).toBe(net.gateway4);
+  }, T);
+
+  test('a veth without a bridge (what a point-to-point kind asks for): the host end holds its addresses and routes lead through it; both go with the link', async () => {
+    const lab = await Lab.create(cleanup);
+    const [host, peer] = ['tsvp2p000000001', 'tscp2p000000001'];
+    await lab.kernel.links.ensureVeth({ hostName: host, peerName: peer, master: null, mtu: 1450, mac: '02:00:00:00:0a:01', hostAddresses: ['10.213.250.1/32', 'fd5e:250::1/128'] });
+    await lab.kernel.links.ensureRoutes([{ to: '10.213.250.2/32', dev: host }, { to: 'fd5e:250::2/128', dev: host }]);
+    await lab.kernel.links.ensureRoutes([{ to: '10.213.250.2/32', dev: host }]); // again: no change, no error
+    const h = await lab.linkDetails(host);
+    expect(h.master).toBeUndefined();
+    expect(h.mtu).toBe(1450);
+    expect(h.flags).toContain('UP');
+    expect(await lab.addresses(host)).toEqual(expect.arrayContaining(['10.213.250.1/32', 'fd5e:250::1/128']));
+    const routes = async () => [
+      ...(JSON.parse(await lab.ipH(['-j', 'route', 'show', 'dev', host])) as { dst: string; scope: string }[]),
+      ...(JSON.parse(await lab.ipH(['-j', '-6', 'route', 'show', 'dev', host])) as { dst: string; scope?: string }[]),
+    ].map((r) => r.dst);
+    expect(await routes()).toEqual(expect.arrayContaining(['10.213.250.2', 'fd5e:250::2']));
+    await lab.kernel.links.deleteLinks([host]);
+    expect(await lab.tsbridgeLinks()).not.toContain(host);
+    expect(JSON.parse(await lab.ipH(['-j', 'route', 'show', '10.213.250.2/32']))).toEqual([]);
   }, T);
 });
 
@@ -332,5 +353,32 @@ describe('isolation', () => {
     // control: it is tsbridge's forward chain that keeps them apart (H routes between the bridges)
     await lab.host.exec('nft', ['delete', 'table', 'inet', 'tsbridge']);
     expect(await reaches(c1.ns, c3.ipv4)).toBe(true);
+  }, T);
+});
+
+describe('an IPv6-only network (Docker 28: --ipv4=false --ipv6)', () => {
+  test('no IPv4 anywhere; containers reach each other and the outside over IPv6 (masqueraded); the outside reaches a published port over IPv6 only', async () => {
+    const lab = await Lab.create(cleanup);
+    await lab.dockerLikeFirewall();
+    await lab.dockerLikeFirewall('ip6tables');
+    const net = await lab.network({ v6: true, v4: false });
+    const addrs = await lab.addresses(net.bridge);
+    expect(addrs).toContain(`${net.gateway6}/64`);
+    expect(addrs.filter((a) => !a.includes(':'))).toEqual([]);
+
+    const [c1, c2] = [await lab.attach(net), await lab.attach(net)];
+    expect({ gateway: c1.join.gateway, gatewayIpv6: c1.join.gatewayIpv6 }).toEqual({ gateway: '', gatewayIpv6: net.gateway6 });
+    expect(c1.ipv4).toBe('');
+    expect(await reaches(c1.ns, c2.ipv6!)).toBe(true);
+    expect(await reaches(c1.ns, net.gateway6!)).toBe(true);
+
+    const rec = await startPeerRecorder(lab.outside, 7071);
+    expect(seenAs(await tcpFrom(c1.ns, lab.outAddr6, rec.port))).toBe(lab.hostAddr6);
+
+    await startPeerRecorder(c2.ns, 80);
+    const P = 20000 + Math.floor(Math.random() * 10000);
+    await lab.driver.programExternalConnectivity(net.id, c2.id, [{ proto: 'tcp', containerPort: 80, hostIp: '', hostPort: P, hostPortEnd: 0 }]);
+    expect(seenAs(await tcpFrom(lab.outside, lab.hostAddr6, P))).toBe(lab.outAddr6);
+    expect((await tcpFrom(lab.outside, lab.hostAddr, P, 1000)).reply).toBeUndefined(); // nothing is published on IPv4
   }, T);
 });

@@ -7,7 +7,7 @@
  * Needs: root, iproute2, nftables, iptables (nft variant; iptables-legacy for the optional test),
  * busybox (ping) and node. Nothing here touches the machine's own links, routes or rulesets.
  */
-import { hostVethName, peerVethName } from '../../src/driver/names.js';
+import { hostVethName, peerVethName } from '../../src/domain/names.js';
 import { Cleanup } from '../lib/cleanup.js';
 import { waitFor } from '../lib/docker.js';
 import { listNetns, randomId, startPeerRecorder } from '../lib/netns.js';

@@ -4,11 +4,11 @@
  * leaves nothing half-made.
  */
 import { TsbridgeError } from '../../src/errors.js';
-import { hostVethName, macFromId, peerVethName } from '../../src/driver/names.js';
+import { hostVethName, macFromId, peerVethName } from '../../src/domain/names.js';
 import type { KernelMethod } from '../fakes/kernel.js';
 import { emptyState } from '../../src/state/types.js';
 import { FakeHost } from '../fakes/host.js';
-import { codeOf, EP_1, EP_2, EP_3, NET_A, NET_B, endpointSpec, makeWorld, networkSpec, portReq, type World } from '../fakes/world.js';
+import { codeOf, EP_1, EP_2, EP_3, NET_A, NET_B, endpointSpec, firewallAgrees, makeWorld, networkSpec, portReq, type World } from '../fakes/world.js';
 
 /** Everything a failed operation must leave as it found: kernel, in-memory state, saved state. */
 function everything(w: World) {
@@ -18,6 +18,13 @@ function everything(w: World) {
 let w: World;
 beforeEach(() => {
   w = makeWorld();
+});
+
+// Whatever a test did — failures and rollbacks included — nftables holds exactly the state's
+// full ruleset: no element or map entry dropped, none left over.
+afterEach(() => {
+  const { kernel, state } = firewallAgrees(w);
+  expect(kernel).toEqual(state);
 });
 
 describe('createNetwork', () => {
@@ -87,7 +94,7 @@ describe('createNetwork', () => {
   });
 
   describe('a failure at any step leaves no bridge, no state entry, and propagates', () => {
-    const kernelSteps: KernelMethod[] = ['list', 'ensureBridge', 'sysctl', 'applyAll'];
+    const kernelSteps: KernelMethod[] = ['list', 'ensureBridge', 'sysctl', 'apply'];
 
     test.each(kernelSteps)('%s fails', async (method) => {
       const before = everything(w);
@@ -97,7 +104,7 @@ describe('createNetwork', () => {
       expect(w.kernel.pendingFailures()).toEqual([]);
     });
 
-    test.each(['ensureBridge', 'applyAll'] as KernelMethod[])('%s fails after doing part of its work', async (method) => {
+    test.each(['ensureBridge', 'apply'] as KernelMethod[])('%s fails after doing part of its work', async (method) => {
       const before = everything(w);
       w.kernel.failNext(method, { partial: true });
       expect(await codeOf(w.driver.createNetwork(networkSpec()))).toBe('KERNEL');
@@ -121,7 +128,7 @@ describe('createNetwork', () => {
     test('with another network present, that network and its rules stay as they were', async () => {
       await w.driver.createNetwork(networkSpec());
       const before = everything(w);
-      w.kernel.failNext('applyAll');
+      w.kernel.failNext('apply');
       const b = networkSpec({ id: NET_B, bridge: 'tsb-bbbb0000000', ipv4: [{ subnet: '10.20.0.0/24', gateway: '10.20.0.1/24' }] });
       expect(await codeOf(w.driver.createNetwork(b))).toBe('KERNEL');
       expect(everything(w)).toEqual(before);
@@ -143,7 +150,8 @@ describe('deleteNetwork', () => {
     const snap = w.kernel.snapshot();
     expect(snap.bridges).toEqual([]);
     expect(snap.veths).toEqual([]);
-    expect(snap.firewall).toEqual({ tables: false, bridges: [], ports: [], noIcc: [] });
+    expect(snap.firewall).toEqual({ tables: false, bridges: [], ports: [], noIcc: [], guarded: [] });
+    expect(snap.nft).toEqual({});
     expect(Object.keys(snap.sysctls).filter((k) => k.includes('tsb-'))).toEqual([]);
     expect(w.db.state.networks).toEqual({});
     expect(w.db.state.endpoints).toEqual({});
@@ -180,7 +188,7 @@ describe('createEndpoint', () => {
     const { mac } = await w.driver.createEndpoint(endpointSpec());
     expect(mac).toBe(macFromId(EP_1));
     expect(mac).toMatch(/^02(:[0-9a-f]{2}){5}$/);
-    expect(w.kernel.snapshot().veths).toEqual([{ host: hostVethName(EP_1), peer: peerVethName(EP_1), bridge: 'tsb-aaaa0000000', mtu: 1450, mac }]);
+    expect(w.kernel.snapshot().veths).toEqual([{ host: hostVethName(EP_1), peer: peerVethName(EP_1), bridge: 'tsb-aaaa0000000', mtu: 1450, mac, hostAddresses: [] }]);
     expect(w.db.state.endpoints[EP_1]).toMatchObject({ phase: 'ready', ipv4: '10.10.0.2/24', mac, joined: false, ports: [] });
     expect(w.store.saved?.endpoints[EP_1]?.phase).toBe('ready');
   });
@@ -217,7 +225,7 @@ describe('createEndpoint', () => {
   test('adding the ICC rule fails: the veth pair is removed too', async () => {
     await w.driver.createNetwork(networkSpec({ id: NET_B, bridge: 'tsb-bbbb0000000', icc: false, ipv4: [{ subnet: '10.20.0.0/24', gateway: '10.20.0.1/24' }] }));
     const before = everything(w);
-    w.kernel.failNext('applyEndpoint', { partial: true });
+    w.kernel.failNext('addEndpoint', { partial: true });
     expect(await codeOf(w.driver.createEndpoint(endpointSpec({ networkId: NET_B, ipv4: '10.20.0.2/24' })))).toBe('KERNEL');
     expect(everything(w)).toEqual(before);
   });
@@ -283,7 +291,7 @@ describe('join and leave', () => {
   test('returns the peer veth and the gateway without mask, no IPv6 gateway on an IPv4 network', async () => {
     await w.driver.createNetwork(networkSpec());
     await w.driver.createEndpoint(endpointSpec());
-    expect(await w.driver.join(NET_A, EP_1)).toEqual({ srcName: peerVethName(EP_1), dstPrefix: 'eth', gateway: '10.10.0.1', gatewayIpv6: '' });
+    expect(await w.driver.join(NET_A, EP_1)).toEqual({ srcName: peerVethName(EP_1), dstPrefix: 'eth', gateway: '10.10.0.1', gatewayIpv6: '', staticRoutes: [] });
     expect(w.db.state.endpoints[EP_1]!.joined).toBe(true);
     expect(w.store.saved?.endpoints[EP_1]?.joined).toBe(true);
   });
@@ -292,7 +300,7 @@ describe('join and leave', () => {
     await w.driver.createNetwork(v6net());
     await w.driver.createEndpoint(endpointSpec({ networkId: NET_B, ipv4: '10.20.0.2/24', ipv6: 'fd00:20::2/64' }));
     await w.driver.createEndpoint(endpointSpec({ networkId: NET_B, endpointId: EP_2, ipv4: '10.20.0.3/24' }));
-    expect(await w.driver.join(NET_B, EP_1)).toEqual({ srcName: peerVethName(EP_1), dstPrefix: 'net', gateway: '10.20.0.1', gatewayIpv6: 'fd00:20::1' });
+    expect(await w.driver.join(NET_B, EP_1)).toEqual({ srcName: peerVethName(EP_1), dstPrefix: 'net', gateway: '10.20.0.1', gatewayIpv6: 'fd00:20::1', staticRoutes: [] });
     expect((await w.driver.join(NET_B, EP_2)).gatewayIpv6).toBe('');
   });
 
@@ -347,8 +355,7 @@ describe('published ports', () => {
       { proto: 'tcp', hostIp: '', hostPort: 8080, containerPort: 80 },
       { proto: 'udp', hostIp: '127.0.0.1', hostPort: 5353, containerPort: 53 },
     ]);
-    expect(ports()).toEqual([`${EP_1} tcp *:8080 -> 80`, `${EP_1} udp 127.0.0.1:5353 -> 53`]);
-    expect(w.kernel.publishedPorts().every((p) => p.targets.join() === '10.10.0.2')).toBe(true);
+    expect(ports()).toEqual(['tcp 0.0.0.0:8080 -> 10.10.0.2:80', 'udp 127.0.0.1:5353 -> 10.10.0.2:53']);
     expect(w.db.state.endpoints[EP_1]!.ports).toEqual(m);
     expect(w.store.saved?.endpoints[EP_1]?.ports).toEqual(m);
     expect(w.kernel.conntrackFlushes).toEqual([{ proto: 'udp', hostPort: 5353 }]);
@@ -418,17 +425,19 @@ describe('published ports', () => {
 
   test('the firewall failing to add leaves no port published and none saved', async () => {
     const before = everything(w);
-    w.kernel.failNext('applyEndpoint', { partial: true });
+    w.kernel.failNext('addPorts', { partial: true });
     expect(await codeOf(w.driver.programExternalConnectivity(NET_A, EP_1, [portReq(80, 8080)]))).toBe('KERNEL');
     expect(everything(w)).toEqual(before);
   });
 
   test('a failed re-program leaves the kernel and the state agreeing on what is published', async () => {
     await w.driver.programExternalConnectivity(NET_A, EP_1, [portReq(80, 8080)]);
-    w.kernel.failNext('applyEndpoint', { when: ([, , op]) => op === 'add' });
+    w.kernel.failNext('addPorts');
     expect(await codeOf(w.driver.programExternalConnectivity(NET_A, EP_1, [portReq(81, 8081)]))).toBe('KERNEL');
-    const inState = w.db.state.endpoints[EP_1]!.ports.map((p) => `${EP_1} ${p.proto} ${p.hostIp || '*'}:${p.hostPort} -> ${p.containerPort}`);
-    expect(ports()).toEqual(inState);
+    expect(w.db.state.endpoints[EP_1]!.ports).toEqual([{ proto: 'tcp', hostIp: '', hostPort: 8080, containerPort: 80 }]);
+    expect(ports()).toEqual(['tcp 0.0.0.0:8080 -> 10.10.0.2:80']);
+    const { kernel, state } = firewallAgrees(w);
+    expect(kernel).toEqual(state);
     expect(w.store.saved?.endpoints[EP_1]?.ports).toEqual(w.db.state.endpoints[EP_1]!.ports);
   });
 
@@ -436,7 +445,7 @@ describe('published ports', () => {
     await w.driver.programExternalConnectivity(NET_A, EP_1, [portReq(80, 8080), portReq(53, 5353, { proto: 'udp' })]);
     await w.driver.programExternalConnectivity(NET_A, EP_2, [portReq(80, 9090)]);
     await w.driver.revokeExternalConnectivity(NET_A, EP_1);
-    expect(ports()).toEqual([`${EP_2} tcp *:9090 -> 80`]);
+    expect(ports()).toEqual(['tcp 0.0.0.0:9090 -> 10.10.0.3:80']);
     expect(w.db.state.endpoints[EP_1]!.ports).toEqual([]);
     expect(w.db.state.endpoints[EP_2]!.ports).toHaveLength(1);
     expect(w.store.saved).toEqual(w.db.state);
@@ -451,7 +460,7 @@ describe('published ports', () => {
     await w.driver.programExternalConnectivity(NET_A, EP_1, [portReq(80, 8080)]);
     await w.driver.revokeExternalConnectivity(NET_A, EP_1);
     await w.driver.programExternalConnectivity(NET_A, EP_2, [portReq(80, 8080)]);
-    expect(ports()).toEqual([`${EP_2} tcp *:8080 -> 80`]);
+    expect(ports()).toEqual(['tcp 0.0.0.0:8080 -> 10.10.0.3:80']);
   });
 
   test('deleting an endpoint unpublishes its ports', async () => {

@@ -2,12 +2,15 @@
  * NftFirewall's forward shim against canned `iptables-save` listings: what it reads, and the only
  * writes it makes — its chain and its one jump, never anything else.
  */
+import { endpointElements, firewallView } from '../../src/driver/realize.js';
 import type { RunResult, Runner } from '../../src/kernel/real/exec.js';
 import { NftFirewall } from '../../src/kernel/real/firewall.js';
-import type { FirewallView } from '../../src/kernel/rules/nft.js';
+import type { FirewallView } from '../../src/kernel/types.js';
+import { KINDS } from '../../src/kinds/registry.js';
 import { silentLogger } from '../../src/logging.js';
-import type { EndpointRecord, NetworkRecord } from '../../src/state/types.js';
-import { NETWORK_DEFAULTS } from '../../src/state/types.js';
+import type { Endpoint, Network } from '../../src/state/types.js';
+import { emptyState } from '../../src/state/types.js';
+import { networkSpec } from '../fakes/world.js';
 
 /** Answers `iptables-save` / `ip6tables-save` from `saves`, everything else with success; records every call. */
 class ScriptedRunner implements Runner {
@@ -38,19 +41,14 @@ const DOCKER = [
   'COMMIT',
 ].join('\n');
 
-const net: NetworkRecord = {
-  ...NETWORK_DEFAULTS,
-  id: 'aa01',
-  phase: 'ready',
-  bridge: 'tsb-a',
-  ipv4: [{ subnet: '10.217.40.0/24', gateway: '10.217.40.1/24' }],
-  ipv6: [],
-};
-const view: FirewallView = { networks: [net], endpoints: [] };
-const ep: EndpointRecord = {
+const net: Network = { ...networkSpec({ id: 'aa01', bridge: 'tsb-a', ipv4: [{ subnet: '10.217.40.0/24', gateway: '10.217.40.1/24' }] }), phase: 'ready' };
+const view: FirewallView = firewallView({ ...emptyState(), networks: { [net.id]: net } }, KINDS);
+const ep: Endpoint = {
   id: 'e1', networkId: 'aa01', phase: 'ready', hostVeth: 'tsve1', peerVeth: 'tsce1', mac: '02:00:00:00:00:01',
   ipv4: '10.217.40.2/24', ipv6: null, joined: false, ports: [],
 };
+
+const elementsOf = (e: Endpoint) => endpointElements(e, net, KINDS);
 
 function firewall(r: Runner): NftFirewall {
   return new NftFirewall(r, silentLogger());
@@ -59,7 +57,7 @@ function firewall(r: Runner): NftFirewall {
 describe('forward shim', () => {
   test("with Docker's chains: the chain through Docker's isolation, the jump after the operator's rule and before RETURN", async () => {
     const r = new ScriptedRunner({ v4: DOCKER, v6: '' });
-    await firewall(r).applyAll(view);
+    await firewall(r).apply(view);
     expect(r.writes()).toEqual([
       [
         'iptables-restore -w 5 --noflush',
@@ -80,7 +78,7 @@ describe('forward shim', () => {
 
   test('a family without a filter table is left alone: nothing to get past, and no table created', async () => {
     const r = new ScriptedRunner({ v4: '', v6: '*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n' });
-    await firewall(r).applyAll(view);
+    await firewall(r).apply(view);
     expect(r.writes()).toEqual([]);
   });
 
@@ -118,7 +116,7 @@ describe('forward shim', () => {
       '-A DOCKER-USER -j TSBRIDGE-FORWARD\n-A DOCKER-USER -j RETURN\n-A TSBRIDGE-FORWARD -o tsb-a -j ACCEPT',
     );
     const r = new ScriptedRunner({ v4: placed, v6: '' });
-    await firewall(r).applyAll({ networks: [], endpoints: [] });
+    await firewall(r).apply(firewallView(emptyState(), KINDS));
     expect(r.writes()).toEqual([
       'iptables -w 5 -t filter -D DOCKER-USER -j TSBRIDGE-FORWARD',
       'iptables -w 5 -t filter -F TSBRIDGE-FORWARD',
@@ -129,16 +127,16 @@ describe('forward shim', () => {
   test("new endpoints re-check the shim until Docker's chains have been seen, then no more", async () => {
     const r = new ScriptedRunner({ v4: '', v6: '' });
     const fw = firewall(r);
-    await fw.applyAll(view);
+    await fw.apply(view);
     r.calls.length = 0;
-    await fw.applyEndpoint(ep, net, 'add');
+    await fw.addEndpoint(elementsOf(ep));
     expect(r.calls.filter((c) => c.includes('tables-save'))).toEqual(['iptables-save', 'ip6tables-save']); // dockerd not there yet
     r.saves.v4 = DOCKER; // dockerd started
-    await fw.applyEndpoint({ ...ep, id: 'e2', hostVeth: 'tsve2' }, net, 'add');
+    await fw.addEndpoint(elementsOf({ ...ep, id: 'e2', hostVeth: 'tsve2' }));
     expect(r.writes().some((w) => w.startsWith('iptables -w 5 -t filter -I DOCKER-USER'))).toBe(true);
     r.calls.length = 0;
-    await fw.applyEndpoint({ ...ep, id: 'e3', hostVeth: 'tsve3' }, net, 'add');
-    await fw.applyEndpoint(ep, net, 'delete');
+    await fw.addEndpoint(elementsOf({ ...ep, id: 'e3', hostVeth: 'tsve3' }));
+    await fw.removeEndpoint(elementsOf(ep));
     expect(r.calls.filter((c) => c.includes('tables'))).toEqual([]);
   });
 });

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { isTsbridgeError } from '../../src/errors.js';
 import { allocatePorts } from '../../src/driver/ports.js';
-import { canonicalPrefix } from '../../src/ipam/addr.js';
+import { canonicalPrefix } from '../../src/net/addr.js';
 import { pickFreePool } from '../../src/ipam/pools.js';
 import { ProcHost, parseNameservers, parseRoutes, parseSockets } from '../../src/kernel/real/host.js';
 

@@ -3,7 +3,7 @@
  * automatic), addresses, releases, and many requests in flight at once.
  */
 import { isTsbridgeError } from '../../src/errors.js';
-import { overlaps, parsePrefix } from '../../src/ipam/addr.js';
+import { overlaps, parsePrefix } from '../../src/net/addr.js';
 import { IpamService } from '../../src/ipam/service.js';
 import { Db } from '../../src/state/db.js';
 import { FakeHost } from '../fakes/host.js';

@@ -1,26 +1,59 @@
 /**
- * Golden tests of the pure rule builders: the nft script for a whole view,
- * one endpoint's delta, the map elements of published ports, anti-spoofing,
- * and the iptables side of the FORWARD shim.
+ * Golden tests of the rules as the NAT bridge kind contributes them and the renderer writes them:
+ * the nft script for a whole state, one endpoint's elements added and deleted, the map elements
+ * of published ports, anti-spoofing, and the iptables side of the FORWARD shim. Every script is
+ * also loaded into the strict nftables model (test/fakes/nft.ts), which refuses what nft refuses.
  */
-import { BASE_CHAINS, endpointDelta, fullRuleset, guardElements, linkLocal, portElements, type FirewallView } from '../../src/kernel/rules/nft.js';
+import { endpointElements, firewallView } from '../../src/driver/realize.js';
+import type { Endpoint, Network, PortMapping } from '../../src/domain/types.js';
+import { BASE_CHAINS, addElements, deleteElements, fullRuleset } from '../../src/kernel/rules/nft.js';
+import type { Element, FirewallView, NetworkRules } from '../../src/kernel/types.js';
 import {
   forwardChainRestore, forwardChainRules, jumpPosition, parseFilterSave, shimParent,
 } from '../../src/kernel/rules/iptables.js';
-import { NETWORK_DEFAULTS, type EndpointRecord, type NetworkRecord, type PortMapping } from '../../src/state/types.js';
+import { BRIDGE_DEFAULTS, type BridgeSettings } from '../../src/kinds/bridge/settings.js';
+import { KINDS } from '../../src/kinds/registry.js';
+import { guardElements, linkLocal } from '../../src/kinds/shared/guard.js';
+import { portElements } from '../../src/kinds/shared/ports.js';
+import { COMMON_DEFAULTS } from '../../src/protocol/network.js';
+import { emptyState, type State } from '../../src/state/types.js';
+import { NftModel, modelOf } from '../fakes/nft.js';
 
-function network(over: Partial<NetworkRecord> & { id: string; bridge: string }): NetworkRecord {
+type NetworkFields = Partial<Omit<Network, 'settings'> & BridgeSettings> & { id: string; bridge: string };
+
+function network(over: NetworkFields): Network {
+  const f = { ...COMMON_DEFAULTS, ...BRIDGE_DEFAULTS, phase: 'ready' as const, ipv4: [], ipv6: [], ...over };
   return {
-    ...NETWORK_DEFAULTS,
-    phase: 'ready',
-    ipv4: [],
-    ipv6: [],
-    ...over,
+    id: f.id, kind: 'bridge', phase: f.phase, ipv4: f.ipv4, ipv6: f.ipv6, enableIpv6: f.enableIpv6, internal: f.internal, mtu: f.mtu, ifacePrefix: f.ifacePrefix,
+    settings: { bridge: f.bridge, bridgeNamedByUser: f.bridgeNamedByUser, icc: f.icc, masquerade: f.masquerade, hostBindingIpv4: f.hostBindingIpv4, snatIpv4: f.snatIpv4, inhibitIpv4: f.inhibitIpv4 },
   };
 }
 
-function endpoint(over: Partial<EndpointRecord> & { id: string; networkId: string; hostVeth: string }): EndpointRecord {
+function endpoint(over: Partial<Endpoint> & { id: string; networkId: string; hostVeth: string }): Endpoint {
   return { phase: 'ready', peerVeth: 'tsc' + over.id.slice(0, 12), mac: '02:00:00:00:00:01', ipv4: null, ipv6: null, joined: true, ports: [], ...over };
+}
+
+function stateOf(networks: Network[], endpoints: Endpoint[]): State {
+  const s = emptyState();
+  for (const n of networks) s.networks[n.id] = n;
+  for (const e of endpoints) s.endpoints[e.id] = e;
+  return s;
+}
+
+/** The firewall's view of these records, as the driver builds it. */
+function viewOf(networks: Network[], endpoints: Endpoint[]): FirewallView {
+  return firewallView(stateOf(networks, endpoints), KINDS);
+}
+
+/** An endpoint's elements as the firewall adds them: its ports, then its membership. */
+function added(ep: Endpoint, net: Network, TABLE?: string): string {
+  const e = endpointElements(ep, net, KINDS);
+  return addElements([...e.ports, ...e.member], TABLE);
+}
+
+function deleted(ep: Endpoint, net: Network): string {
+  const e = endpointElements(ep, net, KINDS);
+  return deleteElements([...e.ports, ...e.member]);
 }
 
 const tcp = (hostIp: string, hostPort: number, containerPort: number): PortMapping => ({ proto: 'tcp', hostIp, hostPort, containerPort });
@@ -68,29 +101,29 @@ const halfMade = endpoint({ id: 'e4e4e4e4e4e4dd', networkId: 'bbbb02', hostVeth:
 const leaving = network({ id: 'cccc03', bridge: 'tsb-leaving', phase: 'deleting', ipv4: [{ subnet: '10.3.0.0/24', gateway: '10.3.0.1/24' }] });
 const onLeaving = endpoint({ id: 'e5e5e5e5e5e5ee', networkId: 'cccc03', hostVeth: 'tsve5e5e5e5e5e5', ipv4: '10.3.0.2/24', ports: [tcp('', 6666, 66)] });
 
-const view: FirewallView = { networks: [isolated, leaving, internal], endpoints: [v4only, halfMade, web, onLeaving, inInternal] };
+const view: FirewallView = viewOf([isolated, leaving, internal], [v4only, halfMade, web, onLeaving, inInternal]);
 
 describe('portElements', () => {
   test('each host-address kind goes to its family and map', () => {
-    expect(portElements(web)).toEqual([
-      { map: 'ports4', key: 'tcp . 8080', element: 'tcp . 8080 : 10.2.0.2 . 80' },
-      { map: 'ports6', key: 'tcp . 8080', element: 'tcp . 8080 : fd00:2::2 . 80' },
-      { map: 'ports4', key: 'tcp . 8081', element: 'tcp . 8081 : 10.2.0.2 . 81' },
-      { map: 'ports6', key: 'tcp . 8082', element: 'tcp . 8082 : fd00:2::2 . 82' },
-      { map: 'ports4_addr', key: '127.0.0.1 . udp . 5353', element: '127.0.0.1 . udp . 5353 : 10.2.0.2 . 53' },
-      { map: 'ports6_addr', key: '2001:db8::1 . tcp . 8443', element: '2001:db8::1 . tcp . 8443 : fd00:2::2 . 443' },
+    expect(portElements(web, web.ports)).toEqual([
+      { set: 'inet ports4', key: 'tcp . 8080', value: '10.2.0.2 . 80' },
+      { set: 'inet ports6', key: 'tcp . 8080', value: 'fd00:2::2 . 80' },
+      { set: 'inet ports4', key: 'tcp . 8081', value: '10.2.0.2 . 81' },
+      { set: 'inet ports6', key: 'tcp . 8082', value: 'fd00:2::2 . 82' },
+      { set: 'inet ports4_addr', key: '127.0.0.1 . udp . 5353', value: '10.2.0.2 . 53' },
+      { set: 'inet ports6_addr', key: '2001:db8::1 . tcp . 8443', value: 'fd00:2::2 . 443' },
     ]);
   });
 
   test('an endpoint without an address of a family gets nothing in that family', () => {
-    expect(portElements(v4only)).toEqual([{ map: 'ports4', key: 'sctp . 9000', element: 'sctp . 9000 : 10.2.0.3 . 9000' }]);
+    expect(portElements(v4only, v4only.ports)).toEqual([{ set: 'inet ports4', key: 'sctp . 9000', value: '10.2.0.3 . 9000' }]);
     const v6only = { ...web, ipv4: null };
-    expect(portElements(v6only).map((e) => e.map)).toEqual(['ports6', 'ports6', 'ports6_addr']);
-    expect(portElements({ ...web, ports: [tcp('::', 1, 1)], ipv6: null })).toEqual([]);
+    expect(portElements(v6only, v6only.ports).map((e) => e.set)).toEqual(['inet ports6', 'inet ports6', 'inet ports6_addr']);
+    expect(portElements({ ...web, ipv6: null }, [tcp('::', 1, 1)])).toEqual([]);
   });
 
   test('no ports, no elements', () => {
-    expect(portElements(inInternal)).toEqual([]);
+    expect(portElements(inInternal, inInternal.ports)).toEqual([]);
   });
 });
 
@@ -147,7 +180,8 @@ describe('fullRuleset', () => {
 
   test('a host port held twice in the state (never by reservation) is written once, first endpoint by ID wins', () => {
     const clash = endpoint({ id: 'e0e0e0e0e0e0ff', networkId: 'bbbb02', hostVeth: 'tsve0e0e0e0e0e0', ipv4: '10.2.0.9/24', ports: [tcp('', 8080, 99)] });
-    const s = fullRuleset({ ...view, endpoints: [...view.endpoints, clash] });
+    const s = fullRuleset(viewOf([isolated, leaving, internal], [v4only, halfMade, web, onLeaving, inInternal, clash]));
+    expect(() => modelOf(s)).not.toThrow();
     expect(s).toContain('elements = { tcp . 8080 : 10.2.0.9 . 99, tcp . 8081 : 10.2.0.2 . 81, sctp . 9000 : 10.2.0.3 . 9000 }');
     expect(s.match(/tcp \. 8080 : [0-9.]+ \./g)).toHaveLength(1);
   });
@@ -180,7 +214,7 @@ describe('fullRuleset', () => {
       ].join('\n'),
     );
     const open = network({ id: 'dddd04', bridge: 'tsb-open', ipv4: [{ subnet: '10.4.0.0/24', gateway: '10.4.0.1/24' }] });
-    expect(fullRuleset({ networks: [open], endpoints: [] })).not.toContain('chain input');
+    expect(fullRuleset(viewOf([open], []))).not.toContain('chain input');
   });
 
   test('anti-spoofing: every ready endpoint of every network is guarded, with its MAC and addresses', () => {
@@ -221,8 +255,8 @@ describe('fullRuleset', () => {
     expect(declared).toBe(BASE_CHAINS.length);
   });
 
-  test('does not depend on the order of the view', () => {
-    const shuffled: FirewallView = { networks: [...view.networks].reverse(), endpoints: [...view.endpoints].reverse() };
+  test('does not depend on the order of the state', () => {
+    const shuffled = viewOf([internal, leaving, isolated], [inInternal, onLeaving, web, halfMade, v4only]);
     expect(fullRuleset(shuffled)).toBe(script);
   });
 
@@ -230,24 +264,34 @@ describe('fullRuleset', () => {
     expect(script).toMatchSnapshot();
   });
 
+  test('nft accepts it (the strict model), and applying it twice is the same as once', () => {
+    const m = new NftModel();
+    m.apply(script);
+    const once = m.dump();
+    m.apply(script);
+    expect(m.dump()).toEqual(once);
+  });
+
   test('no networks: only the two table deletions (each behind the declaration that makes it safe)', () => {
-    const empty = fullRuleset({ networks: [], endpoints: [] });
+    const empty = fullRuleset(viewOf([], []));
     expect(empty).toBe('table inet tsbridge\ndelete table inet tsbridge\ntable bridge tsbridge\ndelete table bridge tsbridge\n');
     expect(empty.match(/^delete table/gm)).toHaveLength(2);
     // only networks being deleted is the same as none
-    expect(fullRuleset({ networks: [leaving], endpoints: [onLeaving] })).toBe(empty);
+    expect(fullRuleset(viewOf([leaving], [onLeaving]))).toBe(empty);
+    expect(modelOf(empty)).toEqual({});
   });
 });
 
 describe('guardElements', () => {
   test("an endpoint's port, MAC and addresses; neighbour advertisements may claim its address and its link-local one", () => {
-    expect(guardElements(web)).toEqual({
-      guarded: ['"tsve1e1e1e1e1e1"'],
-      mac: ['"tsve1e1e1e1e1e1" . 02:00:00:00:00:01'],
-      addr4: ['"tsve1e1e1e1e1e1" . 10.2.0.2'],
-      addr6: ['"tsve1e1e1e1e1e1" . fd00:2::2'],
-      nd_target: ['"tsve1e1e1e1e1e1" . 0xfd000002000000000000000000000002', '"tsve1e1e1e1e1e1" . 0xfe80000000000000000000fffe000001'],
-    });
+    expect(guardElements(web)).toEqual([
+      { set: 'bridge guarded', key: '"tsve1e1e1e1e1e1"' },
+      { set: 'bridge mac', key: '"tsve1e1e1e1e1e1" . 02:00:00:00:00:01' },
+      { set: 'bridge addr4', key: '"tsve1e1e1e1e1e1" . 10.2.0.2' },
+      { set: 'bridge addr6', key: '"tsve1e1e1e1e1e1" . fd00:2::2' },
+      { set: 'bridge nd_target', key: '"tsve1e1e1e1e1e1" . 0xfd000002000000000000000000000002' },
+      { set: 'bridge nd_target', key: '"tsve1e1e1e1e1e1" . 0xfe80000000000000000000fffe000001' },
+    ]);
   });
 
   test('the EUI-64 link-local address of a MAC (the universal/local bit flipped, ff:fe in the middle)', () => {
@@ -256,12 +300,13 @@ describe('guardElements', () => {
   });
 
   test('no IPv6 address: only the link-local one may be claimed', () => {
-    expect(guardElements(v4only).addr6).toEqual([]);
-    expect(guardElements(v4only).nd_target).toEqual(['"tsve2e2e2e2e2e2" . 0xfe80000000000000000000fffe000001']);
+    const of = (set: string) => guardElements(v4only).filter((e) => e.set === set).map((e) => e.key);
+    expect(of('bridge addr6')).toEqual([]);
+    expect(of('bridge nd_target')).toEqual(['"tsve2e2e2e2e2e2" . 0xfe80000000000000000000fffe000001']);
   });
 });
 
-describe('endpointDelta', () => {
+describe("an endpoint's elements, added and deleted", () => {
   const guardAdd = (veth: string, ip: string) => [
     `add element bridge tsbridge guarded { "${veth}" }`,
     `add element bridge tsbridge mac { "${veth}" . 02:00:00:00:00:01 }`,
@@ -270,7 +315,7 @@ describe('endpointDelta', () => {
   ];
 
   test("add: one add per map, then the endpoint's guard, then the ICC entry when icc=false", () => {
-    expect(endpointDelta(v4only, isolated, 'add').trimEnd().split('\n')).toEqual([
+    expect(added(v4only, isolated).trimEnd().split('\n')).toEqual([
       'add element inet tsbridge ports4 { sctp . 9000 : 10.2.0.3 . 9000 }',
       ...guardAdd('tsve2e2e2e2e2e2', '10.2.0.3'),
       'add element bridge tsbridge no_icc { "tsve2e2e2e2e2e2" }',
@@ -278,7 +323,7 @@ describe('endpointDelta', () => {
   });
 
   test('delete: all elements of a map first added, then deleted by their keys, one statement each', () => {
-    const lines = endpointDelta(web, isolated, 'delete').trimEnd().split('\n');
+    const lines = deleted(web, isolated).trimEnd().split('\n');
     expect(lines.slice(0, 8)).toEqual([
       'add element inet tsbridge ports4 { tcp . 8080 : 10.2.0.2 . 80, tcp . 8081 : 10.2.0.2 . 81 }',
       'delete element inet tsbridge ports4 { tcp . 8080, tcp . 8081 }',
@@ -296,28 +341,73 @@ describe('endpointDelta', () => {
     expect(bridgeSets.at(-1)).toBe('delete element bridge tsbridge no_icc { "tsve1e1e1e1e1e1" }');
   });
 
+  test('on the full ruleset: adding then deleting an endpoint leaves the ruleset as it was; deleting again is harmless', () => {
+    const base = viewOf([isolated], []);
+    const m = new NftModel();
+    m.apply(fullRuleset(base));
+    const before = m.dump();
+    m.apply(added(web, isolated));
+    expect(m.dump()).toEqual(modelOf(fullRuleset(viewOf([isolated], [web]))));
+    m.apply(deleted(web, isolated));
+    expect(m.dump()).toEqual(before);
+    m.apply(deleted(web, isolated));
+    expect(m.dump()).toEqual(before);
+  });
+
   test('a thousand ports are still one statement per map', () => {
     const many = { ...v4only, ports: Array.from({ length: 1000 }, (_, i) => tcp('', 30000 + i, 80)) };
     const open = network({ id: 'dddd04', bridge: 'tsb-open', ipv4: [{ subnet: '10.4.0.0/24', gateway: '10.4.0.1/24' }] });
-    const lines = endpointDelta(many, open, 'add').trimEnd().split('\n').filter((l) => l.includes(' inet '));
+    const lines = added(many, open).trimEnd().split('\n').filter((l) => l.includes(' inet '));
     expect(lines).toHaveLength(1);
     expect(lines[0]!.match(/ : 10\.2\.0\.3 \. 80/g)).toHaveLength(1000);
   });
 
-  test("scope 'ports': only port elements, never the bridge table (what the port calls rely on)", () => {
-    const delta = endpointDelta(web, isolated, 'delete', 'tsbridge', 'ports');
+  test('the ports alone: only port elements, never the bridge table (what the port calls rely on)', () => {
+    const ports = KINDS.get('bridge').ports(web, isolated, web.ports);
+    const delta = deleteElements(ports);
     expect(delta).not.toContain('bridge tsbridge');
     expect(delta.trimEnd().split('\n')).toHaveLength(8);
-    expect(endpointDelta({ ...v4only, ports: [] }, isolated, 'add', 'tsbridge', 'ports')).toBe('');
+    expect(addElements(KINDS.get('bridge').ports(v4only, isolated, []))).toBe('');
   });
 
   test('no ports, icc on: the guard alone', () => {
     const open = network({ id: 'dddd04', bridge: 'tsb-open', ipv4: [{ subnet: '10.4.0.0/24', gateway: '10.4.0.1/24' }] });
-    expect(endpointDelta({ ...v4only, networkId: 'dddd04', ports: [] }, open, 'add').trimEnd().split('\n')).toEqual(guardAdd('tsve2e2e2e2e2e2', '10.2.0.3'));
+    expect(added({ ...v4only, networkId: 'dddd04', ports: [] }, open).trimEnd().split('\n')).toEqual(guardAdd('tsve2e2e2e2e2e2', '10.2.0.3'));
   });
 
   test("another instance's table", () => {
-    expect(endpointDelta(v4only, isolated, 'add', 'tsbridge_x')).not.toMatch(/ tsbridge /);
+    expect(added(v4only, isolated, 'tsbridge_x')).not.toMatch(/ tsbridge /);
+  });
+});
+
+describe('what a network contributes, composed', () => {
+  const open = network({ id: 'dddd04', bridge: 'tsb-open', ipv4: [{ subnet: '10.4.0.0/24', gateway: '10.4.0.1/24' }] });
+  const withRules = (extra: Partial<NetworkRules>): FirewallView => {
+    const v = viewOf([open], []);
+    return { ...v, networks: v.networks.map((n) => ({ ...n, rules: { ...n.rules, ...extra } })) };
+  };
+
+  test('a set of its own is declared in its table, with its elements; rules may use it', () => {
+    const script = fullRuleset(withRules({
+      sets: [{ set: 'inet vteps_dddd04', type: 'ipv4_addr' }],
+      elements: [{ set: 'inet bridges', key: '"tsb-open"' }, { set: 'inet vteps_dddd04', key: '192.0.2.1' }],
+      chains: { 'inet input': ['ip saddr @vteps_dddd04 udp dport 4789 accept'] },
+    }));
+    expect(script).toContain('  set vteps_dddd04 {\n    type ipv4_addr\n    elements = { 192.0.2.1 }\n  }');
+    expect(script).toContain('    ip saddr @vteps_dddd04 udp dport 4789 accept');
+    expect(modelOf(script)['inet tsbridge']!.sets.vteps_dddd04!.elements).toEqual(['192.0.2.1']);
+  });
+
+  test('lines go between a chain\'s fixed head and tail', () => {
+    const script = fullRuleset(withRules({ chains: { 'bridge prerouting': ['iifname "x" drop'], 'bridge forward': ['iifname "y" drop'] } }));
+    expect(script).toContain('    type filter hook prerouting priority filter; policy accept;\n    iifname "x" drop\n    iifname != @guarded accept');
+    expect(script).toContain('    iifname @no_icc drop\n    iifname "y" drop\n  }');
+  });
+
+  test('a chain tsbridge does not have, or an element of a set nobody declared, is an internal error', () => {
+    expect(() => fullRuleset(withRules({ chains: { 'inet nosuch': ['accept'] } }))).toThrow(/internal error: no chain "inet nosuch"/);
+    const stray: Element = { set: 'inet nosuch', key: '1' };
+    expect(() => fullRuleset(withRules({ elements: [stray] }))).toThrow(/internal error: element for an undeclared set "inet nosuch"/);
   });
 });
 

@@ -2,26 +2,30 @@
  * `tsbridge ports`: rows from a state document, the table, --json, and the command line over a
  * state file in a temporary directory (read-only: the file is left byte for byte).
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { runCli } from '../../src/cli.js';
 import { formatTable, portRows } from '../../src/cli/ports.js';
-import { emptyState, type EndpointRecord, type NetworkRecord, type State } from '../../src/state/types.js';
+import { encodeState } from '../../src/state/disk.js';
+import { emptyState, type Endpoint, type Network, type State } from '../../src/state/types.js';
 
 const NET = 'aaaa000000000000000000000000000000000000000000000000000000000001';
 const NET2 = 'bbbb000000000000000000000000000000000000000000000000000000000002';
 const EP1 = '1111000000000000000000000000000000000000000000000000000000000001';
 const EP2 = '2222000000000000000000000000000000000000000000000000000000000002';
 
-function net(id: string, bridge: string): NetworkRecord {
+function net(id: string, bridge: string): Network {
   return {
-    id, bridge, phase: 'ready', bridgeNamedByUser: false, mtu: 1500, internal: false, icc: true, masquerade: true,
-    hostBindingIpv4: '', snatIpv4: '', inhibitIpv4: false, ifacePrefix: 'eth', enableIpv6: true, ipv4: [], ipv6: [],
+    id, kind: 'bridge', phase: 'ready', mtu: 1500, internal: false, ifacePrefix: 'eth', enableIpv6: true, ipv4: [], ipv6: [],
+    settings: { bridge, bridgeNamedByUser: false, icc: true, masquerade: true, hostBindingIpv4: '', snatIpv4: '', inhibitIpv4: false },
   };
 }
 
-function ep(over: Partial<EndpointRecord> & { id: string; networkId: string }): EndpointRecord {
+/** The state as its file holds it. */
+const file = (s: State) => JSON.stringify(encodeState(s));
+
+function ep(over: Partial<Endpoint> & { id: string; networkId: string }): Endpoint {
   return { phase: 'ready', hostVeth: 'tsv' + over.id.slice(0, 12), peerVeth: 'tsc' + over.id.slice(0, 12), mac: '02:00:00:00:00:01', ipv4: null, ipv6: null, joined: true, ports: [], ...over };
 }
 
@@ -97,7 +101,7 @@ describe('runCli', () => {
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
   test('ports: the table from $TSBRIDGE_STATE_DIR/state.json, which stays untouched', async () => {
-    const text = JSON.stringify(state());
+    const text = file(state());
     writeFileSync(path.join(dir, 'state.json'), text);
     expect(await runCli(['ports'], io())).toBe(0);
     expect(out).toBe(formatTable(portRows(state())));
@@ -105,8 +109,18 @@ describe('runCli', () => {
     expect(readFileSync(path.join(dir, 'state.json'), 'utf8')).toBe(text);
   });
 
+  test('a version 1 state file (older tsbridge) is read as is, and nothing is written beside it', async () => {
+    const v1 = readFileSync(new URL('../fixtures/state/v1-state.json', import.meta.url), 'utf8');
+    writeFileSync(path.join(dir, 'state.json'), v1);
+    expect(await runCli(['ports'], io())).toBe(0);
+    expect(out).toContain('tsb-aaaa0000000');
+    expect(out).toContain('127.0.0.1:5353');
+    expect(readFileSync(path.join(dir, 'state.json'), 'utf8')).toBe(v1);
+    expect(readdirSync(dir)).toEqual(['state.json']);
+  });
+
   test('--json: the rows with full IDs; --network filters by ID prefix', async () => {
-    writeFileSync(path.join(dir, 'state.json'), JSON.stringify(state()));
+    writeFileSync(path.join(dir, 'state.json'), file(state()));
     expect(await runCli(['ports', '--json', '--network', 'bbbb'], io())).toBe(0);
     const rows = JSON.parse(out) as unknown[];
     expect(rows).toEqual(portRows(state()).filter((r) => r.networkId === NET2));
@@ -118,7 +132,7 @@ describe('runCli', () => {
   test('--state-dir wins over the environment', async () => {
     const other = mkdtempSync(path.join(tmpdir(), 'tsbridge-cli-'));
     try {
-      writeFileSync(path.join(other, 'state.json'), JSON.stringify(state()));
+      writeFileSync(path.join(other, 'state.json'), file(state()));
       expect(await runCli(['ports', `--state-dir=${other}`], io())).toBe(0);
       expect(out).toContain('127.0.0.1:5353');
     } finally {

@@ -6,10 +6,9 @@
 import { allocatePorts, hostIpsOverlap, type PortContext } from '../../src/driver/ports.js';
 import { isTsbridgeError, type ErrorCode } from '../../src/errors.js';
 import { conntrackDestPorts } from '../../src/kernel/real/firewall.js';
-import type { PortRequest } from '../../src/protocol/network.js';
-import type { PortMapping } from '../../src/state/types.js';
+import type { PortMapping, PortRequest } from '../../src/domain/types.js';
 import { FakeHost } from '../fakes/host.js';
-import { codeOf, EP_1, EP_2, NET_A, endpointSpec, makeWorld, networkSpec, portReq, type World, errorOf } from '../fakes/world.js';
+import { codeOf, EP_1, EP_2, NET_A, endpointSpec, firewallAgrees, makeWorld, networkSpec, portReq, type World, errorOf } from '../fakes/world.js';
 
 const req = (over: Partial<PortRequest> = {}): PortRequest => ({ proto: 'tcp', containerPort: 80, hostIp: '', hostPort: 8080, hostPortEnd: 0, ...over });
 const ctx = (over: Partial<PortContext> = {}): PortContext => ({ taken: [], listening: [], ephemeral: [49152, 49155], defaultHostIp: '', ...over });
@@ -125,6 +124,12 @@ describe('the driver\'s port methods', () => {
     await w.driver.createEndpoint(endpointSpec({ endpointId: EP_2, ipv4: '10.10.0.3/24' }));
   });
 
+  // Failed calls included, nftables holds what the state says.
+  afterEach(() => {
+    const { kernel, state } = firewallAgrees(w);
+    expect(kernel).toEqual(state);
+  });
+
   test('revoke removes the ports and nothing else: the endpoint stays isolated (icc=false)', async () => {
     const hostVeth = w.db.state.endpoints[EP_1]!.hostVeth;
     expect(w.kernel.snapshot().firewall.noIcc).toContain(hostVeth);
@@ -137,15 +142,15 @@ describe('the driver\'s port methods', () => {
   test('re-programming replaces the ports and keeps the isolation', async () => {
     await w.driver.programExternalConnectivity(NET_A, EP_1, [portReq(80, 8080)]);
     await w.driver.programExternalConnectivity(NET_A, EP_1, [portReq(80, 9090)]);
-    expect(ports()).toEqual([`${EP_1} tcp *:9090 -> 80`]);
+    expect(ports()).toEqual(['tcp 0.0.0.0:9090 -> 10.10.0.2:80']);
     expect(w.kernel.snapshot().firewall.noIcc).toContain(w.db.state.endpoints[EP_1]!.hostVeth);
   });
 
   test('a failed re-program leaves the previous ports published, in the kernel, in memory and on disk', async () => {
     await w.driver.programExternalConnectivity(NET_A, EP_1, [portReq(80, 8080)]);
-    w.kernel.failNext('applyEndpoint', { when: ([, , op]) => op === 'add' });
+    w.kernel.failNext('addPorts');
     expect(await codeOf(w.driver.programExternalConnectivity(NET_A, EP_1, [portReq(81, 8081)]))).toBe('KERNEL');
-    expect(ports()).toEqual([`${EP_1} tcp *:8080 -> 80`]);
+    expect(ports()).toEqual(['tcp 0.0.0.0:8080 -> 10.10.0.2:80']);
     expect(w.db.state.endpoints[EP_1]!.ports).toEqual([mapping()]);
     expect(w.store.saved?.endpoints[EP_1]?.ports).toEqual([mapping()]);
   });
@@ -182,7 +187,7 @@ describe('the driver\'s port methods', () => {
     await w.driver.leave(NET_A, EP_1);
     await w.driver.deleteEndpoint(NET_A, EP_1);
     await w.driver.programExternalConnectivity(NET_A, EP_2, [portReq(53, 5353, { proto: 'udp' })]);
-    expect(ports()).toEqual([`${EP_2} udp *:5353 -> 53`]);
+    expect(ports()).toEqual(['udp 0.0.0.0:5353 -> 10.10.0.3:53']);
     expect(w.kernel.conntrackFlushes).toEqual([
       { proto: 'udp', hostPort: 5353 },
       { proto: 'udp', hostPort: 5353 },

@@ -4,7 +4,7 @@
  */
 import { isTsbridgeError, type ErrorCode } from '../../src/errors.js';
 import { readFileSync } from 'node:fs';
-import { NETWORK_OPTIONS, TSBRIDGE_OPTION_PREFIX, parseCreateEndpoint, parseCreateNetwork, parsePortBindings } from '../../src/protocol/network.js';
+import { COMMON_OPTIONS, TSBRIDGE_OPTION_PREFIX, networkOptions, parseCreateEndpoint, parseCreateNetwork, parsePortBindings } from '../../src/protocol/network.js';
 import { recordedOf } from '../fakes/recorded.js';
 import { errorOf } from '../fakes/world.js';
 
@@ -32,27 +32,31 @@ describe('parseCreateNetwork', () => {
     const spec = parseCreateNetwork(r.request);
     expect(spec.id).toBe(r.request!.NetworkID);
     expect(spec.ipv4.map((s) => s.subnet)).toEqual(r.request!.IPv4Data.map((d: { Pool: string }) => d.Pool));
-    expect(spec.bridge).toBe(`tsb-${spec.id.slice(0, 11)}`);
-    expect(spec.bridgeNamedByUser).toBe(false);
+    expect(spec.kind).toBe('bridge');
+    expect(spec.settings.bridge).toBe(`tsb-${spec.id.slice(0, 11)}`);
+    expect(spec.settings.bridgeNamedByUser).toBe(false);
   });
 
   test('the recorded rec1: MTU 1400, icc off, gateway with prefix length', () => {
     const r = recorded.find((x) => x.request!.NetworkID.startsWith('b428'))!;
     expect(parseCreateNetwork(r.request)).toEqual({
       id: NET,
-      bridge: 'tsb-b428f65ce83',
-      bridgeNamedByUser: false,
+      kind: 'bridge',
       mtu: 1400,
       internal: false,
-      icc: false,
-      masquerade: true,
-      hostBindingIpv4: '',
-      snatIpv4: '',
-      inhibitIpv4: false,
       ifacePrefix: 'eth',
       enableIpv6: false,
       ipv4: [{ subnet: '10.99.0.0/24', gateway: '10.99.0.1/24' }],
       ipv6: [],
+      settings: {
+        bridge: 'tsb-b428f65ce83',
+        bridgeNamedByUser: false,
+        icc: false,
+        masquerade: true,
+        hostBindingIpv4: '',
+        snatIpv4: '',
+        inhibitIpv4: false,
+      },
     });
   });
 
@@ -71,7 +75,14 @@ describe('parseCreateNetwork', () => {
 
   test('defaults without options', () => {
     const spec = parseCreateNetwork(createNetwork());
-    expect(spec).toMatchObject({ mtu: 1500, icc: true, masquerade: true, internal: false, inhibitIpv4: false, ifacePrefix: 'eth', enableIpv6: false });
+    expect(spec).toMatchObject({ kind: 'bridge', mtu: 1500, internal: false, ifacePrefix: 'eth', enableIpv6: false, settings: { icc: true, masquerade: true, inhibitIpv4: false } });
+  });
+
+  test('io.tsbridge.mode names the kind: bridge is the NAT bridge, also without it; an unknown mode is BAD_OPTION listing the modes', () => {
+    expect(parseCreateNetwork(createNetwork({ [COMMON_OPTIONS.MODE]: 'bridge' }))).toEqual(parseCreateNetwork(createNetwork()));
+    const e = errorOf(() => parseCreateNetwork(createNetwork({ 'io.tsbridge.mode': 'vxlan' })));
+    expect(e.code).toBe('BAD_OPTION');
+    expect(e.message).toBe('invalid option io.tsbridge.mode=vxlan: the modes are bridge');
   });
 
   test('every supported option', () => {
@@ -88,20 +99,23 @@ describe('parseCreateNetwork', () => {
       }),
     );
     expect(spec).toMatchObject({
-      bridge: 'my_br-0',
-      bridgeNamedByUser: true,
+      kind: 'bridge',
       mtu: 9000,
-      icc: false,
-      masquerade: false,
-      hostBindingIpv4: '192.0.2.7',
-      snatIpv4: '192.0.2.8',
-      inhibitIpv4: true,
       ifacePrefix: 'net',
+      settings: {
+        bridge: 'my_br-0',
+        bridgeNamedByUser: true,
+        icc: false,
+        masquerade: false,
+        hostBindingIpv4: '192.0.2.7',
+        snatIpv4: '192.0.2.8',
+        inhibitIpv4: true,
+      },
     });
   });
 
   test('host_binding_ipv4 0.0.0.0 means all addresses', () => {
-    expect(parseCreateNetwork(createNetwork({ 'com.docker.network.bridge.host_binding_ipv4': '0.0.0.0' })).hostBindingIpv4).toBe('');
+    expect(parseCreateNetwork(createNetwork({ 'com.docker.network.bridge.host_binding_ipv4': '0.0.0.0' })).settings.hostBindingIpv4).toBe('');
   });
 
   test.each(['abc', '10', '67', '70000', '65536', '1500.5', '-1500', ' 1500', ''])('MTU %j is BAD_OPTION naming the option', (mtu) => {
@@ -126,7 +140,7 @@ describe('parseCreateNetwork', () => {
   });
 
   test('a 15-character bridge name is accepted', () => {
-    expect(parseCreateNetwork(createNetwork({ 'com.docker.network.bridge.name': 'abcdefghijklmno' })).bridge).toBe('abcdefghijklmno');
+    expect(parseCreateNetwork(createNetwork({ 'com.docker.network.bridge.name': 'abcdefghijklmno' })).settings.bridge).toBe('abcdefghijklmno');
   });
 
   test.each(['com.docker.network.bridge.default_bridge', 'com.docker.network.bridge.gateway_mode_ipv4', 'io.tsbridge.anything', 'foo'])(
@@ -142,7 +156,7 @@ describe('parseCreateNetwork', () => {
     ['1', true], ['t', true], ['T', true], ['TRUE', true], ['true', true], ['True', true],
     ['0', false], ['f', false], ['F', false], ['FALSE', false], ['false', false], ['False', false],
   ])('Go boolean %j is %s', (text, value) => {
-    expect(parseCreateNetwork(createNetwork({ 'com.docker.network.bridge.enable_icc': text })).icc).toBe(value);
+    expect(parseCreateNetwork(createNetwork({ 'com.docker.network.bridge.enable_icc': text })).settings.icc).toBe(value);
   });
 
   test.each(['yes', 'no', 'tRuE', 'on', '2', ''])('non-Go boolean %j is BAD_OPTION', (text) => {
@@ -312,11 +326,13 @@ describe('docs/options.md', () => {
   const documented = [...doc.matchAll(/^\| `(com\.docker\.network\.[a-z0-9_.]+)` \|/gm)].map((m) => m[1]);
 
   test('lists every network option tsbridge accepts, and no other', () => {
-    expect(documented.sort()).toEqual(Object.values(NETWORK_OPTIONS).sort());
+    expect(documented.sort()).toEqual(networkOptions().filter((o) => o.startsWith('com.docker.network.')).sort());
   });
 
-  test("names tsbridge's own prefix", () => {
+  test("names tsbridge's own prefix and its own options", () => {
     expect(doc).toContain(`\`${TSBRIDGE_OPTION_PREFIX}…\``);
+    const own = [...doc.matchAll(/^\| `(io\.tsbridge\.[a-z0-9_.]+)` \|/gm)].map((m) => m[1]);
+    expect(own.sort()).toEqual(networkOptions().filter((o) => o.startsWith(TSBRIDGE_OPTION_PREFIX)).sort());
   });
 });
 

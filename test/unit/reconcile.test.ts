@@ -4,11 +4,11 @@
  * undone, and links tsbridge did not make are never touched.
  */
 import { Reconciler } from '../../src/driver/reconcile.js';
-import { hostVethName, peerVethName } from '../../src/driver/names.js';
+import { hostVethName, peerVethName } from '../../src/domain/names.js';
 import { silentLogger } from '../../src/logging.js';
 import { Db } from '../../src/state/db.js';
 import { FakeKernel } from '../fakes/kernel.js';
-import { EP_1, EP_2, EP_3, NET_A, NET_B, endpointSpec, makeWorld, networkSpec, portReq, type World } from '../fakes/world.js';
+import { EP_1, EP_2, EP_3, NET_A, NET_B, endpointSpec, makeWorld, networkSpec, portReq, rulesOf, type World } from '../fakes/world.js';
 
 /** The same store, a new Db and an empty kernel: what a host reboot plus plugin start looks like. */
 async function restart(w: World): Promise<{ db: Db; kernel: FakeKernel; reconciler: Reconciler }> {
@@ -34,7 +34,8 @@ test('after a reboot: bridges and unjoined veths are recreated, endpoints of dea
   const snap = r.kernel.snapshot();
   expect(snap.bridges).toEqual([{ name: 'tsb-aaaa0000000', mtu: 1500, mac: expect.any(String), addresses: ['10.10.0.1/24'] }]);
   expect(snap.veths.map((v) => [v.host, v.peer, v.bridge])).toEqual([[hostVethName(EP_2), peerVethName(EP_2), 'tsb-aaaa0000000']]);
-  expect(snap.firewall).toEqual({ tables: true, bridges: ['tsb-aaaa0000000'], ports: [], noIcc: [hostVethName(EP_2)] });
+  expect(snap.firewall).toEqual({ tables: true, bridges: ['tsb-aaaa0000000'], ports: [], noIcc: [hostVethName(EP_2)], guarded: [hostVethName(EP_2)] });
+  expect(snap.nft).toEqual(rulesOf(r.db.state));
   expect(snap.sysctls['net.ipv4.ip_forward']).toBe('1');
   expect(Object.keys(r.db.state.endpoints)).toEqual([EP_2]);
   expect(w.store.saved).toEqual(r.db.state);
@@ -51,7 +52,7 @@ test('after a plugin restart with the kernel intact, nothing is lost and the rul
 
 test('links with tsbridge names that no state knows are removed; other links are left alone', async () => {
   // a veth whose background teardown a crash interrupted, and links of other programs
-  await w.kernel.links.ensureVeth({ hostName: hostVethName(EP_3), peerName: peerVethName(EP_3), bridge: 'tsb-aaaa0000000', mtu: 1500, mac: '02:00:00:00:00:03' });
+  await w.kernel.links.ensureVeth({ hostName: hostVethName(EP_3), peerName: peerVethName(EP_3), master: 'tsb-aaaa0000000', mtu: 1500, mac: '02:00:00:00:00:03', hostAddresses: [] });
   w.kernel.addForeignLink('eth0');
   w.kernel.addForeignLink('docker0', 'bridge');
   w.kernel.addForeignLink('tsv-not-ours', 'veth');
@@ -96,4 +97,15 @@ test("links with tsbridge names made by another instance (not ours by alias) are
   const report = await new Reconciler(db, w.kernel, silentLogger()).startup();
   expect(report.staleLinksRemoved).toEqual([]);
   expect(w.kernel.snapshot().foreign.map((l) => l.name).sort()).toEqual(['tsb-bbbb0000000', hostVethName('c'.repeat(64))].sort());
+});
+
+test('a network of a kind this version does not know stops start-up before anything is changed', async () => {
+  const saved = structuredClone(w.store.saved!);
+  saved.networks[NET_B] = { ...networkSpec({ id: NET_B, bridge: 'tsb-bbbb0000000', ipv4: [{ subnet: '10.20.0.0/24', gateway: '10.20.0.1/24' }] }), kind: 'overlay', phase: 'ready' };
+  w.store.saved = saved;
+  w.kernel.removeVethBehindOurBack(hostVethName(EP_1)); // something start-up would otherwise clean up
+  const before = { kernel: w.kernel.snapshot(), saved: structuredClone(w.store.saved) };
+  const db = new Db(w.store, await w.store.load());
+  await expect(new Reconciler(db, w.kernel, silentLogger()).startup()).rejects.toThrow(/state store: a network of kind "overlay"/);
+  expect({ kernel: w.kernel.snapshot(), saved: w.store.saved }).toEqual(before);
 });

@@ -11,7 +11,7 @@ import { createApp } from '../../src/server/app.js';
 import { silentLogger } from '../../src/logging.js';
 import { FakeHost } from '../fakes/host.js';
 import { loadRecorded } from '../fakes/recorded.js';
-import { makeWorld, type World } from '../fakes/world.js';
+import { firewallAgrees, makeWorld, type World } from '../fakes/world.js';
 
 interface Reply {
   status: number;
@@ -187,7 +187,8 @@ describe('replay of every request recorded from Docker 20.10', () => {
           break;
         }
         case '/NetworkDriver.ProgramExternalConnectivity':
-          published.push(w.kernel.snapshot().firewall.ports.map((l) => l.split(' ').slice(1).join(' ')));
+          published.push(w.kernel.snapshot().firewall.ports);
+          expect(firewallAgrees(w).kernel).toEqual(firewallAgrees(w).state);
           break;
         case '/NetworkDriver.EndpointOperInfo':
           expect(r.body).toHaveProperty('Value');
@@ -197,14 +198,17 @@ describe('replay of every request recorded from Docker 20.10', () => {
     expect(joins).toBe(3);
 
     // -p 8080:80 -p 127.0.0.1:5353:53/udp -p 7000-7001:7000-7001 -p 9000 (from the ephemeral range, 49152 being busy)
-    expect(published[0]).toEqual(['tcp *:49153 -> 9000', 'tcp *:7000 -> 7000', 'tcp *:7001 -> 7001', 'tcp *:8080 -> 80', 'udp 127.0.0.1:5353 -> 53'].sort());
+    expect(published[0]).toEqual([
+      'tcp 0.0.0.0:49153 -> 10.99.0.2:9000', 'tcp 0.0.0.0:7000 -> 10.99.0.2:7000', 'tcp 0.0.0.0:7001 -> 10.99.0.2:7001', 'tcp 0.0.0.0:8080 -> 10.99.0.2:80', 'udp 127.0.0.1:5353 -> 10.99.0.2:53',
+    ].sort());
     expect(published[1]).toEqual([]);
 
     await w.driver.settle();
     const snap = w.kernel.snapshot();
     expect(snap.bridges).toEqual([]);
     expect(snap.veths).toEqual([]);
-    expect(snap.firewall).toEqual({ tables: false, bridges: [], ports: [], noIcc: [] });
+    expect(snap.firewall).toEqual({ tables: false, bridges: [], ports: [], noIcc: [], guarded: [] });
+    expect(snap.nft).toEqual({});
     expect(w.db.state.networks).toEqual({});
     expect(w.db.state.endpoints).toEqual({});
     expect(w.db.state.pools).toEqual({});

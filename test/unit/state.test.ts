@@ -9,14 +9,15 @@ import { isTsbridgeError } from '../../src/errors.js';
 import { Db } from '../../src/state/db.js';
 import { Mutex } from '../../src/state/mutex.js';
 import { FileStore, MemoryStore, STATE_FILE, parseState } from '../../src/state/store.js';
+import { STATE_VERSION, encodeState } from '../../src/state/disk.js';
 import { emptyState, type State } from '../../src/state/types.js';
 
 function sampleState(): State {
   const s = emptyState();
   s.networks.n1 = {
-    id: 'n1', phase: 'ready', bridge: 'tsb-n1', bridgeNamedByUser: false, mtu: 1400, internal: false, icc: false, masquerade: true,
-    hostBindingIpv4: '', snatIpv4: '', inhibitIpv4: false, ifacePrefix: 'eth', enableIpv6: true,
+    id: 'n1', kind: 'bridge', phase: 'ready', mtu: 1400, internal: false, ifacePrefix: 'eth', enableIpv6: true,
     ipv4: [{ subnet: '10.9.0.0/24', gateway: '10.9.0.1/24' }], ipv6: [{ subnet: 'fd00:9::/64', gateway: 'fd00:9::1/64' }],
+    settings: { bridge: 'tsb-n1', bridgeNamedByUser: false, icc: false, masquerade: true, hostBindingIpv4: '', snatIpv4: '', inhibitIpv4: false },
   };
   s.endpoints.e1 = {
     id: 'e1', networkId: 'n1', phase: 'ready', hostVeth: 'tsv1', peerVeth: 'tsc1', mac: '02:00:00:00:00:01',
@@ -70,7 +71,7 @@ describe('FileStore', () => {
 
   test('a temp file left by a crash is ignored on load and replaced on save', async () => {
     await store.save(sampleState());
-    writeFileSync(tmp(), '{"version": 1, "netw'); // torn write of a newer state
+    writeFileSync(tmp(), '{"version": 2, "netw'); // torn write of a newer state
     expect(await store.load()).toEqual(sampleState());
     const next = sampleState();
     delete next.endpoints.e1;
@@ -80,12 +81,12 @@ describe('FileStore', () => {
   });
 
   test('a temp file alone (crash before the first rename) is an empty state', async () => {
-    writeFileSync(tmp(), JSON.stringify(sampleState()));
+    writeFileSync(tmp(), JSON.stringify(encodeState(sampleState())));
     expect(await store.load()).toEqual(emptyState());
   });
 
   test('corrupt JSON is a STATE error and the file is kept untouched', async () => {
-    const garbage = '{"version": 1, "networks": {';
+    const garbage = '{"version": 2, "networks": {';
     writeFileSync(file(), garbage);
     const msg = await stateErrorOf(store.load());
     expect(msg).toContain(file());
@@ -93,10 +94,14 @@ describe('FileStore', () => {
   });
 
   test.each([
-    ['another version', { ...emptyState(), version: 2 }],
+    ['a version this tsbridge does not know', { ...emptyState(), version: 3 }],
     ['no version', { networks: {}, endpoints: {}, pools: {} }],
-    ['networks missing', { version: 1, endpoints: {}, pools: {} }],
-    ['pools as a list', { version: 1, networks: {}, endpoints: {}, pools: [] }],
+    ['networks missing', { version: 2, endpoints: {}, pools: {} }],
+    ['pools as a list', { version: 2, networks: {}, endpoints: {}, pools: [] }],
+    ['a version 1 file with pools as a list', { version: 1, networks: {}, endpoints: {}, pools: [] }],
+    ['a network without a kind', { ...encodeState(sampleState()), networks: { n1: { ...encodeState(sampleState()).networks.n1, kind: undefined } } }],
+    ['a network filed under another ID', { ...encodeState(sampleState()), networks: { n2: encodeState(sampleState()).networks.n1 } }],
+    ['an endpoint without its link names', { ...encodeState(sampleState()), endpoints: { e1: { ...encodeState(sampleState()).endpoints.e1, hostVeth: undefined } } }],
     ['JSON null', null],
     ['a list', []],
   ])('%s is a STATE error, never an empty state', async (_what, doc) => {
@@ -112,8 +117,15 @@ describe('FileStore', () => {
   });
 
   test('a state without ulaBase (older file) loads with ulaBase null', () => {
-    const { ulaBase: _drop, ...old } = sampleState();
+    const { ulaBase: _drop, ...old } = encodeState(sampleState());
     expect(parseState(JSON.stringify(old)).ulaBase).toBeNull();
+  });
+
+  test('what is saved is the current version\'s document', async () => {
+    await store.save(sampleState());
+    const doc = JSON.parse(readFileSync(file(), 'utf8'));
+    expect(doc.version).toBe(STATE_VERSION);
+    expect(doc).toEqual(encodeState(sampleState()));
   });
 });
 

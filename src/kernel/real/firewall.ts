@@ -1,9 +1,9 @@
 import type { Logger } from '../../logging.js';
-import type { EndpointRecord, NetworkRecord } from '../../state/types.js';
-import { endpointDelta, fullRuleset, type FirewallView } from '../rules/nft.js';
+import type { Proto } from '../../domain/types.js';
+import { addElements, deleteElements, fullRuleset } from '../rules/nft.js';
 import { DOCKER_ISOLATION_CHAINS, forwardChainRestore, forwardChainRules, jumpPosition, parseFilterSave, shimParent, type FilterView, type ShimBridge } from '../rules/iptables.js';
 import { DEFAULT_INSTANCE, ownerFor, type Owner } from '../owner.js';
-import type { Firewall } from '../types.js';
+import type { Element, EndpointElements, Firewall, FirewallView } from '../types.js';
 import type { Runner } from './exec.js';
 
 /**
@@ -29,9 +29,36 @@ export class NftFirewall implements Firewall {
   /** The last check saw Docker's chains in place (DOCKER-USER and its isolation): nothing more will appear. */
   private dockerSettled = false;
 
-  async applyAll(view: FirewallView): Promise<void> {
-    await this.runner.run('nft', ['-f', '-'], { input: fullRuleset(view, this.owner.table) });
+  async apply(view: FirewallView): Promise<void> {
+    await this.nft(fullRuleset(view, this.owner.table));
     await this.refresh(view);
+  }
+
+  private async nft(script: string): Promise<void> {
+    if (script) await this.runner.run('nft', ['-f', '-'], { input: script });
+  }
+
+  async addEndpoint(ep: EndpointElements): Promise<void> {
+    await this.nft(addElements([...ep.ports, ...ep.member], this.owner.table));
+    // Until Docker's chains have been seen, each new endpoint re-checks the shim: at boot
+    // tsbridge starts before dockerd, and dockerd's FORWARD DROP and isolation chains appear
+    // just before it starts its containers — which must not wait for the next sweep.
+    // A failure here is not the endpoint's: it is logged, and the next sweep tries again.
+    if (!this.dockerSettled && this.shimBridges.length > 0) {
+      await this.applyShims().catch((e: unknown) => this.log.warn('forward shim re-check failed', { error: e instanceof Error ? e.message : String(e) }));
+    }
+  }
+
+  async removeEndpoint(ep: EndpointElements): Promise<void> {
+    await this.nft(deleteElements([...ep.ports, ...ep.member], this.owner.table));
+  }
+
+  async addPorts(ports: Element[]): Promise<void> {
+    await this.nft(addElements(ports, this.owner.table));
+  }
+
+  async removePorts(ports: Element[]): Promise<void> {
+    await this.nft(deleteElements(ports, this.owner.table));
   }
 
   /**
@@ -41,7 +68,7 @@ export class NftFirewall implements Firewall {
    * jump lost to someone's flush.
    */
   async refresh(view: FirewallView): Promise<void> {
-    this.shimBridges = view.networks.filter((n) => n.phase !== 'deleting').map((n) => ({ name: n.bridge, internal: n.internal }));
+    this.shimBridges = view.networks.flatMap((n) => n.rules.shim);
     await this.applyShims();
   }
 
@@ -51,18 +78,6 @@ export class NftFirewall implements Firewall {
     this.dockerSettled = v4 !== null && v4.chains.has('DOCKER-USER') && DOCKER_ISOLATION_CHAINS.every((c) => v4.chains.has(c));
   }
 
-  async applyEndpoint(ep: EndpointRecord, net: NetworkRecord, op: 'add' | 'delete', scope: 'all' | 'ports' = 'all'): Promise<void> {
-    const script = endpointDelta(ep, net, op, this.owner.table, scope);
-    if (script) await this.runner.run('nft', ['-f', '-'], { input: script });
-    // Until Docker's chains have been seen, each new endpoint re-checks the shim: at boot
-    // tsbridge starts before dockerd, and dockerd's FORWARD DROP and isolation chains appear
-    // just before it starts its containers — which must not wait for the next sweep.
-    // A failure here is not the endpoint's: it is logged, and the next sweep tries again.
-    if (op === 'add' && scope === 'all' && !this.dockerSettled && this.shimBridges.length > 0) {
-      await this.applyShims().catch((e: unknown) => this.log.warn('forward shim re-check failed', { error: e instanceof Error ? e.message : String(e) }));
-    }
-  }
-
   /**
    * Forgets the conntrack entries of these UDP/SCTP host ports, so a flow that started before a
    * port was (re)published — towards the host itself, or towards a container since replaced —
@@ -70,7 +85,7 @@ export class NftFirewall implements Firewall {
    * One `conntrack -L` per protocol finds which ports have entries at all (usually none), and
    * only those get a `conntrack -D` per family: the cost does not grow with the number of ports.
    */
-  async flushConntrack(entries: { proto: 'udp' | 'sctp' | 'tcp'; hostPort: number }[]): Promise<void> {
+  async flushConntrack(entries: { proto: Proto; hostPort: number }[]): Promise<void> {
     const byProto = new Map<string, Set<number>>();
     for (const e of entries) {
       if (e.proto === 'tcp') continue;

@@ -4,11 +4,10 @@
  * port must not steal, and the kernel's ephemeral port range.
  */
 import { promises as fs } from 'node:fs';
-import type { HostPorts } from '../../driver/service.js';
 import type { Listener } from '../../driver/ports.js';
-import type { HostView } from '../../ipam/service.js';
+import type { HostPorts, HostView } from '../types.js';
 import type { Proto } from '../../state/types.js';
-import { formatAddress } from '../../ipam/addr.js';
+import { formatAddress } from '../../net/addr.js';
 
 async function readOr(file: string, dflt = ''): Promise<string> {
   try {

@@ -1,6 +1,6 @@
 import { promises as fs } from 'node:fs';
 import { TsbridgeError } from '../../errors.js';
-import type { BridgeSpec, LinkInfo, Links, VethSpec } from '../types.js';
+import type { BridgeSpec, LinkInfo, Links, RouteSpec, VethSpec } from '../types.js';
 import type { Runner } from './exec.js';
 
 interface RawLink {
@@ -8,6 +8,11 @@ interface RawLink {
   master?: string;
   ifalias?: string;
   linkinfo?: { info_kind?: string };
+}
+
+/** `addr replace` keeps the line idempotent; IPv6 without duplicate address detection (tsbridge owns the subnet). */
+function addressLine(cidr: string, dev: string): string {
+  return cidr.includes(':') ? `addr replace ${cidr} dev ${dev} nodad` : `addr replace ${cidr} dev ${dev}`;
 }
 
 /** Links through iproute2: one `ip -batch` per operation. Names are validated before they get here. */
@@ -57,9 +62,7 @@ export class IpLinks implements Links {
       L.push(`link set dev ${spec.name} alias ${this.alias}`);
     }
     else L.push(`link set dev ${spec.name} mtu ${spec.mtu}`);
-    for (const a of spec.addresses) {
-      L.push(a.includes(':') ? `addr replace ${a} dev ${spec.name} nodad` : `addr replace ${a} dev ${spec.name}`);
-    }
+    for (const a of spec.addresses) L.push(addressLine(a, spec.name));
     L.push(`link set dev ${spec.name} up`);
     await this.batch(L);
   }
@@ -71,10 +74,12 @@ export class IpLinks implements Links {
       `link add name ${spec.hostName} mtu ${spec.mtu} type veth peer name ${spec.peerName} mtu ${spec.mtu} address ${spec.mac}`,
       `link set dev ${spec.hostName} alias ${this.alias}`,
       `link set dev ${spec.peerName} alias ${this.alias}`,
-      `link set dev ${spec.hostName} master ${spec.bridge}`,
-      `link set dev ${spec.hostName} type bridge_slave hairpin on`,
-      `link set dev ${spec.hostName} up`,
     );
+    if (spec.master) {
+      L.push(`link set dev ${spec.hostName} master ${spec.master}`, `link set dev ${spec.hostName} type bridge_slave hairpin on`);
+    }
+    for (const a of spec.hostAddresses) L.push(addressLine(a, spec.hostName));
+    L.push(`link set dev ${spec.hostName} up`);
     await this.batch(L);
   }
 
@@ -84,6 +89,11 @@ export class IpLinks implements Links {
       `link set dev ${hostName} type bridge_slave hairpin on`,
       `link set dev ${hostName} up`,
     ]);
+  }
+
+  async ensureRoutes(routes: RouteSpec[]): Promise<void> {
+    if (routes.length === 0) return;
+    await this.batch(routes.map((r) => `route replace ${r.to} dev ${r.dev} scope link`));
   }
 
   async deleteLinks(names: string[]): Promise<void> {

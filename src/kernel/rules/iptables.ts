@@ -19,15 +19,14 @@
  * Published ports are the exception (as between tsbridge networks): a
  * connection DNATed to a Docker container through a host address is accepted.
  */
+import type { ShimBridge } from '../types.js';
+
 export const FORWARD_CHAIN = 'TSBRIDGE-FORWARD';
 
 /** Docker's chains tsbridge jumps to (never writes) when they exist, in this order. */
 export const DOCKER_ISOLATION_CHAINS = ['DOCKER-ISOLATION-STAGE-1', 'DOCKER-ISOLATION-STAGE-2'] as const;
 
-export interface ShimBridge {
-  name: string;
-  internal: boolean;
-}
+export type { ShimBridge };
 
 /** The rules of TSBRIDGE-FORWARD, as `iptables -S` prints them. */
 export function forwardChainRules(bridges: ShimBridge[], chain: string = FORWARD_CHAIN, isolation: readonly string[] = []): string[] {

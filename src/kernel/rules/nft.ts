@@ -1,48 +1,42 @@
 /**
- * nftables rules as a pure function of tsbridge's desired state.
+ * tsbridge's nftables ruleset, rendered from data: a fixed skeleton (tables, shared sets and maps,
+ * base chains and their fixed lines) plus what each network's kind contributes (rule lines per
+ * chain, elements, sets of its own) and each endpoint's elements. Pure; the kinds decide what the
+ * rules say (src/kinds/*), this file only how they are written down.
  *
  * tsbridge owns two tables and touches nothing else in nftables:
  *   table inet tsbridge   NAT (masquerade/SNAT, port publishing) and forwarding policy
  *   table bridge tsbridge  what happens between ports of one bridge (ICC, anti-spoofing)
- * Published ports live in maps, so matching a packet costs one lookup however
- * many ports are published, and publishing a port is one `add element`.
+ * Published ports live in maps, so matching a packet costs one lookup however many ports are
+ * published, and publishing a port is one `add element`.
  *
- * `fullRuleset` rebuilds both tables in one transaction (start-up, network
- * create/delete); `endpointDelta` adds or removes one endpoint's elements.
+ * `fullRuleset` rebuilds both tables in one transaction (start-up, network create/delete);
+ * `addElements` / `deleteElements` change one endpoint's elements in one transaction.
  *
- * Base chains, by hook and priority (BASE_CHAINS; lower runs first). An operator's own
- * table with a chain on the same hook and a lower priority is evaluated before
- * tsbridge's — docs/options.md, "Firewall and the operator's own rules":
+ * Base chains, by hook and priority (BASE_CHAINS; lower runs first). An operator's own table with
+ * a chain on the same hook and a lower priority is evaluated before tsbridge's — docs/options.md,
+ * "Firewall and the operator's own rules":
  *   inet   prerouting  raw (-300)       localnet     127.0.0.0/8 from the wire dropped
  *   inet   prerouting  dstnat (-100)    prerouting   published ports: DNAT
  *   inet   output      -100             output       published ports from the host: DNAT
- *   inet   input       filter - 1       input        internal networks: nothing to the host
- *   inet   forward     filter - 1       forward      isolation between networks, inbound filter
- *   inet   postrouting srcnat (100)     postrouting  masquerade / SNAT, hairpin
+ *   inet   input       filter - 1       input        (kinds: e.g. internal networks reach nothing of the host)
+ *   inet   forward     filter - 1       forward      (kinds: isolation between networks, inbound filter)
+ *   inet   postrouting srcnat (100)     postrouting  (kinds: masquerade / SNAT, hairpin); loopback-sourced DNAT
  *   bridge prerouting  filter (-200)    prerouting   anti-spoofing (MAC, IPv4, ARP, IPv6, ND)
  *   bridge forward     filter (-200)    forward      enable_icc=false
  *
- * How each path to a published port works (docs/ports.md has the long form):
- *   from another host     prerouting DNAT; the container sees the client's own address
- *   from the host         output DNAT; via 127.0.0.0/8 the source is masqueraded to the
- *                         bridge address (route_localnet=1 on tsbridge bridges lets it out)
- *   hairpin               a container (or another container of its network) reaching the
- *                         port through a host address: the DNATed packet goes back out the
- *                         bridge it came from, source masqueraded to the bridge address —
- *                         matched on (bridge, source subnet), never on the input interface,
- *                         which netfilter does not know when br_netfilter bridges the packet
- *   other networks        routed between bridges, masqueraded like any egress
- *   ::1                   never DNATed: IPv6 has no route_localnet, a reply to ::1 arriving
- *                         on a bridge is dropped by the kernel; not DNATing lets the host
- *                         refuse at once so a client falls back to 127.0.0.1
- *   127.0.0.0/8 from the wire   dropped in `localnet` before DNAT: a port bound to
- *                         127.0.0.1 must not be reachable from other hosts, and
- *                         route_localnet must not open the host's loopback to containers
+ * 127.0.0.0/8 from the wire is dropped in `localnet` before DNAT: a port bound to 127.0.0.1 must
+ * not be reachable from other hosts, and route_localnet must not open the host's loopback to
+ * containers. ::1 is never DNATed: IPv6 has no route_localnet, a reply to ::1 arriving on a bridge
+ * is dropped by the kernel; not DNATing lets the host refuse at once so a client falls back to
+ * 127.0.0.1.
  */
-import { parseAddress } from '../../ipam/addr.js';
-import type { EndpointRecord, NetworkRecord, PortMapping } from '../../state/types.js';
+import { fail } from '../../errors.js';
+import type { Element, FirewallView, SetDecl } from '../types.js';
 
 export const DEFAULT_TABLE = 'tsbridge';
+
+type Family = 'inet' | 'bridge';
 
 /** tsbridge's base chains (see the header): an operator's chain on the same hook with a lower priority runs first. */
 export const BASE_CHAINS = [
@@ -56,268 +50,187 @@ export const BASE_CHAINS = [
   { family: 'bridge', hook: 'forward', priority: -200, spelled: 'filter', chain: 'forward' },
 ] as const;
 
-function header(family: 'inet' | 'bridge', chain: string, type: 'filter' | 'nat'): string {
-  const c = BASE_CHAINS.find((b) => b.family === family && b.chain === chain)!;
-  return `    type ${type} hook ${c.hook} priority ${c.spelled}; policy accept;`;
-}
-
-export interface FirewallView {
-  networks: NetworkRecord[];
-  endpoints: EndpointRecord[];
-}
-
-const q = (s: string) => `"${s}"`;
-
-function familyOf(addr: string): 4 | 6 {
-  return addr.includes(':') ? 6 : 4;
-}
-
-function hostOf(cidr: string): string {
-  return cidr.split('/')[0]!;
-}
-
-/** One element of a port map: `key : value` is `element`, `key` alone deletes it. */
-export interface PortElement {
-  map: 'ports4' | 'ports4_addr' | 'ports6' | 'ports6_addr';
-  key: string;
-  element: string;
-}
-
-/** One map element per (mapping, family) this endpoint has an address for. */
-export function portElements(ep: EndpointRecord): PortElement[] {
-  const out: PortElement[] = [];
-  for (const p of ep.ports) {
-    for (const fam of [4, 6] as const) {
-      const target = fam === 4 ? ep.ipv4 : ep.ipv6;
-      if (!target) continue;
-      if (p.hostIp !== '' && familyOf(p.hostIp) !== fam) continue; // '0.0.0.0' is IPv4 only, '::' IPv6 only
-      out.push(portElement(p, fam, hostOf(target)));
-    }
-  }
-  return out;
-}
-
-function portElement(p: PortMapping, fam: 4 | 6, target: string): PortElement {
-  const value = `${target} . ${p.containerPort}`;
-  const wildcard = p.hostIp === '' || p.hostIp === '0.0.0.0' || p.hostIp === '::';
-  const map = wildcard ? (`ports${fam}` as const) : (`ports${fam}_addr` as const);
-  const key = wildcard ? `${p.proto} . ${p.hostPort}` : `${p.hostIp} . ${p.proto} . ${p.hostPort}`;
-  return { map, key, element: `${key} : ${value}` };
-}
-
-const MAP_TYPES: Record<string, string> = {
-  ports4: 'inet_proto . inet_service : ipv4_addr . inet_service',
-  ports4_addr: 'ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service',
-  ports6: 'inet_proto . inet_service : ipv6_addr . inet_service',
-  ports6_addr: 'ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service',
-};
-
-/** The whole of tsbridge's nftables state, as one `nft -f` script that replaces it atomically. */
-export function fullRuleset(view: FirewallView, TABLE: string = DEFAULT_TABLE): string {
-  const nets = view.networks.filter((n) => n.phase !== 'deleting').sort((a, b) => a.id.localeCompare(b.id));
-  const eps = view.endpoints.filter((e) => e.phase === 'ready' && nets.some((n) => n.id === e.networkId));
-  eps.sort((a, b) => a.id.localeCompare(b.id));
-  const L: string[] = [];
-  // Declaring a table before deleting it makes the delete safe when it does not exist yet.
-  L.push(`table inet ${TABLE}`, `delete table inet ${TABLE}`);
-  L.push(`table bridge ${TABLE}`, `delete table bridge ${TABLE}`);
-  if (nets.length === 0) return L.join('\n') + '\n'; // nothing to do: leave no trace
-
-  L.push(`table inet ${TABLE} {`);
-  L.push(...setBlock('bridges', 'ifname', nets.map((n) => q(n.bridge))));
-  const elements: Record<PortElement['map'], string[]> = { ports4: [], ports4_addr: [], ports6: [], ports6_addr: [] };
-  const seen = new Set<string>();
-  for (const ep of eps) {
-    for (const e of portElements(ep)) {
-      // A key twice would fail the whole transaction; reservation prevents it, this keeps start-up safe.
-      if (seen.has(`${e.map} ${e.key}`)) continue;
-      seen.add(`${e.map} ${e.key}`);
-      elements[e.map].push(e.element);
-    }
-  }
-  for (const [name, type] of Object.entries(MAP_TYPES)) L.push(...setBlock(name, type, elements[name as PortElement['map']], 'map'));
-
-  // Before any NAT: nothing from the wire (or from a container) may reach 127.0.0.0/8. The
-  // kernel drops such martians itself, but only until DNAT has rewritten them — and
-  // route_localnet=1 on the bridges would otherwise let containers reach the host's loopback.
-  L.push('  chain localnet {', header('inet', 'localnet', 'filter'));
-  L.push('    iifname != "lo" ip daddr 127.0.0.0/8 drop', '  }');
-  L.push('  chain prerouting {', header('inet', 'prerouting', 'nat'));
-  L.push('    fib daddr type local jump publish', '  }');
-  L.push('  chain output {', header('inet', 'output', 'nat'));
-  L.push('    ip6 daddr ::1 return');
-  L.push('    fib daddr type local jump publish', '  }');
-  L.push('  chain publish {');
-  L.push('    meta nfproto ipv4 dnat ip to ip daddr . meta l4proto . th dport map @ports4_addr');
-  L.push('    meta nfproto ipv4 dnat ip to meta l4proto . th dport map @ports4');
-  L.push('    meta nfproto ipv6 dnat ip6 to ip6 daddr . meta l4proto . th dport map @ports6_addr');
-  L.push('    meta nfproto ipv6 dnat ip6 to meta l4proto . th dport map @ports6');
-  L.push('  }');
-
-  // Internal networks reach nothing but each other — not the host either. The host may still
-  // open connections to their containers (replies come back); neighbour discovery must pass
-  // for it to reach them over IPv6.
-  const internal = nets.filter((n) => n.internal);
-  if (internal.length > 0) {
-    L.push('  chain input {', header('inet', 'input', 'filter'));
-    for (const n of internal) {
-      const br = q(n.bridge);
-      L.push(`    iifname ${br} ct state established,related accept`);
-      L.push(`    iifname ${br} icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept`);
-      L.push(`    iifname ${br} drop`);
-    }
-    L.push('  }');
-  }
-
-  L.push('  chain postrouting {', header('inet', 'postrouting', 'nat'));
-  for (const n of nets) {
-    const br = q(n.bridge);
-    if (n.internal) continue; // no published ports, no egress
-    // Hairpin: a published port of this network reached from this network through a host address.
-    for (const s of n.ipv4) L.push(`    oifname ${br} ip saddr ${s.subnet} ct status dnat masquerade`);
-    for (const s of n.ipv6) L.push(`    oifname ${br} ip6 saddr ${s.subnet} ct status dnat masquerade`);
-    if (!n.masquerade) continue;
-    for (const s of n.ipv4) {
-      L.push(`    ip saddr ${s.subnet} oifname != ${br} ${n.snatIpv4 ? `snat ip to ${n.snatIpv4}` : 'masquerade'}`);
-    }
-    for (const s of n.ipv6) L.push(`    ip6 saddr ${s.subnet} oifname != ${br} masquerade`);
-  }
-  // Published ports reached from the host's loopback: the source must become a bridge address.
-  L.push('    oifname @bridges ip saddr 127.0.0.0/8 ct status dnat masquerade');
-  L.push('  }');
-
-  // Into a network: replies, published ports and traffic from the same bridge only — so no
-  // other network (tsbridge's, Docker's, anyone's) and no other host reaches a container
-  // directly. Out of a network to Docker's own bridges: the forward shim (rules/iptables.ts).
-  L.push('  chain forward {', header('inet', 'forward', 'filter'));
-  for (const n of nets) {
-    const br = q(n.bridge);
-    if (n.internal) {
-      L.push(`    iifname ${br} oifname != ${br} drop`);
-      L.push(`    oifname ${br} iifname != ${br} drop`);
-      continue;
-    }
-    L.push(`    oifname ${br} iifname != ${br} ct state established,related accept`);
-    L.push(`    oifname ${br} iifname != ${br} ct status dnat accept`);
-    L.push(`    oifname ${br} iifname != ${br} drop`);
-  }
-  L.push('  }');
-  L.push('}');
-
-  // Between ports of one bridge: only what the bridge family sees.
-  L.push(`table bridge ${TABLE} {`);
-  const noIcc = eps.filter((e) => nets.find((n) => n.id === e.networkId && !n.icc)).map((e) => q(e.hostVeth));
-  L.push(...setBlock('no_icc', 'ifname', noIcc));
-  const guard = eps.map(guardElements);
-  for (const [name, type] of Object.entries(GUARD_SETS)) {
-    L.push(...setBlock(name, type, guard.flatMap((g) => g[name as keyof GuardElements])));
-  }
-  L.push('  chain prerouting {', header('bridge', 'prerouting', 'filter'));
-  L.push(...ANTI_SPOOF);
-  L.push('  }');
-  L.push('  chain forward {', header('bridge', 'forward', 'filter'));
-  L.push('    iifname @no_icc drop', '  }');
-  L.push('}');
-  return L.join('\n') + '\n';
-}
-
 /**
- * Anti-spoofing: a frame from a container's port of the bridge must carry that container's
- * MAC, and its own addresses — IPv4 source, ARP sender (address and MAC), IPv6 source (link-
- * local and :: allowed: neighbour discovery and DAD need them), and an IPv6 neighbour
- * advertisement may only claim the container's own addresses. Router advertisements and
- * redirects never come from a container. Anything else (another ethertype, VLAN tags) is
- * dropped. Frames from other ports (a NIC an operator enslaved) are not checked.
+ * Anti-spoofing: a frame from a guarded port of a bridge (an endpoint's host veth) must carry
+ * that endpoint's MAC, and its own addresses — IPv4 source, ARP sender (address and MAC), IPv6
+ * source (link-local and :: allowed: neighbour discovery and DAD need them), and an IPv6
+ * neighbour advertisement may only claim the endpoint's own addresses. Router advertisements and
+ * redirects never come from a container. Anything else (another ethertype, VLAN tags) is dropped.
+ * Frames from other ports (a NIC an operator enslaved) are not checked.
  */
 const ANTI_SPOOF = [
-  '    iifname != @guarded accept',
-  '    iifname . ether saddr != @mac drop',
-  '    iifname . arp saddr ether != @mac drop',
-  '    arp saddr ip 0.0.0.0 accept',
-  '    iifname . arp saddr ip @addr4 accept',
-  '    iifname . ip saddr @addr4 accept',
-  '    icmpv6 type { nd-router-advert, nd-redirect } drop',
-  '    icmpv6 type nd-neighbor-advert iifname . @th,64,128 != @nd_target drop',
-  '    iifname . ip6 saddr @addr6 accept',
-  '    ip6 saddr { ::, fe80::/10 } accept',
-  '    drop',
+  'iifname != @guarded accept',
+  'iifname . ether saddr != @mac drop',
+  'iifname . arp saddr ether != @mac drop',
+  'arp saddr ip 0.0.0.0 accept',
+  'iifname . arp saddr ip @addr4 accept',
+  'iifname . ip saddr @addr4 accept',
+  'icmpv6 type { nd-router-advert, nd-redirect } drop',
+  'icmpv6 type nd-neighbor-advert iifname . @th,64,128 != @nd_target drop',
+  'iifname . ip6 saddr @addr6 accept',
+  'ip6 saddr { ::, fe80::/10 } accept',
+  'drop',
 ];
 
-/** The anti-spoofing sets of the bridge table, with their types. */
-const GUARD_SETS = {
-  guarded: 'ifname',
-  mac: 'ifname . ether_addr',
-  addr4: 'ifname . ipv4_addr',
-  addr6: 'ifname . ipv6_addr',
+/**
+ * The shared sets and maps, in the order they are written. Kinds fill them with elements:
+ *   inet bridges     interfaces leading to tsbridge networks (loopback-sourced DNAT goes out there)
+ *   inet ports*      published ports: protocol . port (. host address) → address . port
+ *   bridge no_icc    guarded ports whose traffic to other ports of their bridge is dropped
+ *   bridge guarded, mac, addr4, addr6, nd_target   anti-spoofing, keyed by port
+ */
+export const SETS: SetDecl[] = [
+  { set: 'inet bridges', type: 'ifname' },
+  { set: 'inet ports4', type: 'inet_proto . inet_service : ipv4_addr . inet_service', map: true },
+  { set: 'inet ports4_addr', type: 'ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service', map: true },
+  { set: 'inet ports6', type: 'inet_proto . inet_service : ipv6_addr . inet_service', map: true },
+  { set: 'inet ports6_addr', type: 'ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service', map: true },
+  { set: 'bridge no_icc', type: 'ifname' },
+  { set: 'bridge guarded', type: 'ifname' },
+  { set: 'bridge mac', type: 'ifname . ether_addr' },
+  { set: 'bridge addr4', type: 'ifname . ipv4_addr' },
+  { set: 'bridge addr6', type: 'ifname . ipv6_addr' },
   // The target of a neighbour advertisement, read as 128 raw bits (nft 1.0.6 has no field name for it).
-  nd_target: 'typeof iifname . @th,64,128',
-} as const;
+  { set: 'bridge nd_target', type: 'typeof iifname . @th,64,128' },
+];
 
-type GuardElements = Record<keyof typeof GUARD_SETS, string[]>;
-
-/** One endpoint's elements of the anti-spoofing sets. */
-export function guardElements(ep: EndpointRecord): GuardElements {
-  const port = q(ep.hostVeth);
-  const v4 = ep.ipv4 ? hostOf(ep.ipv4) : null;
-  const v6 = ep.ipv6 ? hostOf(ep.ipv6) : null;
-  return {
-    guarded: [port],
-    mac: [`${port} . ${ep.mac}`],
-    addr4: v4 ? [`${port} . ${v4}`] : [],
-    addr6: v6 ? [`${port} . ${v6}`] : [],
-    nd_target: [...(v6 ? [hex128(parseAddress(v6).value)] : []), hex128(linkLocal(ep.mac))].map((h) => `${port} . ${h}`),
-  };
+interface ChainDef {
+  family: Family;
+  name: string;
+  /** Base chain type; absent for a regular chain. */
+  type?: 'filter' | 'nat';
+  /** Fixed lines before and after what networks contribute. */
+  head?: string[];
+  tail?: string[];
+  /** Written only when some network contributes to it. */
+  optional?: boolean;
 }
 
-/** The EUI-64 link-local address the kernel gives an interface with this MAC (RFC 4291 appendix A). */
-export function linkLocal(mac: string): bigint {
-  const b = mac.split(':').map((x) => parseInt(x, 16));
-  const iid = [b[0]! ^ 0x02, b[1]!, b[2]!, 0xff, 0xfe, b[3]!, b[4]!, b[5]!];
-  return (0xfe80n << 112n) | iid.reduce((acc, x) => (acc << 8n) | BigInt(x), 0n);
+/** The chains, in the order they are written; contributions go between head and tail, by network ID. */
+const CHAINS: ChainDef[] = [
+  // Before any NAT: nothing from the wire (or from a container) may reach 127.0.0.0/8. The
+  // kernel drops such martians itself, but only until DNAT has rewritten them — and
+  // route_localnet=1 on bridges would otherwise let containers reach the host's loopback.
+  { family: 'inet', name: 'localnet', type: 'filter', head: ['iifname != "lo" ip daddr 127.0.0.0/8 drop'] },
+  { family: 'inet', name: 'prerouting', type: 'nat', head: ['fib daddr type local jump publish'] },
+  { family: 'inet', name: 'output', type: 'nat', head: ['ip6 daddr ::1 return', 'fib daddr type local jump publish'] },
+  {
+    family: 'inet',
+    name: 'publish',
+    head: [
+      'meta nfproto ipv4 dnat ip to ip daddr . meta l4proto . th dport map @ports4_addr',
+      'meta nfproto ipv4 dnat ip to meta l4proto . th dport map @ports4',
+      'meta nfproto ipv6 dnat ip6 to ip6 daddr . meta l4proto . th dport map @ports6_addr',
+      'meta nfproto ipv6 dnat ip6 to meta l4proto . th dport map @ports6',
+    ],
+  },
+  { family: 'inet', name: 'input', type: 'filter', optional: true },
+  // Published ports reached from the host's loopback: the source must become a bridge address.
+  { family: 'inet', name: 'postrouting', type: 'nat', tail: ['oifname @bridges ip saddr 127.0.0.0/8 ct status dnat masquerade'] },
+  { family: 'inet', name: 'forward', type: 'filter' },
+  { family: 'bridge', name: 'prerouting', type: 'filter', tail: ANTI_SPOOF },
+  { family: 'bridge', name: 'forward', type: 'filter', head: ['iifname @no_icc drop'] },
+];
+
+/** Chains a network may contribute lines to ("inet forward", …). */
+export const CHAIN_NAMES: readonly string[] = CHAINS.map((c) => `${c.family} ${c.name}`);
+
+function header(c: ChainDef): string {
+  const b = BASE_CHAINS.find((x) => x.family === c.family && x.chain === c.name)!;
+  return `    type ${c.type} hook ${b.hook} priority ${b.spelled}; policy accept;`;
 }
 
-function hex128(v: bigint): string {
-  return `0x${v.toString(16).padStart(32, '0')}`;
+function elementText(e: Element): string {
+  return e.value === undefined ? e.key : `${e.key} : ${e.value}`;
 }
 
-function setBlock(name: string, type: string, elements: string[], kind: 'set' | 'map' = 'set'): string[] {
-  const out = [`  ${kind} ${name} {`, type.startsWith('typeof ') ? `    ${type}` : `    type ${type}`];
+function splitRef(ref: string): { family: Family; name: string } {
+  const [family, name, ...rest] = ref.split(' ');
+  if ((family !== 'inet' && family !== 'bridge') || !name || rest.length) fail('INTERNAL', { detail: `not a set of tsbridge's tables: "${ref}"` });
+  return { family, name };
+}
+
+function setBlock(decl: SetDecl, elements: string[]): string[] {
+  const { name } = splitRef(decl.set);
+  const out = [`  ${decl.map ? 'map' : 'set'} ${name} {`, decl.type.startsWith('typeof ') ? `    ${decl.type}` : `    type ${decl.type}`];
   if (elements.length > 0) out.push(`    elements = { ${elements.join(', ')} }`);
   out.push('  }');
   return out;
 }
 
 /**
- * One transaction adding (or deleting) an endpoint's elements: its published ports, and — with
- * `scope` 'all' — its membership of the bridge table (anti-spoofing sets, no_icc). The port
- * calls (Program/RevokeExternalConnectivity) pass 'ports': they must never drop a joined
- * container's guard or isolation.
+ * The whole of tsbridge's nftables state, as one `nft -f` script that replaces it atomically.
+ * Networks are written in ID order, endpoints in ID order; a map key twice (never by
+ * reservation) is written once, the first by endpoint ID winning, so start-up cannot fail on it.
  */
-export function endpointDelta(
-  ep: EndpointRecord,
-  net: NetworkRecord,
-  op: 'add' | 'delete',
-  TABLE: string = DEFAULT_TABLE,
-  scope: 'all' | 'ports' = 'all',
-): string {
+export function fullRuleset(view: FirewallView, TABLE: string = DEFAULT_TABLE): string {
+  const nets = [...view.networks].sort((a, b) => a.id.localeCompare(b.id));
+  const eps = [...view.endpoints].sort((a, b) => a.id.localeCompare(b.id));
   const L: string[] = [];
-  // nft 1.0.6 has no `destroy`: adding before deleting makes a delete succeed
-  // whether or not the element was there, so a repeated delete is harmless.
-  // All of an endpoint's ports go in one statement per map: one transaction, one
-  // parse, however many ports.
-  const byMap = new Map<string, PortElement[]>();
-  for (const e of portElements(ep)) byMap.set(e.map, [...(byMap.get(e.map) ?? []), e]);
-  for (const [map, els] of byMap) {
-    L.push(`add element inet ${TABLE} ${map} { ${els.map((e) => e.element).join(', ')} }`);
-    if (op === 'delete') L.push(`delete element inet ${TABLE} ${map} { ${els.map((e) => e.key).join(', ')} }`);
+  // Declaring a table before deleting it makes the delete safe when it does not exist yet.
+  L.push(`table inet ${TABLE}`, `delete table inet ${TABLE}`);
+  L.push(`table bridge ${TABLE}`, `delete table bridge ${TABLE}`);
+  if (nets.length === 0) return L.join('\n') + '\n'; // nothing to do: leave no trace
+
+  const decls = [...SETS, ...nets.flatMap((n) => n.rules.sets)];
+  const elements = new Map<string, string[]>(decls.map((d) => [d.set, []]));
+  const seen = new Set<string>();
+  for (const e of [...nets.flatMap((n) => n.rules.elements), ...eps.flatMap((x) => x.elements)]) {
+    const list = elements.get(e.set);
+    if (!list) fail('INTERNAL', { detail: `element for an undeclared set "${e.set}"` });
+    const id = `${e.set} ${e.key}`;
+    if (seen.has(id)) continue;
+    seen.add(id);
+    list.push(elementText(e));
   }
-  if (scope === 'ports') return L.length ? L.join('\n') + '\n' : '';
-  const sets: [string, string[]][] = Object.entries(guardElements(ep));
-  if (!net.icc) sets.push(['no_icc', [q(ep.hostVeth)]]);
-  for (const [set, els] of sets) {
-    if (els.length === 0) continue;
-    L.push(`add element bridge ${TABLE} ${set} { ${els.join(', ')} }`);
-    if (op === 'delete') L.push(`delete element bridge ${TABLE} ${set} { ${els.join(', ')} }`);
+  for (const c of nets.flatMap((n) => Object.keys(n.rules.chains))) {
+    if (!CHAIN_NAMES.includes(c)) fail('INTERNAL', { detail: `no chain "${c}" in tsbridge's tables` });
+  }
+
+  for (const family of ['inet', 'bridge'] as const) {
+    L.push(`table ${family} ${TABLE} {`);
+    for (const d of decls) if (splitRef(d.set).family === family) L.push(...setBlock(d, elements.get(d.set)!));
+    for (const c of CHAINS.filter((x) => x.family === family)) {
+      const added = nets.flatMap((n) => n.rules.chains[`${c.family} ${c.name}`] ?? []);
+      if (c.optional && added.length === 0) continue;
+      L.push(`  chain ${c.name} {`);
+      if (c.type) L.push(header(c));
+      for (const line of [...(c.head ?? []), ...added, ...(c.tail ?? [])]) L.push(`    ${line}`);
+      L.push('  }');
+    }
+    L.push('}');
   }
   return L.join('\n') + '\n';
+}
+
+/** Elements grouped by set, sets in the order they first appear (one statement per set). */
+function bySet(elements: Element[]): Map<string, Element[]> {
+  const out = new Map<string, Element[]>();
+  for (const e of elements) out.set(e.set, [...(out.get(e.set) ?? []), e]);
+  return out;
+}
+
+function statement(verb: 'add' | 'delete', set: string, items: string[], TABLE: string): string {
+  const { family, name } = splitRef(set);
+  return `${verb} element ${family} ${TABLE} ${name} { ${items.join(', ')} }`;
+}
+
+/** One transaction adding these elements; '' when there are none. */
+export function addElements(elements: Element[], TABLE: string = DEFAULT_TABLE): string {
+  const L = [...bySet(elements)].map(([set, els]) => statement('add', set, els.map(elementText), TABLE));
+  return L.length ? L.join('\n') + '\n' : '';
+}
+
+/**
+ * One transaction deleting these elements, whether or not they are there: nft 1.0.6 has no
+ * `destroy`, and adding before deleting makes the delete succeed either way, so a repeated delete
+ * is harmless. A map's elements are added with their values and deleted by their keys.
+ */
+export function deleteElements(elements: Element[], TABLE: string = DEFAULT_TABLE): string {
+  const L: string[] = [];
+  for (const [set, els] of bySet(elements)) {
+    L.push(statement('add', set, els.map(elementText), TABLE));
+    L.push(statement('delete', set, els.map((e) => e.key), TABLE));
+  }
+  return L.length ? L.join('\n') + '\n' : '';
 }

@@ -13,17 +13,18 @@
 import { parsePeerReply } from '../../lib/probe.js';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { DriverService, type HostPorts, type JoinResult } from '../../../src/driver/service.js';
+import { DriverService } from '../../../src/driver/service.js';
 import { Reconciler } from '../../../src/driver/reconcile.js';
-import { bridgeName } from '../../../src/driver/names.js';
+import { bridgeName } from '../../../src/domain/names.js';
 import { NftFirewall } from '../../../src/kernel/real/firewall.js';
 import { IpLinks } from '../../../src/kernel/real/links.js';
-import type { Kernel } from '../../../src/kernel/types.js';
+import type { HostPorts, Kernel } from '../../../src/kernel/types.js';
 import { silentLogger } from '../../../src/logging.js';
-import type { NetworkSpec, PortRequest } from '../../../src/protocol/network.js';
+import type { JoinInfo, NetworkSpec, PortRequest } from '../../../src/domain/types.js';
 import { Db } from '../../../src/state/db.js';
 import { MemoryStore } from '../../../src/state/store.js';
-import { emptyState, NETWORK_DEFAULTS } from '../../../src/state/types.js';
+import { emptyState } from '../../../src/state/types.js';
+import { networkSpec, type BridgeNetworkFields } from '../../fakes/world.js';
 import type { Cleanup } from '../../lib/cleanup.js';
 import { createNetns, type Netns } from '../../lib/netns.js';
 import { sh, shOk } from '../../lib/run.js';
@@ -34,16 +35,18 @@ export interface LabOptions {
   iptables?: { v4: string; v6: string };
 }
 
-export interface NetworkOpts extends Partial<Omit<NetworkSpec, 'ipv4' | 'ipv6'>> {
+export interface NetworkOpts extends Partial<Omit<BridgeNetworkFields, 'ipv4' | 'ipv6'>> {
   /** Give the network an IPv6 subnet (and enable IPv6). */
   v6?: boolean;
+  /** false: no IPv4 subnet (an IPv6-only network; needs v6). */
+  v4?: boolean;
 }
 
 export interface LabNetwork {
   spec: NetworkSpec;
   id: string;
   bridge: string;
-  /** "10.213.x" */
+  /** "10.213.x" ('' on an IPv6-only network) */
   net4: string;
   /** "fd5e:r:n" (append "::1") or null */
   net6: string | null;
@@ -57,11 +60,11 @@ export interface LabEndpoint {
   id: string;
   network: LabNetwork;
   ns: Netns;
-  /** Addresses without prefix length. */
+  /** Addresses without prefix length ('' for IPv4 on an IPv6-only network). */
   ipv4: string;
   ipv6: string | null;
   mac: string;
-  join: JoinResult;
+  join: JoinInfo;
   /** Name of the interface inside the container (dstPrefix + '0'). */
   ifname: string;
 }
@@ -249,17 +252,17 @@ export class Lab {
     const id = opts.id ?? dockerId();
     const net4 = `10.213.${(this.netBase + n) % 256}`;
     const net6 = opts.v6 ? `fd5e:${this.v6Base}:${n + 1}` : null;
-    const { v6: _v6, ...rest } = opts;
-    const spec: NetworkSpec = {
-      ...NETWORK_DEFAULTS,
+    const { v6: _v6, v4: _v4, ...rest } = opts;
+    const v4 = opts.v4 !== false;
+    const spec: NetworkSpec = networkSpec({
       id,
       bridge: bridgeName(id),
       enableIpv6: !!opts.v6,
       ...rest,
-      ipv4: [{ subnet: `${net4}.0/24`, gateway: `${net4}.1/24` }],
+      ipv4: v4 ? [{ subnet: `${net4}.0/24`, gateway: `${net4}.1/24` }] : [],
       ipv6: net6 ? [{ subnet: `${net6}::/64`, gateway: `${net6}::1/64` }] : [],
-    };
-    return { spec, id, bridge: spec.bridge, net4, net6, gateway4: `${net4}.1`, gateway6: net6 ? `${net6}::1` : null, next: 2 };
+    });
+    return { spec, id, bridge: String(spec.settings.bridge), net4: v4 ? net4 : '', net6, gateway4: v4 ? `${net4}.1` : '', gateway6: net6 ? `${net6}::1` : null, next: 2 };
   }
 
   /** Creates a network through the driver. */
@@ -272,12 +275,12 @@ export class Lab {
   /** CreateEndpoint only (no Join): the veth pair stays in H. */
   async endpoint(net: LabNetwork, id = dockerId()): Promise<{ id: string; mac: string; ipv4: string; ipv6: string | null }> {
     const host = net.next++;
-    const ipv4 = `${net.net4}.${host}`;
+    const ipv4 = net.net4 ? `${net.net4}.${host}` : '';
     const ipv6 = net.net6 ? `${net.net6}::${host.toString(16)}` : null;
     const { mac } = await this.driver.createEndpoint({
       networkId: net.id,
       endpointId: id,
-      ipv4: `${ipv4}/24`,
+      ipv4: ipv4 ? `${ipv4}/24` : null,
       ipv6: ipv6 ? `${ipv6}/64` : null,
       mac: null,
     });
@@ -298,7 +301,7 @@ export class Lab {
     const C = (args: string[]) => sh('ip', ['-n', c.name, ...args]);
     await this.ipH(['link', 'set', 'dev', join.srcName, 'netns', c.name]);
     await C(['link', 'set', 'dev', join.srcName, 'name', ifname]);
-    await C(['addr', 'add', `${ep.ipv4}/24`, 'dev', ifname]);
+    if (ep.ipv4) await C(['addr', 'add', `${ep.ipv4}/24`, 'dev', ifname]);
     if (ep.ipv6) await C(['-6', 'addr', 'add', `${ep.ipv6}/64`, 'dev', ifname, 'nodad']);
     await C(['link', 'set', 'dev', ifname, 'up']);
     const gw4 = join.gateway || (opts.forceGateway ? net.gateway4 : '');

@@ -1,5 +1,5 @@
 import { isTsbridgeError } from '../../../src/errors.js';
-import { formatAddress, parsePrefix } from '../../../src/ipam/addr.js';
+import { formatAddress, parsePrefix } from '../../../src/net/addr.js';
 import {
   allocateAddress,
   newPoolRecord,

@@ -3,7 +3,9 @@
  * parsed strictly and formatted canonically (dotted quad, RFC 5952).
  */
 import { fail, isTsbridgeError } from '../errors.js';
-import type { Family } from './types.js';
+
+/** An address family. */
+export type Family = 4 | 6;
 
 /** A network prefix: `network` has no host bits set. */
 export interface Prefix {

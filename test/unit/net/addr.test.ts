@@ -13,7 +13,7 @@ import {
   parsePrefix,
   prefixSize,
   subnets,
-} from '../../../src/ipam/addr.js';
+} from '../../../src/net/addr.js';
 import { errorOf } from '../../fakes/world.js';
 
 describe('parseAddress / canonicalAddress', () => {

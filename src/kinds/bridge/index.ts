@@ -1,0 +1,64 @@
+/**
+ * The NAT bridge (the default kind; Docker's own bridge driver, done with nftables): a Linux
+ * bridge per network holding the gateway, a veth per endpoint enslaved to it, masquerade (or SNAT)
+ * for egress, published ports by DNAT, isolation from every other network, anti-spoofing and
+ * enable_icc on the bridge's ports.
+ */
+import type { Endpoint, Network } from '../../domain/types.js';
+import { macFromId } from '../../domain/names.js';
+import type { SysctlSetting } from '../../kernel/types.js';
+import { portElements } from '../shared/ports.js';
+import type { Kind } from '../types.js';
+import { bridgeMembers, bridgeRules } from './rules.js';
+import { BRIDGE_OPTIONS, parseBridgeSettings, settingsOf, toSettings } from './settings.js';
+
+/** Gateway addresses the bridge holds: IPv4 unless inhibit_ipv4, IPv6 when enabled. */
+export function bridgeAddresses(n: Network): string[] {
+  const v4 = settingsOf(n).inhibitIpv4 ? [] : n.ipv4.map((x) => x.gateway).filter((g): g is string => !!g);
+  const v6 = n.enableIpv6 ? n.ipv6.map((x) => x.gateway).filter((g): g is string => !!g) : [];
+  return [...v4, ...v6];
+}
+
+const plain = (cidr: string | null | undefined) => (cidr ?? '').split('/')[0]!;
+
+export const bridgeKind: Kind = {
+  name: 'bridge',
+  options: Object.values(BRIDGE_OPTIONS),
+  parse: (options, net) => toSettings(parseBridgeSettings(options, net)),
+
+  network(n) {
+    const s = settingsOf(n);
+    const sysctls: SysctlSetting[] = [];
+    if (n.ipv4.length > 0) sysctls.push({ key: 'net.ipv4.ip_forward', value: '1' });
+    if (n.enableIpv6 && n.ipv6.length > 0) sysctls.push({ key: 'net.ipv6.conf.all.forwarding', value: '1' });
+    // Published ports reached through 127.0.0.1 are DNATed onto the bridge: allow that source there.
+    if (n.ipv4.length > 0) sysctls.push({ key: `net.ipv4.conf.${s.bridge}.route_localnet`, value: '1' });
+    return {
+      bridge: { name: s.bridge, mtu: n.mtu, addresses: bridgeAddresses(n), mac: macFromId(n.id, 'bridge') },
+      links: [s.bridge],
+      routes: [],
+      sysctls,
+    };
+  },
+
+  endpoint: (ep: Endpoint, n: Network) => ({
+    veth: { hostName: ep.hostVeth, peerName: ep.peerVeth, master: settingsOf(n).bridge, mtu: n.mtu, mac: ep.mac, hostAddresses: [] },
+    routes: [],
+    sysctls: [],
+  }),
+
+  hostInterface: (n) => settingsOf(n).bridge,
+  rules: bridgeRules,
+  members: bridgeMembers,
+  ports: (ep, _n, ports) => portElements(ep, ports),
+  publishing: (n) => (n.internal ? null : { defaultHostIp: settingsOf(n).hostBindingIpv4 }),
+
+  join(ep, n) {
+    // inhibit_ipv4 keeps the address off the bridge, not the route: as with Docker's bridge, the
+    // gateway is a router on the bridge's segment (and without one, Docker would hang the
+    // container on its docker_gwbridge for egress). An internal network has no way out.
+    const gw4 = n.internal ? '' : plain(n.ipv4[0]?.gateway);
+    const gw6 = n.internal || !n.enableIpv6 || !ep.ipv6 ? '' : plain(n.ipv6[0]?.gateway);
+    return { srcName: ep.peerVeth, dstPrefix: n.ifacePrefix, gateway: gw4, gatewayIpv6: gw6, staticRoutes: [] };
+  },
+};

@@ -1,0 +1,10 @@
+/**
+ * Every kind of network tsbridge knows — one line each. The first is the kind of a network whose
+ * options name none (`-o io.tsbridge.mode=NAME` names one).
+ */
+import { bridgeKind } from './bridge/index.js';
+import { makeRegistry } from './select.js';
+
+export const KINDS = makeRegistry([
+  bridgeKind,
+]);

@@ -1,0 +1,116 @@
+/**
+ * A kind of network: one way of wiring containers to the host (a NAT bridge today; later a
+ * routed bridge, a LAN uplink, point-to-point links, a VXLAN overlay). Everything a kind decides
+ * is a pure function of the state — which options it takes, which links, addresses, routes and
+ * sysctls a network and an endpoint need, which rules and set elements they add, what Join
+ * answers. The driver (src/driver) does the rest the same way for every kind: it orders the
+ * steps, persists them, rolls back, reconciles at start-up.
+ *
+ * Adding a kind: a folder `src/kinds/<name>/` exporting a `Kind`, and one line in
+ * `src/kinds/registry.ts`.
+ */
+import type { Logger } from '../logging.js';
+import type { Endpoint, JoinInfo, KindSettings, Network, NetworkSpec, PortMapping } from '../domain/types.js';
+import type { BridgeSpec, Element, Kernel, NetworkRules, RouteSpec, SysctlSetting, VethSpec } from '../kernel/types.js';
+
+/** A network's common fields, parsed by the protocol edge before its kind parses its own options. */
+export type CommonNetwork = Omit<NetworkSpec, 'kind' | 'settings'>;
+
+/** `-o` options as the user gave them: strings. */
+export type KindOptions = Readonly<Record<string, string>>;
+
+/** What a network needs from the kernel, made in this order: links, then routes, then sysctls. */
+export interface NetworkPlan {
+  /** Its bridge, created or brought to spec; null for a kind without one. */
+  bridge: BridgeSpec | null;
+  /**
+   * Links the network makes and removes with it: they must be free when it is created, and
+   * start-up keeps them (and removes those of networks that are gone).
+   */
+  links: string[];
+  routes: RouteSpec[];
+  sysctls: SysctlSetting[];
+}
+
+/** What an endpoint needs from the kernel, made in this order: the veth pair, routes, sysctls. */
+export interface EndpointPlan {
+  veth: VethSpec;
+  routes: RouteSpec[];
+  sysctls: SysctlSetting[];
+}
+
+/** How a network publishes ports; null when it publishes none. */
+export interface Publishing {
+  /** Host address of ports requested without one ('' = every address). */
+  defaultHostIp: string;
+}
+
+/** What a kind's lifecycle hooks may use. */
+export interface KindContext {
+  kernel: Kernel;
+  log: Logger;
+}
+
+/** Long-running work a kind does for a network (an etcd watch programming FDB entries, …). */
+export interface Running {
+  stop(): Promise<void>;
+}
+
+/** Optional hooks, for kinds that do more than what their plans and rules say. */
+export interface KindLifecycle {
+  /**
+   * Checks against the host that parsing options cannot make (an uplink interface exists, holds
+   * no address). Runs before anything of the network is saved or made; a throw refuses it.
+   */
+  beforeCreate?(net: Network, ctx: KindContext): Promise<void>;
+  /** Starts the network's long-running work: after it was created, and at every start-up. */
+  start?(net: Network, ctx: KindContext): Promise<Running>;
+  /** After the network's links and rules are gone (its work already stopped). */
+  afterDelete?(net: Network, ctx: KindContext): Promise<void>;
+}
+
+export interface Kind {
+  /** Its name: the value of `-o io.tsbridge.mode`, and what the state records. */
+  readonly name: string;
+  /** The `-o` keys it accepts besides the common ones (docs/options.md lists them). */
+  readonly options: readonly string[];
+  /** True when these options ask for this kind without naming a mode (e.g. an uplink interface given). */
+  claims?(options: KindOptions): boolean;
+  /**
+   * Validates its options into its settings (plain data, stored with the network). Pure; refuses
+   * a bad value with BAD_OPTION naming it — before anything touches the kernel.
+   */
+  parse(options: KindOptions, net: CommonNetwork): KindSettings;
+
+  /** What the network needs from the kernel. */
+  network(net: Network): NetworkPlan;
+  /** What one of its endpoints needs from the kernel. */
+  endpoint(ep: Endpoint, net: Network): EndpointPlan;
+  /** The network's own interface on the host (its bridge), shown to users; null when it has none. */
+  hostInterface(net: Network): string | null;
+
+  /** The network's rules (rendered with every other network's into one ruleset). */
+  rules(net: Network): NetworkRules;
+  /** An endpoint's elements while it exists (anti-spoofing, isolation). */
+  members(ep: Endpoint, net: Network): Element[];
+  /** The elements that publish these ports of an endpoint. */
+  ports(ep: Endpoint, net: Network, ports: PortMapping[]): Element[];
+  /** How it publishes ports; null when it publishes none (an internal network never does). */
+  publishing(net: Network): Publishing | null;
+
+  /** What Join answers for an endpoint. */
+  join(ep: Endpoint, net: Network): JoinInfo;
+
+  lifecycle?: KindLifecycle;
+}
+
+/** The kinds tsbridge knows, and how a network's options select one. */
+export interface KindRegistry {
+  /** The kind of a network whose options name none. */
+  readonly fallback: Kind;
+  readonly all: readonly Kind[];
+  /** The kind of a stored network; an unknown name is a STATE error (a newer tsbridge's network). */
+  get(name: string): Kind;
+  /** The kind these `-o` options ask for (io.tsbridge.mode, or a kind claiming them); BAD_OPTION otherwise. */
+  select(options: KindOptions): Kind;
+}
