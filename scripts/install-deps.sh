@@ -25,11 +25,9 @@ case "${1:-}" in
 esac
 
 # A host with a Docker engine from other packages (Docker CE's docker-ce/containerd.io, ...) keeps
-# it: Debian's docker.io is never installed over it, nor pulled in as a recommendation.
+# it (docker.io is left out below) and gets nothing pulled in as a recommendation either.
 NO_RECOMMENDS=()
-if [ "${1:-}" != "--runtime" ] && foreign=$(bash scripts/engine.sh foreign); then
-  echo "install-deps: this host has its own Docker engine ($foreign); not installing Debian's docker.io"
-  PACKAGES=("${PACKAGES[@]/docker.io}")
+if [ "${1:-}" != "--runtime" ] && bash scripts/engine.sh foreign >/dev/null 2>&1; then
   NO_RECOMMENDS=(--no-install-recommends)
 fi
 

@@ -6,7 +6,7 @@
  * addresses come back to the pool when — and only when — its lease is gone.
  */
 import { fail } from '../errors.js';
-import { formatAddress, parseAddress, parsePrefix } from '../ipam/addr.js';
+import { formatAddress, parseAddress, parsePrefix } from '../net/addr.js';
 import { encodeAddress, parseAddress as parseRecord, type AddressRecord } from './keys.js';
 import { guarded, type Cluster } from './context.js';
 import { pause, type JoinedOverlay } from './overlays.js';

@@ -15,7 +15,7 @@
  *   overlay anew. Either way no host is left in an overlay whose config is gone.
  */
 import { fail } from '../errors.js';
-import { formatAddress, parseAddress, parsePrefix } from '../ipam/addr.js';
+import { formatAddress, parseAddress, parsePrefix } from '../net/addr.js';
 import { encodeConfig, encodeMember, OVERLAY_NAME, parseConfig, parseMember, type OverlayConfig } from './keys.js';
 import { guarded, type Cluster } from './context.js';
 

@@ -24,6 +24,19 @@ function specOf(n: Network): NetworkSpec {
   return spec;
 }
 
+/**
+ * Is `spec` the request that made `existing` (a retried CreateNetwork)? A kind that completes its
+ * settings before creation (beforeCreate) stored more than the request had: the request's own
+ * settings must then all be there, unchanged.
+ */
+function sameRequest(existing: Network, spec: NetworkSpec, completes: boolean): boolean {
+  const { settings: have, ...rest } = specOf(existing);
+  const { settings: want, ...asked } = spec;
+  if (!isDeepStrictEqual(rest, asked)) return false;
+  if (!completes) return isDeepStrictEqual(have, want);
+  return Object.entries(want).every(([k, v]) => isDeepStrictEqual(have[k], v));
+}
+
 export class DriverService {
   private readonly kinds: KindRegistry;
   private readonly lifecycles: Lifecycles;
@@ -38,7 +51,7 @@ export class DriverService {
   ) {
     this.kinds = runtime.kinds;
     this.lifecycles = runtime.lifecycles;
-    this.ctx = { kernel, log };
+    this.ctx = runtime.ctx;
   }
 
   private view(s: State) {
@@ -52,7 +65,7 @@ export class DriverService {
       const kind = this.kinds.get(spec.kind);
       const existing = s.networks[spec.id];
       if (existing) {
-        if (existing.phase === 'ready' && isDeepStrictEqual(specOf(existing), spec)) {
+        if (existing.phase === 'ready' && sameRequest(existing, spec, kind.lifecycle?.beforeCreate !== undefined)) {
           // A retry: make sure the kernel has it.
           await realizeNetwork(this.kernel, kind.network(existing));
           await this.kernel.firewall.apply(this.view(s));
@@ -62,7 +75,7 @@ export class DriverService {
         fail('NETWORK_EXISTS', { networkId: spec.id });
       }
       const net: Network = { ...spec, phase: 'creating' };
-      const plan = kind.network(net);
+      let plan = kind.network(net);
       for (const other of Object.values(s.networks)) {
         const taken = this.kinds.get(other.kind).network(other).links;
         const clash = plan.links.find((l) => taken.includes(l));
@@ -76,7 +89,11 @@ export class DriverService {
       const links = new Set((await this.kernel.links.list()).map((l) => l.name));
       const held = plan.links.find((l) => links.has(l));
       if (held) fail('BRIDGE_NAME_IN_USE', { name: held, networkId: 'another program (an interface of that name exists)' });
-      await kind.lifecycle?.beforeCreate?.(net, this.ctx);
+      const completed = await kind.lifecycle?.beforeCreate?.(net, this.ctx);
+      if (completed) {
+        net.settings = completed;
+        plan = kind.network(net);
+      }
 
       s.networks[net.id] = net;
       await this.db.save();
@@ -152,6 +169,7 @@ export class DriverService {
       try {
         await realizeEndpoint(this.kernel, kind.endpoint(rec, net), null);
         await this.kernel.firewall.addEndpoint(elements);
+        await kind.lifecycle?.endpointCreated?.(rec, net, this.ctx);
         s.endpoints[rec.id] = rec;
         await this.db.save();
       } catch (e) {

@@ -19,7 +19,7 @@ import { silentLogger } from '../../src/logging.js';
 import type { RunResult, Runner } from '../../src/kernel/real/exec.js';
 import { NftFirewall } from '../../src/kernel/real/firewall.js';
 import { DEFAULT_TABLE } from '../../src/kernel/rules/nft.js';
-import type { BridgeSpec, Firewall, Kernel, LinkInfo, Links, RouteSpec, Sysctl, VethSpec } from '../../src/kernel/types.js';
+import type { BridgeSpec, Firewall, Kernel, LinkInfo, Links, RemoteEndpoint, RouteSpec, Sysctl, VethSpec, VxlanSpec } from '../../src/kernel/types.js';
 import { NftError, NftModel, type NftDump } from './nft.js';
 
 export type KernelMethod =
@@ -28,6 +28,9 @@ export type KernelMethod =
   | 'attachToBridge'
   | 'ensureRoutes'
   | 'deleteLinks'
+  | 'ensureVxlan'
+  | 'remoteEndpoints'
+  | 'changeRemoteEndpoints'
   | 'list'
   | 'apply'
   | 'addEndpoint'
@@ -58,9 +61,17 @@ export interface FakeVeth {
   hostAddresses: string[];
 }
 
+/** A VXLAN device and the remote endpoints programmed on it (by address). */
+export interface FakeVxlan extends VxlanSpec {
+  /** Its bridge; null once that bridge was deleted. */
+  master: string;
+  remotes: RemoteEndpoint[];
+}
+
 export interface KernelSnapshot {
   bridges: FakeBridge[];
   veths: FakeVeth[];
+  vxlans: FakeVxlan[];
   /** Routes as `to dev`, sorted. */
   routes: string[];
   /** Links tsbridge did not make (see addForeignLink). */
@@ -148,6 +159,7 @@ export class FakeKernel implements Kernel {
   readonly bridges = new Map<string, FakeBridge>();
   /** Keyed by the host end's name. */
   readonly veths = new Map<string, FakeVeth>();
+  readonly vxlans = new Map<string, FakeVxlan>();
   /** Route destination → device. */
   readonly routes = new Map<string, string>();
   readonly foreign = new Map<string, LinkInfo>();
@@ -175,6 +187,9 @@ export class FakeKernel implements Kernel {
       attachToBridge: (host, bridge) => this.call('attachToBridge', [host, bridge], () => this.doAttach(host, bridge)),
       ensureRoutes: (routes) => this.call('ensureRoutes', [routes], () => this.doEnsureRoutes(routes)),
       deleteLinks: (names) => this.call('deleteLinks', [names], () => this.doDeleteLinks(names)),
+      ensureVxlan: (spec) => this.call('ensureVxlan', [spec], () => this.doEnsureVxlan(spec)),
+      remoteEndpoints: (vxlan) => this.call('remoteEndpoints', [vxlan], () => structuredClone(this.vxlans.get(vxlan)?.remotes ?? [])),
+      changeRemoteEndpoints: (vxlan, change) => this.call('changeRemoteEndpoints', [vxlan, change], () => this.doChangeRemotes(vxlan, change)),
       list: () => this.call('list', [], () => this.doList()),
     };
     const real = new NftFirewall(this.runner, silentLogger());
@@ -253,6 +268,7 @@ export class FakeKernel implements Kernel {
     return structuredClone({
       bridges: [...this.bridges.values()].sort(byName((b: FakeBridge) => b.name)),
       veths: [...this.veths.values()].sort(byName((v: FakeVeth) => v.host)),
+      vxlans: [...this.vxlans.values()].sort(byName((v: FakeVxlan) => v.name)),
       routes: [...this.routes].map(([to, dev]) => `${to} ${dev}`).sort(),
       foreign: [...this.foreign.values()].sort(byName((l: LinkInfo) => l.name)),
       firewall: {
@@ -289,7 +305,7 @@ export class FakeKernel implements Kernel {
   }
 
   private linkExists(name: string): boolean {
-    return this.bridges.has(name) || this.foreign.has(name) || this.vethEndOf(name) !== null;
+    return this.bridges.has(name) || this.vxlans.has(name) || this.foreign.has(name) || this.vethEndOf(name) !== null;
   }
 
   private vethEndOf(name: string): FakeVeth | null {
@@ -331,6 +347,33 @@ export class FakeKernel implements Kernel {
     });
   }
 
+  private doEnsureVxlan(spec: VxlanSpec): void {
+    if (!this.bridges.has(spec.master)) throw kernelError('ensureVxlan', `cannot enslave ${spec.name}: no bridge named ${spec.master}`);
+    const have = this.vxlans.get(spec.name);
+    if (!have && this.linkExists(spec.name)) throw kernelError('ensureVxlan', `RTNETLINK answers: File exists (${spec.name})`);
+    for (const v of this.vxlans.values()) {
+      // Linux: one device per VNI and UDP port (both unbound to an interface).
+      if (v.name !== spec.name && v.vni === spec.vni && v.port === spec.port) throw kernelError('ensureVxlan', `A VXLAN device with the specified VNI already exists (${v.name})`);
+    }
+    const same = have && have.vni === spec.vni && have.local === spec.local && have.port === spec.port;
+    this.vxlans.set(spec.name, { ...spec, remotes: same ? have.remotes : [] });
+  }
+
+  private doChangeRemotes(vxlan: string, change: { add: RemoteEndpoint[]; remove: RemoteEndpoint[] }): void {
+    const v = this.vxlans.get(vxlan);
+    if (!v) throw kernelError('changeRemoteEndpoints', `Cannot find device "${vxlan}"`);
+    const key = (r: RemoteEndpoint) => `${r.address} ${r.mac} ${r.vtep}`;
+    const gone = new Set(change.remove.map(key));
+    const next = v.remotes.filter((r) => !gone.has(key(r)));
+    for (const r of change.add) {
+      // `neigh replace` and `fdb replace`: an address or MAC programmed again moves.
+      const i = next.findIndex((x) => x.address === r.address || x.mac === r.mac);
+      if (i >= 0) next.splice(i, 1);
+      next.push({ ...r });
+    }
+    v.remotes = next.sort((a, b) => a.address.localeCompare(b.address, 'en', { numeric: true }));
+  }
+
   private doAttach(host: string, bridge: string): void {
     const v = this.veths.get(host);
     if (!v) throw kernelError('attachToBridge', `Cannot find device "${host}"`);
@@ -349,6 +392,11 @@ export class FakeKernel implements Kernel {
         this.bridges.delete(name);
         this.dropLinkState(name);
         for (const v of this.veths.values()) if (v.bridge === name) v.bridge = null;
+        continue;
+      }
+      if (this.vxlans.has(name)) {
+        this.vxlans.delete(name);
+        this.dropLinkState(name);
         continue;
       }
       const veth = this.vethEndOf(name);
@@ -373,6 +421,7 @@ export class FakeKernel implements Kernel {
   private doList(): LinkInfo[] {
     const out: LinkInfo[] = [];
     for (const b of this.bridges.values()) out.push({ name: b.name, kind: 'bridge', master: null, owned: true });
+    for (const v of this.vxlans.values()) out.push({ name: v.name, kind: 'vxlan', master: this.bridges.has(v.master) ? v.master : null, owned: true });
     for (const v of this.veths.values()) {
       out.push({ name: v.host, kind: 'veth', master: v.bridge, owned: true });
       out.push({ name: v.peer, kind: 'veth', master: null, owned: true });
