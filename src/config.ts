@@ -18,8 +18,28 @@ export interface Config {
   sysctlRoot: string;
   /** Which iptables variant the forward shim uses. */
   iptables: IptablesSetting;
+  /** The cluster store, for overlays (docs/overlay.md); no endpoints: no overlays. */
+  etcd: EtcdConfig;
 }
 
+export interface EtcdConfig {
+  /** Client URLs (http:// or https://). */
+  endpoints: string[];
+  /** PEM files: CA of the servers' certificates, this host's client certificate and key ('' = none). */
+  ca: string;
+  cert: string;
+  key: string;
+  /** Key prefix, ending in '/'. */
+  prefix: string;
+  /** Seconds a host may be silent before its keys expire. */
+  leaseTtlSec: number;
+  /** Milliseconds one etcd call may take before etcd counts as unreachable. */
+  timeoutMs: number;
+  /** This host's underlay address ('' = the source of its route to the first endpoint). */
+  vtep: string;
+}
+
+import { isIP } from 'node:net';
 import { iptablesSetting, type IptablesSetting } from './kernel/real/iptables-variant.js';
 
 const LEVELS = ['error', 'warn', 'info', 'debug'] as const;
@@ -38,7 +58,39 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     gcIntervalSec: nonNegativeInt(env, 'TSBRIDGE_GC_INTERVAL', 30),
     sysctlRoot: env.TSBRIDGE_SYSCTL_ROOT || '/proc/sys',
     iptables: iptablesSetting(env),
+    etcd: etcdConfig(env),
   };
+}
+
+function etcdConfig(env: NodeJS.ProcessEnv): EtcdConfig {
+  const endpoints = (env.TSBRIDGE_ETCD_ENDPOINTS ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+  for (const e of endpoints) {
+    let u: URL;
+    try {
+      u = new URL(e);
+    } catch {
+      throw new Error(`TSBRIDGE_ETCD_ENDPOINTS: "${e}" is not a URL (e.g. http://10.0.0.5:2379)`);
+    }
+    if ((u.protocol !== 'http:' && u.protocol !== 'https:') || !u.hostname || u.pathname.length > 1) {
+      throw new Error(`TSBRIDGE_ETCD_ENDPOINTS: "${e}" must be http://HOST:PORT or https://HOST:PORT`);
+    }
+  }
+  const ca = env.TSBRIDGE_ETCD_CA ?? '';
+  const cert = env.TSBRIDGE_ETCD_CERT ?? '';
+  const key = env.TSBRIDGE_ETCD_KEY ?? '';
+  if (Boolean(cert) !== Boolean(key)) throw new Error('TSBRIDGE_ETCD_CERT and TSBRIDGE_ETCD_KEY go together (a client certificate and its key)');
+  if ((cert || endpoints.some((e) => e.startsWith('https:'))) && !ca) {
+    throw new Error('TLS to etcd (https:// endpoints, or a client certificate) needs TSBRIDGE_ETCD_CA, the CA of the servers\' certificates');
+  }
+  if (ca && endpoints.some((e) => e.startsWith('http:'))) throw new Error('TSBRIDGE_ETCD_CA is set but an endpoint is http://: use https:// for every endpoint');
+  let prefix = env.TSBRIDGE_ETCD_PREFIX || '/tsbridge/';
+  if (!prefix.endsWith('/')) prefix += '/';
+  if (!/^\/[\x21-\x7e]*$/.test(prefix)) throw new Error(`TSBRIDGE_ETCD_PREFIX must start with / and hold printable characters only (got "${prefix}")`);
+  const leaseTtlSec = positiveInt(env, 'TSBRIDGE_ETCD_LEASE_TTL', 15);
+  if (leaseTtlSec < 2) throw new Error('TSBRIDGE_ETCD_LEASE_TTL must be at least 2 seconds');
+  const vtep = env.TSBRIDGE_VTEP_ADDRESS ?? '';
+  if (vtep && !isIP(vtep)) throw new Error(`TSBRIDGE_VTEP_ADDRESS must be an IPv4 or IPv6 address (got "${vtep}")`);
+  return { endpoints, ca, cert, key, prefix, leaseTtlSec, timeoutMs: positiveInt(env, 'TSBRIDGE_ETCD_TIMEOUT_MS', 3000), vtep };
 }
 
 function positiveInt(env: NodeJS.ProcessEnv, key: string, dflt: number): number {

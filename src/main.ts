@@ -24,6 +24,8 @@ import { Reconciler } from './driver/reconcile.js';
 import { IpamService } from './ipam/service.js';
 import { DEFAULT_POOLS, parseDefaultPools } from './ipam/pools.js';
 import { createApp } from './server/app.js';
+import { startCluster } from './cluster/start.js';
+import { overlayClaims } from './kinds/overlay/claims.js';
 
 export async function start(config: Config, log: Logger): Promise<{ stop: (signal: string) => Promise<void> }> {
   // Before anything touches the kernel: another process serving this socket owns this instance.
@@ -42,9 +44,11 @@ export async function start(config: Config, log: Logger): Promise<{ stop: (signa
   };
   const host = new ProcHost();
   const pools = config.defaultPools.trim() ? parseDefaultPools(config.defaultPools) : DEFAULT_POOLS;
-  const ipam = new IpamService(db, host, () => pools);
+  // Overlays: this host in the etcd cluster (registering and watching in the background).
+  const cluster = config.etcd.endpoints.length ? await startCluster(config.etcd, config.stateDir, runner, log, () => overlayClaims(db.state)) : undefined;
+  const ipam = new IpamService(db, host, () => pools, undefined, cluster ? { cluster, log } : undefined);
   // The kinds of network, and the long-running work of networks: one for the driver and the reconciler.
-  const runtime = kindsRuntime(kernel, log, KINDS);
+  const runtime = kindsRuntime(kernel, log, KINDS, { db, cluster });
   const driver = new DriverService(db, kernel, host, log, runtime);
   const reconciler = new Reconciler(db, kernel, log, runtime);
 
@@ -81,6 +85,8 @@ export async function start(config: Config, log: Logger): Promise<{ stop: (signa
       await db.drain();
       await driver.settle();
       await driver.shutdown();
+      // The lease is not revoked: peers keep this host's endpoints through a restart within its TTL.
+      await cluster?.stop().catch((e: unknown) => log.warn('stopping the cluster client failed', { error: String(e) }));
       await Promise.race([closed, new Promise((r) => setTimeout(r, 2000))]);
       await fs.rm(config.socket, { force: true });
       log.info('stopped', { signal });

@@ -29,9 +29,13 @@ export class PrefixMirror {
     return this.revision > 0;
   }
 
-  /** Called after every change of the copy (several events of one revision: one call). */
-  onChange(cb: () => void): void {
+  /** Called after every change of the copy (several events of one revision: one call). Returns the unsubscribe. */
+  onChange(cb: () => void): () => void {
     this.listeners.push(cb);
+    return () => {
+      const i = this.listeners.indexOf(cb);
+      if (i >= 0) this.listeners.splice(i, 1);
+    };
   }
 
   start(): void {

@@ -34,6 +34,23 @@ export function remoteVteps(kvs: Iterable<KeyValue>, keys: Keys, me: string): st
   return [...out].sort();
 }
 
+/**
+ * Underlay addresses allowed to send into an overlay: its members' (registered hosts but `me`),
+ * sorted. A host whose lease is gone is no member any more.
+ */
+export function memberVteps(kvs: Iterable<KeyValue>, keys: Keys, overlay: string, me: string): string[] {
+  const all = [...kvs];
+  const hosts = hostsOf(all, keys);
+  const out = new Set<string>();
+  for (const kv of all) {
+    const k = keys.parse(kv.key);
+    if (k?.kind !== 'member' || k.overlay !== overlay || k.host === me) continue;
+    const h = hosts.get(k.host);
+    if (h) out.add(h.vtep);
+  }
+  return [...out].sort();
+}
+
 /** The remote endpoints of an overlay (with a MAC, on a registered host other than `me`), by address. */
 export function remotePeers(kvs: Iterable<KeyValue>, keys: Keys, overlay: string, me: string): Peer[] {
   const all = [...kvs];

@@ -11,14 +11,15 @@ import type { Cluster } from './context.js';
 import { Keys } from './keys.js';
 import { PrefixMirror } from './mirror.js';
 import { joinOverlay, leaveOverlay, overlayRequest, type JoinedOverlay } from './overlays.js';
-import { overlayView, remotePeers, remoteVteps, type OverlayView, type Peer } from './peers.js';
+import { memberVteps, overlayView, remotePeers, remoteVteps, type OverlayView, type Peer } from './peers.js';
+import type { Underlay } from './identity.js';
 import { HostSession, type LocalClaims } from './session.js';
 import type { ClusterStore } from './store.js';
 
 export interface ClusterOptions {
   hostId: string;
-  /** This host's underlay address. */
-  vtep: string;
+  /** This host's underlay: its address (the VTEP), interface and MTU. */
+  underlay: Underlay;
   /** Lease TTL (s). */
   ttlSec: number;
   /** Key prefix (default /tsbridge/). */
@@ -41,12 +42,14 @@ export class ClusterService {
   readonly cluster: Cluster;
   readonly session: HostSession;
   readonly mirror: PrefixMirror;
+  readonly underlay: Underlay;
   private readonly queues = new Map<string, Promise<void>>();
 
   constructor(store: ClusterStore, opts: ClusterOptions) {
     const keys = new Keys(opts.prefix);
+    this.underlay = opts.underlay;
     this.cluster = { store, keys, hostId: opts.hostId, endpoints: opts.endpoints, timeoutMs: opts.timeoutMs, log: opts.log };
-    this.session = new HostSession(this.cluster, { vtep: opts.vtep, ttlSec: opts.ttlSec, claims: opts.claims, reconcileSec: opts.reconcileSec, hostname: opts.hostname, retryMs: opts.retryMs });
+    this.session = new HostSession(this.cluster, { vtep: opts.underlay.vtep, ttlSec: opts.ttlSec, claims: opts.claims, reconcileSec: opts.reconcileSec, hostname: opts.hostname, retryMs: opts.retryMs });
     this.mirror = new PrefixMirror(store, keys.root, opts.log, opts.retryMs);
     // After (re)registering, look at the whole picture again: the watch may have missed nothing,
     // but a listing is cheap and makes the copy certain.
@@ -135,13 +138,19 @@ export class ClusterService {
     return this.mirror.loaded ? remotePeers(this.mirror.kvs.values(), this.keys, name, this.hostId) : undefined;
   }
 
-  /** Underlay addresses VXLAN may come from; undefined until the mirror has loaded. */
+  /** Underlay addresses of every other registered host; undefined until the mirror has loaded. */
   vteps(): string[] | undefined {
     return this.mirror.loaded ? remoteVteps(this.mirror.kvs.values(), this.keys, this.hostId) : undefined;
   }
 
-  onChange(cb: () => void): void {
-    this.mirror.onChange(cb);
+  /** Underlay addresses allowed to send into an overlay (its other members'); undefined until the mirror has loaded. */
+  vtepsOf(name: string): string[] | undefined {
+    return this.mirror.loaded ? memberVteps(this.mirror.kvs.values(), this.keys, name, this.hostId) : undefined;
+  }
+
+  /** Called after every change the watch brings; returns the unsubscribe. */
+  onChange(cb: () => void): () => void {
+    return this.mirror.onChange(cb);
   }
 
   view(name: string): OverlayView {

@@ -22,6 +22,20 @@ export interface PoolRecord {
   allocated: Record<string, AllocKind>;
   /** The last address handed out dynamically (round robin continues after it), or null. */
   cursor: string | null;
+  /**
+   * Set for the pool of an overlay (`--ipam-opt io.tsbridge.overlay=NAME`): its addresses are
+   * allocated cluster-wide in etcd and only recorded here; the config is the overlay's as joined.
+   */
+  overlay?: OverlayPool;
+}
+
+/** An overlay's config as this host joined it (src/cluster). */
+export interface OverlayPool {
+  name: string;
+  vni: number;
+  /** The anycast gateway (no prefix length) and its MAC. */
+  gateway: string;
+  gatewayMac: string;
 }
 
 /** A default pool: carve `base` into subnets of prefix length `size`. */

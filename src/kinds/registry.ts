@@ -3,8 +3,10 @@
  * options name none (`-o io.tsbridge.mode=NAME` names one).
  */
 import { bridgeKind } from './bridge/index.js';
+import { overlayKind } from './overlay/index.js';
 import { makeRegistry } from './select.js';
 
 export const KINDS = makeRegistry([
   bridgeKind,
+  overlayKind,
 ]);

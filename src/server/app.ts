@@ -88,10 +88,12 @@ export function routes(d: AppDeps): Record<string, Handler> {
     '/IpamDriver.GetCapabilities': async () => ({ RequiresMACAddress: false, RequiresRequestReplay: false }),
     '/IpamDriver.GetDefaultAddressSpaces': async () => ({ LocalDefaultAddressSpace: 'local', GlobalDefaultAddressSpace: 'global' }),
     '/IpamDriver.RequestPool': async (b) => {
+      const opts = b.Options === undefined || b.Options === null ? {} : requireObject(b.Options);
       const r = await d.ipam.requestPool({
         pool: optionalString(b.Pool, 'Pool'),
         subPool: optionalString(b.SubPool, 'SubPool'),
         v6: b.V6 === true,
+        overlay: optionalString(opts['io.tsbridge.overlay'], 'Options.io.tsbridge.overlay'),
       });
       return { PoolID: r.poolId, Pool: r.pool, Data: {} };
     },

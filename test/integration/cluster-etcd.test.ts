@@ -39,7 +39,7 @@ afterEach(async () => {
 function host(i: number, claims: () => LocalClaims = () => ({ overlays: [], addresses: [] })): ClusterService {
   const s = new ClusterService(new EtcdStore({ endpoints: [etcd.endpoint], callTimeoutMs: 1500 }), {
     hostId: `${i}`.repeat(16),
-    vtep: `192.168.77.${i}`,
+    underlay: { vtep: `192.168.77.${i}`, dev: "eth0", mtu: 1500 },
     ttlSec: TTL,
     prefix,
     endpoints: etcd.endpoint,

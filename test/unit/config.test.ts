@@ -12,6 +12,7 @@ describe('loadConfig', () => {
       gcIntervalSec: 30,
       sysctlRoot: '/proc/sys',
       iptables: 'auto',
+      etcd: { endpoints: [], ca: '', cert: '', key: '', prefix: '/tsbridge/', leaseTtlSec: 15, timeoutMs: 3000, vtep: '' },
     });
   });
 
@@ -26,6 +27,14 @@ describe('loadConfig', () => {
         TSBRIDGE_GC_INTERVAL: '0',
         TSBRIDGE_SYSCTL_ROOT: '/host/proc/sys',
         TSBRIDGE_IPTABLES: 'legacy',
+        TSBRIDGE_ETCD_ENDPOINTS: 'https://10.0.0.5:2379, https://etcd2.example:2379',
+        TSBRIDGE_ETCD_CA: '/etc/tsbridge/ca.pem',
+        TSBRIDGE_ETCD_CERT: '/etc/tsbridge/host.pem',
+        TSBRIDGE_ETCD_KEY: '/etc/tsbridge/host-key.pem',
+        TSBRIDGE_ETCD_PREFIX: '/prod',
+        TSBRIDGE_ETCD_LEASE_TTL: '5',
+        TSBRIDGE_ETCD_TIMEOUT_MS: '1500',
+        TSBRIDGE_VTEP_ADDRESS: '10.0.0.9',
       }),
     ).toEqual({
       socket: '/tmp/x/tsb.sock',
@@ -36,7 +45,31 @@ describe('loadConfig', () => {
       gcIntervalSec: 0,
       sysctlRoot: '/host/proc/sys',
       iptables: 'legacy',
+      etcd: {
+        endpoints: ['https://10.0.0.5:2379', 'https://etcd2.example:2379'],
+        ca: '/etc/tsbridge/ca.pem',
+        cert: '/etc/tsbridge/host.pem',
+        key: '/etc/tsbridge/host-key.pem',
+        prefix: '/prod/',
+        leaseTtlSec: 5,
+        timeoutMs: 1500,
+        vtep: '10.0.0.9',
+      },
     });
+  });
+
+  test.each([
+    [{ TSBRIDGE_ETCD_ENDPOINTS: '10.0.0.5:2379' }, /not a URL|must be http/],
+    [{ TSBRIDGE_ETCD_ENDPOINTS: 'unix:///run/etcd.sock' }, /must be http:\/\/HOST:PORT or https/],
+    [{ TSBRIDGE_ETCD_ENDPOINTS: 'https://10.0.0.5:2379' }, /needs TSBRIDGE_ETCD_CA/],
+    [{ TSBRIDGE_ETCD_ENDPOINTS: 'http://10.0.0.5:2379', TSBRIDGE_ETCD_CA: '/ca.pem' }, /use https:\/\/ for every endpoint/],
+    [{ TSBRIDGE_ETCD_CERT: '/c.pem' }, /go together/],
+    [{ TSBRIDGE_ETCD_LEASE_TTL: '1' }, /at least 2 seconds/],
+    [{ TSBRIDGE_ETCD_TIMEOUT_MS: '0' }, /TSBRIDGE_ETCD_TIMEOUT_MS must be a positive integer/],
+    [{ TSBRIDGE_VTEP_ADDRESS: 'eth1' }, /TSBRIDGE_VTEP_ADDRESS must be an IPv4 or IPv6 address/],
+    [{ TSBRIDGE_ETCD_PREFIX: 'tsbridge' }, /must start with \//],
+  ])('the etcd settings %j are refused', (env, why) => {
+    expect(() => loadConfig(env)).toThrow(why);
   });
 
   test('empty strings mean the default', () => {

@@ -82,7 +82,7 @@ describe('parseCreateNetwork', () => {
     expect(parseCreateNetwork(createNetwork({ [COMMON_OPTIONS.MODE]: 'bridge' }))).toEqual(parseCreateNetwork(createNetwork()));
     const e = errorOf(() => parseCreateNetwork(createNetwork({ 'io.tsbridge.mode': 'vxlan' })));
     expect(e.code).toBe('BAD_OPTION');
-    expect(e.message).toBe('invalid option io.tsbridge.mode=vxlan: the modes are bridge');
+    expect(e.message).toBe('invalid option io.tsbridge.mode=vxlan: the modes are bridge, overlay');
   });
 
   test('every supported option', () => {

@@ -35,7 +35,7 @@ function node(etcd: MemoryEtcd, i: number, claims: LocalClaims = { overlays: [],
     claims,
     svc: new ClusterService(store, {
       hostId: `c0ffee000000000${i}`,
-      vtep: `192.168.50.${i}`,
+      underlay: { vtep: `192.168.50.${i}`, dev: "eth0", mtu: 1500 },
       ttlSec: TTL,
       endpoints: 'memory',
       timeoutMs: 500,
