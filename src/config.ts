@@ -1,11 +1,20 @@
 /**
- * Runtime configuration, read once from the environment at start-up.
- * Every variable is documented in README.md (Configuration); docs/scripts.md lists the rest.
+ * Runtime configuration, read once from the environment at start-up, and the rule by which an
+ * instance's socket and state directory are found — shared by the plugin and the `tsbridge`
+ * command, so both agree without flags. Every variable is documented in README.md,
+ * *Configuration*.
  */
+import { isIP } from 'node:net';
+import path from 'node:path';
+import { DEFAULT_INSTANCE, instanceFromSocket } from './kernel/owner.js';
+import { iptablesSetting, type IptablesSetting } from './kernel/real/iptables-variant.js';
+
 export interface Config {
   /** Unix socket Docker connects to. The file name is the driver name. */
   socket: string;
-  /** Directory holding state.json. */
+  /** The driver name: the socket's file name without `.sock`. */
+  instance: string;
+  /** Directory holding state.json (and the instance's lock). */
   stateDir: string;
   logLevel: 'error' | 'warn' | 'info' | 'debug';
   /** Default IPv4/IPv6 pools as "base:size,base:size" (empty = built-in defaults). */
@@ -18,9 +27,24 @@ export interface Config {
   sysctlRoot: string;
   /** Which iptables variant the forward shim uses. */
   iptables: IptablesSetting;
+  /** Where Prometheus metrics are served over HTTP; null (the default) = nowhere. */
+  metrics: MetricsAddr | null;
   /** The cluster store, for overlays (docs/overlay.md); no endpoints: no overlays. */
   etcd: EtcdConfig;
 }
+
+export interface MetricsAddr {
+  /** An IP address literal (no name: nothing to resolve at start-up). */
+  host: string;
+  /** 1-65535, or 0 for any free port (the one chosen is logged). */
+  port: number;
+}
+
+/** Where Docker looks for legacy plugins' sockets. */
+export const PLUGIN_SOCKET_DIR = '/run/docker/plugins';
+export const DEFAULT_SOCKET = `${PLUGIN_SOCKET_DIR}/${DEFAULT_INSTANCE}.sock`;
+/** The default instance's state directory; another instance NAME gets `/var/lib/tsbridge-NAME`. */
+export const DEFAULT_STATE_DIR = '/var/lib/tsbridge';
 
 export interface EtcdConfig {
   /** Client URLs (http:// or https://). */
@@ -39,27 +63,68 @@ export interface EtcdConfig {
   vtep: string;
 }
 
-import { isIP } from 'node:net';
-import { iptablesSetting, type IptablesSetting } from './kernel/real/iptables-variant.js';
 
 const LEVELS = ['error', 'warn', 'info', 'debug'] as const;
+
+/** The state directory an instance uses when TSBRIDGE_STATE_DIR does not say otherwise. */
+export function defaultStateDir(instance: string): string {
+  return instance === DEFAULT_INSTANCE ? DEFAULT_STATE_DIR : `${DEFAULT_STATE_DIR}-${instance}`;
+}
+
+/** TSBRIDGE_SOCKET: an absolute path whose file name is a valid instance name. */
+export function socketSetting(raw: string | undefined): string {
+  const socket = raw || DEFAULT_SOCKET;
+  if (!path.isAbsolute(socket)) {
+    // Express would take a bare number for a TCP port, and a relative path depends on the
+    // working directory: neither is where Docker looks.
+    throw new Error(`TSBRIDGE_SOCKET must be an absolute path to a Unix socket, such as ${DEFAULT_SOCKET} (got "${raw}")`);
+  }
+  instanceFromSocket(socket); // throws on a name that cannot be an instance
+  return path.normalize(socket);
+}
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const logLevel = (env.TSBRIDGE_LOG_LEVEL ?? 'info').toLowerCase();
   if (!(LEVELS as readonly string[]).includes(logLevel)) {
     throw new Error(`TSBRIDGE_LOG_LEVEL must be one of ${LEVELS.join(', ')} (got "${env.TSBRIDGE_LOG_LEVEL}")`);
   }
+  const socket = socketSetting(env.TSBRIDGE_SOCKET);
+  const instance = instanceFromSocket(socket);
   return {
-    socket: env.TSBRIDGE_SOCKET || '/run/docker/plugins/tsbridge.sock',
-    stateDir: env.TSBRIDGE_STATE_DIR || '/var/lib/tsbridge',
+    socket,
+    instance,
+    stateDir: stateDirSetting(env.TSBRIDGE_STATE_DIR, instance),
     logLevel: logLevel as Config['logLevel'],
     defaultPools: env.TSBRIDGE_DEFAULT_POOLS ?? '',
     commandTimeoutMs: positiveInt(env, 'TSBRIDGE_COMMAND_TIMEOUT_MS', 10_000),
     gcIntervalSec: nonNegativeInt(env, 'TSBRIDGE_GC_INTERVAL', 30),
     sysctlRoot: env.TSBRIDGE_SYSCTL_ROOT || '/proc/sys',
     iptables: iptablesSetting(env),
+    metrics: metricsAddr(env.TSBRIDGE_METRICS_ADDR),
     etcd: etcdConfig(env),
   };
+}
+
+function stateDirSetting(raw: string | undefined, instance: string): string {
+  if (!raw) return defaultStateDir(instance);
+  if (!path.isAbsolute(raw)) throw new Error(`TSBRIDGE_STATE_DIR must be an absolute path (got "${raw}")`);
+  return path.normalize(raw);
+}
+
+/**
+ * TSBRIDGE_METRICS_ADDR: `IPv4:PORT` or `[IPv6]:PORT`, e.g. 127.0.0.1:9477. Empty or unset: no
+ * metrics listener. A host name is refused (nothing is resolved at start-up), and so is a
+ * missing address: metrics are opt-in, and which interface serves them is the operator's choice.
+ */
+export function metricsAddr(raw: string | undefined): MetricsAddr | null {
+  if (raw === undefined || raw.trim() === '') return null;
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([0-9.]+)):(\d{1,5})$/.exec(raw.trim());
+  const host = m ? (m[1] ?? m[2])! : '';
+  const port = m ? Number(m[3]) : -1;
+  if (!m || isIP(host) !== (m[1] !== undefined ? 6 : 4) || port > 65535) {
+    throw new Error(`TSBRIDGE_METRICS_ADDR must be IPv4:PORT or [IPv6]:PORT, such as 127.0.0.1:9477 (got "${raw}")`);
+  }
+  return { host, port };
 }
 
 function etcdConfig(env: NodeJS.ProcessEnv): EtcdConfig {
@@ -104,4 +169,39 @@ function nonNegativeInt(env: NodeJS.ProcessEnv, key: string, dflt: number): numb
   if (raw === undefined || raw === '') return dflt;
   if (!/^\d+$/.test(raw)) throw new Error(`${key} must be a whole number (got "${raw}")`);
   return Number(raw);
+}
+
+/** Where one instance is: what the `tsbridge` command talks to and reads. */
+export interface InstancePaths {
+  instance: string;
+  socket: string;
+  stateDir: string;
+}
+
+/**
+ * The instance the `tsbridge` command means, without flags where it can. Flags first:
+ * `--instance NAME` (that instance's socket and default state directory) or `--socket PATH`,
+ * and `--state-dir DIR`; a flag naming the instance ignores the environment, which describes
+ * another. Without them, the environment as the plugin reads it: TSBRIDGE_SOCKET (the wrappers
+ * an install leaves set it) and TSBRIDGE_STATE_DIR; then the default instance.
+ */
+export function resolveInstance(opts: { instance?: string; socket?: string; stateDir?: string }, env: NodeJS.ProcessEnv): InstancePaths {
+  let socket: string;
+  let stateDir: string;
+  if (opts.instance !== undefined || opts.socket !== undefined) {
+    socket = opts.socket !== undefined ? path.resolve(opts.socket) : `${PLUGIN_SOCKET_DIR}/${instanceName(opts.instance!)}.sock`;
+    stateDir = defaultStateDir(instanceFromSocket(socket));
+  } else {
+    socket = socketSetting(env.TSBRIDGE_SOCKET);
+    stateDir = stateDirSetting(env.TSBRIDGE_STATE_DIR, instanceFromSocket(socket));
+  }
+  if (opts.stateDir !== undefined) stateDir = path.resolve(opts.stateDir);
+  return { instance: instanceFromSocket(socket), socket, stateDir };
+}
+
+/** An instance name as `--instance` takes it: what a socket file may be called, without `.sock`. */
+export function instanceName(raw: string): string {
+  const name = raw.replace(/\.sock$/, '');
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name)) throw new Error(`an instance name is 1-64 letters, digits, ".", "_" or "-" (got "${raw}")`);
+  return name;
 }

@@ -23,6 +23,7 @@ export const ERRORS = {
   ENDPOINT_EXISTS: { message: 'endpoint {endpointId} already exists with different settings' },
   PORT_IN_USE: { message: 'host port {hostIp}:{port}/{proto} is already allocated{owner}' },
   NO_FREE_PORT: { message: 'no free host port for {proto} in {range}' },
+  TOO_MANY_PORTS: { message: '{count} port bindings in one request: tsbridge publishes at most {max} per container and network' },
   CLUSTER_NOT_CONFIGURED: { message: 'option {option} needs a cluster store: set TSBRIDGE_ETCD_ENDPOINTS' },
   CLUSTER_UNAVAILABLE: { message: 'etcd is unreachable ({endpoints}): {op} failed: {detail}; endpoints already made keep working, new ones need etcd' },
   OVERLAY_MISMATCH: { message: 'overlay {overlay} already exists with {field} {theirs}, not {ours}' },

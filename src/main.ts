@@ -2,40 +2,63 @@
  * Composition root: configuration, logger, the real kernel, state, reconcile,
  * then listen on the Unix socket. Runs in the foreground.
  */
-import { promises as fs } from 'node:fs';
+import { promises as fs, readFileSync } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import type { Server } from 'node:http';
-import { loadConfig, type Config } from './config.js';
+import { loadConfig, type Config, type MetricsAddr } from './config.js';
 import { createLogger, type Logger } from './logging.js';
 import { FileStore } from './state/store.js';
 import { Db } from './state/db.js';
 import { ExecRunner } from './kernel/real/exec.js';
+import { Health } from './metrics/health.js';
+import { Metrics } from './metrics/metrics.js';
+import { lockStateDir } from './server/lock.js';
 import { IpLinks } from './kernel/real/links.js';
 import { NftFirewall } from './kernel/real/firewall.js';
 import { detectIptables } from './kernel/real/iptables-variant.js';
 import { ProcSysctl } from './kernel/real/sysctl.js';
 import { ProcHost } from './kernel/real/host.js';
 import type { Kernel } from './kernel/types.js';
-import { instanceFromSocket, ownerFor } from './kernel/owner.js';
+import { ownerFor } from './kernel/owner.js';
 import { DriverService, kindsRuntime } from './driver/service.js';
 import { KINDS } from './kinds/registry.js';
 import { Reconciler } from './driver/reconcile.js';
 import { IpamService } from './ipam/service.js';
 import { DEFAULT_POOLS, parseDefaultPools } from './ipam/pools.js';
-import { createApp } from './server/app.js';
+import { createApp, jsonClientErrors } from './server/app.js';
 import { startCluster } from './cluster/start.js';
 import { overlayClaims } from './kinds/overlay/claims.js';
 
-export async function start(config: Config, log: Logger): Promise<{ stop: (signal: string) => Promise<void> }> {
-  // Before anything touches the kernel: another process serving this socket owns this instance.
+export async function start(config: Config, log: Logger): Promise<{ stop: (signal: string) => Promise<void>; metricsAddress: string | null }> {
+  // Before anything touches the kernel: another tsbridge on this state directory, or another
+  // process serving this socket, owns this instance.
+  const lock = await lockStateDir(config.stateDir, { pid: process.pid, instance: config.instance, socket: config.socket });
+  if (lock.warning) log.warn('state directory lock', { stateDir: config.stateDir, warning: lock.warning });
+  try {
+    return await startLocked(config, log, lock.release);
+  } catch (e) {
+    await lock.release();
+    throw e;
+  }
+}
+
+async function startLocked(config: Config, log: Logger, releaseLock: () => Promise<void>): Promise<{ stop: (signal: string) => Promise<void>; metricsAddress: string | null }> {
   await removeStaleSocket(config.socket, log);
   const store = new FileStore(config.stateDir);
   const state = await store.load(); // a corrupt file throws: never start empty over it
   const db = new Db(store, state);
-  const runner = new ExecRunner(config.commandTimeoutMs);
-  const owner = ownerFor(instanceFromSocket(config.socket));
+  const version = packageVersion();
+  const metrics = new Metrics({ state: () => db.state, info: { instance: config.instance, version }, processMetrics: true });
+  const health = new Health(
+    { instance: config.instance, version, socket: config.socket, stateDir: config.stateDir, sweepIntervalSeconds: config.gcIntervalSec },
+    () => ({ callsInFlight: db.busy, networks: Object.keys(db.state.networks).length, endpoints: Object.keys(db.state.endpoints).length }),
+  );
+  const runner = new ExecRunner(config.commandTimeoutMs, (e) => metrics.command(e));
+  const owner = ownerFor(config.instance);
   const iptables = await detectIptables(runner, config.iptables);
+  health.iptables = { variant: iptables.variant, why: iptables.why };
   log.info('iptables variant', { variant: iptables.variant, commands: [iptables.v4, iptables.v6], why: iptables.why });
   const kernel: Kernel = {
     links: new IpLinks(runner, '/sys/class/net', owner.linkAlias),
@@ -53,23 +76,45 @@ export async function start(config: Config, log: Logger): Promise<{ stop: (signa
   const reconciler = new Reconciler(db, kernel, log, runtime);
 
   const t0 = Date.now();
-  const report = await reconciler.startup();
+  let report;
+  try {
+    report = await reconciler.startup();
+  } catch (e) {
+    metrics.reconcile({ ok: false, seconds: (Date.now() - t0) / 1000, counts: {} });
+    throw e;
+  }
+  const counts = { ...report, staleLinksRemoved: report.staleLinksRemoved.length };
+  metrics.reconcile({ ok: true, seconds: (Date.now() - t0) / 1000, counts });
+  health.reconciled({ ok: true, seconds: (Date.now() - t0) / 1000, counts });
   log.info('reconciled', { ...report, ms: Date.now() - t0, networks: Object.keys(db.state.networks).length, endpoints: Object.keys(db.state.endpoints).length });
 
+  // Before the socket: a metrics address that cannot be served fails the start before Docker sees the plugin.
+  const metricsServer = config.metrics ? await serveMetrics(config.metrics, metrics, log) : null;
   await fs.mkdir(path.dirname(config.socket), { recursive: true });
-  const app = createApp({ driver, ipam, log });
+  const app = createApp({ driver, ipam, log, metrics, health: () => health.report() });
   const server: Server = await new Promise((resolve, reject) => {
     const s = app.listen(config.socket, () => resolve(s));
     s.on('error', reject);
   });
+  jsonClientErrors(server, log);
   await fs.chmod(config.socket, 0o660);
   log.info('listening', { socket: config.socket, stateDir: config.stateDir, instance: owner.instance, table: owner.table });
 
-  const timer = config.gcIntervalSec > 0
-    ? setInterval(() => {
-        reconciler.sweep().catch((e) => log.warn('sweep failed', { error: String(e) }));
-      }, config.gcIntervalSec * 1000)
-    : null;
+  const sweep = async () => {
+    const t = Date.now();
+    try {
+      const endpointsRemoved = await reconciler.sweep();
+      const r = { ok: true, seconds: (Date.now() - t) / 1000, endpointsRemoved };
+      metrics.sweep(r);
+      health.swept(r);
+    } catch (e) {
+      const r = { ok: false, seconds: (Date.now() - t) / 1000, endpointsRemoved: 0, error: e instanceof Error ? e.message : String(e) };
+      metrics.sweep(r);
+      health.swept(r);
+      log.warn('sweep failed', { error: r.error });
+    }
+  };
+  const timer = config.gcIntervalSec > 0 ? setInterval(() => void sweep(), config.gcIntervalSec * 1000) : null;
   timer?.unref();
 
   let stopping = false;
@@ -89,9 +134,48 @@ export async function start(config: Config, log: Logger): Promise<{ stop: (signa
       await cluster?.stop().catch((e: unknown) => log.warn('stopping the cluster client failed', { error: String(e) }));
       await Promise.race([closed, new Promise((r) => setTimeout(r, 2000))]);
       await fs.rm(config.socket, { force: true });
+      if (metricsServer) await new Promise<void>((r) => metricsServer.server.close(() => r()));
+      await releaseLock();
       log.info('stopped', { signal });
     },
+    metricsAddress: metricsServer?.address ?? null,
   };
+}
+
+/**
+ * The opt-in metrics listener: plain HTTP, `GET /metrics` only. It reads the state's counts
+ * without its lock (a scrape never waits for a Docker call, nor delays one).
+ */
+async function serveMetrics(addr: MetricsAddr, metrics: Metrics, log: Logger): Promise<{ server: http.Server; address: string }> {
+  const server = http.createServer((req, res) => {
+    const url = (req.url ?? '').split('?')[0];
+    if (url !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) {
+      res.writeHead(404, { 'Content-Type': 'text/plain' }).end('tsbridge serves GET /metrics here\n');
+      return;
+    }
+    metrics.text().then(
+      (text) => res.writeHead(200, { 'Content-Type': metrics.contentType }).end(req.method === 'HEAD' ? undefined : text),
+      (e) => res.writeHead(500, { 'Content-Type': 'text/plain' }).end(`${e instanceof Error ? e.message : String(e)}\n`),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (e) => reject(new Error(`cannot serve metrics on TSBRIDGE_METRICS_ADDR ${addr.host}:${addr.port}: ${e.message}`)));
+    server.listen(addr.port, addr.host, () => resolve());
+  });
+  server.unref();
+  const a = server.address() as net.AddressInfo;
+  const address = `${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
+  log.info('metrics listening', { address, path: '/metrics' });
+  return { server, address };
+}
+
+function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string };
+    return pkg.version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
 }
 
 /** A socket file left by a crashed run: remove it if nothing answers on it; refuse if something does. */

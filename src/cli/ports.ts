@@ -2,13 +2,15 @@
  * `tsbridge ports`: every published port, read from the plugin's state file.
  *
  * Docker cannot show a remote driver's ports (`docker port` and `docker ps` stay empty), so
- * this is where users look. It reads state.json and nothing else: no Docker API, no kernel,
- * no lock — the plugin replaces the file atomically, so a read sees one whole version.
- * The plugin knows endpoint IDs, not container names; `docker network inspect` maps one to
- * the other (docs/ports.md shows how).
+ * this is where users look. It reads state.json — no kernel, no lock: the plugin replaces the
+ * file atomically, so a read sees one whole version. The plugin knows endpoint IDs, not
+ * container names: the command asks Docker for those (src/cli/docker.ts), and shows IDs
+ * alone when Docker does not answer.
  */
 import { KINDS } from '../kinds/registry.js';
 import type { Proto, State } from '../state/types.js';
+import type { Names } from './docker.js';
+import { shortOr, table } from './table.js';
 
 /** One forwarding the kernel does: a (published mapping, address family) pair — one map element. */
 export interface PortRow {
@@ -29,6 +31,16 @@ export interface PortRow {
 
 function plain(cidr: string | null): string {
   return cidr ? cidr.split('/')[0]! : '';
+}
+
+/** A row with Docker's names: null where Docker did not say (not asked, not reachable, not its). */
+export interface NamedPortRow extends PortRow {
+  networkName: string | null;
+  containerName: string | null;
+}
+
+export function withNames(rows: PortRow[], names: Names): NamedPortRow[] {
+  return rows.map((r) => ({ ...r, networkName: names.networks.get(r.networkId) ?? null, containerName: names.containers.get(r.endpointId) ?? null }));
 }
 
 /** One row per map element, sorted by network, host port, protocol, family, host address. */
@@ -70,19 +82,20 @@ export function hostSide(r: PortRow): string {
   return addrPort(ip, r.hostPort);
 }
 
-/** A fixed-width table, `docker ps`-like; IDs shortened to 12 characters unless `full`. */
-export function formatTable(rows: PortRow[], opts: { full?: boolean } = {}): string {
-  const id = (s: string) => (opts.full ? s : s.slice(0, 12));
-  const header = ['NETWORK', 'BRIDGE', 'ENDPOINT', 'PROTO', 'HOST', 'CONTAINER'];
+/**
+ * A fixed-width table, `docker ps`-like; IDs shortened to 12 characters unless `full`. With
+ * `names`, a NAME column holds the container's name ('-' where Docker did not give one).
+ */
+export function formatTable(rows: (PortRow & Partial<NamedPortRow>)[], opts: { full?: boolean; names?: boolean } = {}): string {
+  const header = ['NETWORK', 'BRIDGE', 'ENDPOINT', ...(opts.names ? ['NAME'] : []), 'PROTO', 'HOST', 'CONTAINER'];
   const body = rows.map((r) => [
-    id(r.networkId),
+    shortOr(r.networkId, opts.full),
     r.bridge,
-    id(r.endpointId),
+    shortOr(r.endpointId, opts.full),
+    ...(opts.names ? [r.containerName ?? '-'] : []),
     r.proto,
     hostSide(r),
     r.family === null ? `(no IPv${r.hostIp.includes(':') ? 6 : 4} address):${r.containerPort}` : addrPort(r.containerIp, r.containerPort),
   ]);
-  const all = [header, ...body];
-  const widths = header.map((_, i) => Math.max(...all.map((r) => r[i]!.length)));
-  return all.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('   ')).join('\n') + '\n';
+  return table(header, body);
 }

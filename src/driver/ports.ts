@@ -63,20 +63,158 @@ function checkHostIp(hostIp: string, families: { v4: boolean; v6: boolean }): vo
   }
 }
 
+/**
+ * Most port bindings one request may carry. Docker sends one binding per host port (and, from
+ * Docker 28, one per address family for a binding without a host address), so this allows
+ * `-p 1-5000:1-5000` on both families. Every mapping is kept in the state document, which is
+ * copied and rewritten on every later call of any network: a request of tens of thousands of
+ * bindings would slow every Docker call on the host from then on (docs/ports.md, *Limits*).
+ */
+export const MAX_PORT_BINDINGS = 10_000;
+
+/** The first of several matches in the order of the original list (its index), per port. */
+interface Slot {
+  /** Any entry at all. */
+  all: number;
+  /** Entries on every address (''). */
+  any: number;
+  /** Entries of each family (its wildcard or a specific address). */
+  fam4: number;
+  fam6: number;
+  /** Entries on a family's wildcard (0.0.0.0, ::). */
+  wild4: number;
+  wild6: number;
+  /** Entries on one address. */
+  specific: Map<string, number> | null;
+}
+
+const NONE = Number.POSITIVE_INFINITY;
+
+/**
+ * Entries (published mappings, listeners, this request's own choices) by protocol and port,
+ * answering "which entry, first in list order, overlaps this host address on this port" in
+ * constant time.
+ */
+class PortIndex {
+  private readonly slots: Record<Proto, Map<number, Slot>> = { tcp: new Map(), udp: new Map(), sctp: new Map() };
+
+  add(proto: Proto, ip: string, port: number, index: number): void {
+    const bucket = this.slots[proto];
+    let s = bucket.get(port);
+    if (!s) {
+      s = { all: NONE, any: NONE, fam4: NONE, fam6: NONE, wild4: NONE, wild6: NONE, specific: null };
+      bucket.set(port, s);
+    }
+    const a = unmapped(ip);
+    s.all = Math.min(s.all, index);
+    const f = fam(a);
+    if (f === 0) s.any = Math.min(s.any, index);
+    else if (f === 4) s.fam4 = Math.min(s.fam4, index);
+    else s.fam6 = Math.min(s.fam6, index);
+    if (a === '0.0.0.0') s.wild4 = Math.min(s.wild4, index);
+    else if (a === '::') s.wild6 = Math.min(s.wild6, index);
+    else if (f !== 0) {
+      s.specific ??= new Map();
+      s.specific.set(a, Math.min(s.specific.get(a) ?? NONE, index));
+    }
+  }
+
+  /** Index of the first entry on `port` whose address overlaps `ip` (see hostIpsOverlap), or NONE. */
+  first(proto: Proto, ip: string, port: number): number {
+    const s = this.slots[proto].get(port);
+    if (!s) return NONE;
+    const a = unmapped(ip);
+    const f = fam(a);
+    if (f === 0) return s.all;
+    if (WILDCARD.has(a)) return Math.min(s.any, f === 4 ? s.fam4 : s.fam6);
+    return Math.min(s.any, f === 4 ? s.wild4 : s.wild6, s.specific?.get(a) ?? NONE);
+  }
+
+  /** Does an entry on `port` overlap every specific address of family f (it is on all addresses, or on f's wildcard)? */
+  blocksFamily(proto: Proto, f: 4 | 6, port: number): boolean {
+    const s = this.slots[proto].get(port);
+    return !!s && (s.any !== NONE || (f === 4 ? s.wild4 : s.wild6) !== NONE);
+  }
+}
+
+/**
+ * "The next port at or above p that is not blocked", for one kind of search, with path
+ * compression: a port found blocked is never looked at again by the same kind of search.
+ * Valid because nothing is unblocked while a request is allocated.
+ */
+class NextFree {
+  private readonly parent = new Map<number, number>();
+
+  constructor(private readonly blocked: (port: number) => boolean) {}
+
+  find(port: number): number {
+    const path: number[] = [];
+    let p = port;
+    for (;;) {
+      const up = this.parent.get(p);
+      if (up !== undefined) {
+        path.push(p);
+        p = up;
+      } else if (p <= 65535 && this.blocked(p)) {
+        path.push(p);
+        p = p + 1;
+      } else break;
+    }
+    for (const x of path) this.parent.set(x, p);
+    return p;
+  }
+}
+
+/**
+ * Decides the host port of each binding, in order. Linear in the number of bindings, published
+ * mappings and listeners (plus, for searches, the ports of the ranges searched, each passed once):
+ * entries are indexed by protocol and port, and the search for a free port in a range (HostPort 0,
+ * `-p 8000-8010:80`) never walks the same blocked port twice for the same host address.
+ */
 export function allocatePorts(reqs: PortRequest[], ctx: PortContext): PortMapping[] {
-  const out: PortMapping[] = [];
+  if (reqs.length > MAX_PORT_BINDINGS) fail('TOO_MANY_PORTS', { count: reqs.length, max: MAX_PORT_BINDINGS });
+  const taken = new PortIndex();
+  ctx.taken.forEach((t, i) => taken.add(t.mapping.proto, t.mapping.hostIp, t.mapping.hostPort, i));
+  const listening = new PortIndex();
+  ctx.listening.forEach((l, i) => listening.add(l.proto, l.ip, l.port, i));
+  const mine = new PortIndex();
+
+  /** Why a port is busy for this address, as the error says it; null when free. */
   const busy = (proto: Proto, ip: string, port: number): string | null => {
-    for (const t of ctx.taken) {
-      if (t.mapping.proto === proto && t.mapping.hostPort === port && hostIpsOverlap(t.mapping.hostIp, ip)) return ` (published by ${t.owner})`;
-    }
-    for (const m of out) {
-      if (m.proto === proto && m.hostPort === port && hostIpsOverlap(m.hostIp, ip)) return ' (twice in this request)';
-    }
-    for (const l of ctx.listening) {
-      if (l.proto === proto && l.port === port && hostIpsOverlap(l.ip, ip)) return ' (a host process listens on it)';
-    }
+    const t = taken.first(proto, ip, port);
+    if (t !== NONE) return ` (published by ${ctx.taken[t]!.owner})`;
+    if (mine.first(proto, ip, port) !== NONE) return ' (twice in this request)';
+    if (listening.first(proto, ip, port) !== NONE) return ' (a host process listens on it)';
     return null;
   };
+
+  // One search per protocol and host address: a port found busy for an address stays busy for
+  // it while this request is allocated (entries are only ever added).
+  const searches = new Map<string, NextFree>();
+  const searchFor = (proto: Proto, ip: string): NextFree => {
+    const key = `${proto} ${unmapped(ip)}`;
+    let s = searches.get(key);
+    if (!s) {
+      s = new NextFree((p) => busy(proto, ip, p) !== null);
+      searches.set(key, s);
+    }
+    return s;
+  };
+  // Shared by every specific address of a family: the ports busy for all of them (an entry on
+  // all addresses or on the family's wildcard), so that many addresses searching one crowded
+  // range do not each walk it.
+  const familySearches = new Map<string, NextFree>();
+  const familyWide = (proto: Proto, f: 4 | 6): NextFree => {
+    const key = `${proto} ${f}`;
+    let s = familySearches.get(key);
+    if (!s) {
+      s = new NextFree((p) => taken.blocksFamily(proto, f, p) || mine.blocksFamily(proto, f, p) || listening.blocksFamily(proto, f, p));
+      familySearches.set(key, s);
+    }
+    return s;
+  };
+
+  const out: PortMapping[] = [];
   for (const r of reqs) {
     const hostIp = r.hostIp === '' ? ctx.defaultHostIp : r.hostIp;
     checkHostIp(hostIp, ctx.families ?? { v4: true, v6: true });
@@ -85,20 +223,23 @@ export function allocatePorts(reqs: PortRequest[], ctx: PortContext): PortMappin
     if (r.hostPort === 0) [lo, hi] = ctx.ephemeral;
     else [lo, hi] = [r.hostPort, r.hostPortEnd > r.hostPort ? r.hostPortEnd : r.hostPort];
     let chosen = 0;
-    let lastReason = '';
-    for (let p = lo; p <= hi; p++) {
-      const why = busy(r.proto, hostIp, p);
-      if (why === null) {
-        chosen = p;
-        break;
+    if (lo === hi) {
+      const why = busy(r.proto, hostIp, lo);
+      if (why !== null) {
+        fail('PORT_IN_USE', { hostIp: hostIp.includes(':') ? `[${hostIp}]` : hostIp || '0.0.0.0', port: lo, proto: r.proto, owner: why });
       }
-      lastReason = why;
+      chosen = lo;
+    } else {
+      const a = unmapped(hostIp);
+      const f = fam(a);
+      const from = f !== 0 && !WILDCARD.has(a) ? familyWide(r.proto, f).find(lo) : lo;
+      const p = searchFor(r.proto, hostIp).find(from);
+      if (p > hi) fail('NO_FREE_PORT', { proto: r.proto, range: `${lo}-${hi}` });
+      chosen = p;
     }
-    if (chosen === 0) {
-      if (lo === hi) fail('PORT_IN_USE', { hostIp: hostIp.includes(':') ? `[${hostIp}]` : hostIp || '0.0.0.0', port: lo, proto: r.proto, owner: lastReason });
-      fail('NO_FREE_PORT', { proto: r.proto, range: `${lo}-${hi}` });
-    }
+    mine.add(r.proto, hostIp, chosen, out.length);
     out.push({ proto: r.proto, hostIp, hostPort: chosen, containerPort: r.containerPort });
   }
   return out;
 }
+

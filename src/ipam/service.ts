@@ -39,6 +39,11 @@ export function ulaFromBytes(b: Uint8Array): string {
   return canonicalPrefix(`fd${h.slice(0, 2)}:${h.slice(2, 6)}:${h.slice(6, 10)}::/48`);
 }
 
+/** The pool of that ID, looked up among the state's own records only (an ID is never a prototype key). */
+function ownPool(s: State, id: string): PoolRecord | undefined {
+  return Object.hasOwn(s.pools, id) ? s.pools[id] : undefined;
+}
+
 export class IpamService {
   constructor(
     private readonly db: Db,
@@ -95,7 +100,7 @@ export class IpamService {
 
   async releasePool(id: string): Promise<void> {
     const gone = await this.db.tx(async (s) => {
-      const rec = s.pools[id];
+      const rec = ownPool(s, id);
       if (!rec) return undefined;
       delete s.pools[id];
       await this.db.save();
@@ -179,7 +184,7 @@ export class IpamService {
 
   async requestAddress(id: string, address: string, kind: AllocKind): Promise<string> {
     return this.db.tx(async (s) => {
-      const rec = s.pools[id];
+      const rec = ownPool(s, id);
       if (!rec) fail('UNKNOWN_POOL', { poolId: id });
       if (rec.overlay) return this.requestOverlayAddress(s, rec, address, kind);
       let a;
@@ -202,7 +207,7 @@ export class IpamService {
 
   async releaseAddress(id: string, address: string): Promise<void> {
     const released = await this.db.tx(async (s) => {
-      const rec = s.pools[id];
+      const rec = ownPool(s, id);
       if (!rec || address === '') return undefined;
       parseAddress(address.split('/')[0]!);
       const next = releaseAddress(rec, address.split('/')[0]!);

@@ -122,6 +122,12 @@ export interface Kind {
   /** What Join answers for an endpoint. */
   join(ep: Endpoint, net: Network): JoinInfo;
 
+  /**
+   * Its options that differ from the kind's defaults, under the names users give them (shown by
+   * `tsbridge status`).
+   */
+  describe(net: Network): Record<string, string | number | boolean>;
+
   lifecycle?: KindLifecycle;
 }
 

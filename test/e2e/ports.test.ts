@@ -303,9 +303,10 @@ describe('HostPort 0 and `tsbridge ports`', () => {
       `tcp *:${B} v4 -> 80`, `tcp *:${B} v6 -> 80`, `udp *:${B} v4 -> 7`,
       `tcp 127.0.0.1:${B + 1} v4 -> 80`, `sctp *:${B + 2} v4 -> 9`, `tcp *:${B + 4} v4 -> 8002`, `tcp :::${B + 6} v6 -> 80`,
     ]));
+    // the table names the container itself (the command asks Docker)
     const table = await sh(process.execPath, [path.join(REPO_ROOT, 'dist', 'src', 'cli.js'), 'ports', '--state-dir', plugin.stateDir]);
-    expect(table.split('\n')[0]).toMatch(/^NETWORK\s+BRIDGE\s+ENDPOINT\s+PROTO\s+HOST\s+CONTAINER$/);
-    expect(table).toContain(`0.0.0.0:${B} `);
+    expect(table.split('\n')[0]).toMatch(/^NETWORK\s+BRIDGE\s+ENDPOINT\s+NAME\s+PROTO\s+HOST\s+CONTAINER$/);
+    expect(table).toMatch(new RegExp(`^\\S+\\s+\\S+\\s+${srvEp.slice(0, 12)}\\s+${srv}\\s+tcp\\s+0\\.0\\.0\\.0:${B} `, 'm'));
     expect(table).toContain(`[::]:${B + 6} `);
   });
 });

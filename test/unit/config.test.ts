@@ -1,10 +1,11 @@
-/** loadConfig: defaults, overrides from the environment, and refusals. */
-import { loadConfig } from '../../src/config.js';
+/** loadConfig: defaults, overrides from the environment, and refusals; the CLI's instance rule. */
+import { defaultStateDir, loadConfig, metricsAddr, resolveInstance } from '../../src/config.js';
 
 describe('loadConfig', () => {
   test('defaults with an empty environment', () => {
     expect(loadConfig({})).toEqual({
       socket: '/run/docker/plugins/tsbridge.sock',
+      instance: 'tsbridge',
       stateDir: '/var/lib/tsbridge',
       logLevel: 'info',
       defaultPools: '',
@@ -12,6 +13,7 @@ describe('loadConfig', () => {
       gcIntervalSec: 30,
       sysctlRoot: '/proc/sys',
       iptables: 'auto',
+      metrics: null,
       etcd: { endpoints: [], ca: '', cert: '', key: '', prefix: '/tsbridge/', leaseTtlSec: 15, timeoutMs: 3000, vtep: '' },
     });
   });
@@ -27,6 +29,7 @@ describe('loadConfig', () => {
         TSBRIDGE_GC_INTERVAL: '0',
         TSBRIDGE_SYSCTL_ROOT: '/host/proc/sys',
         TSBRIDGE_IPTABLES: 'legacy',
+        TSBRIDGE_METRICS_ADDR: '127.0.0.1:9477',
         TSBRIDGE_ETCD_ENDPOINTS: 'https://10.0.0.5:2379, https://etcd2.example:2379',
         TSBRIDGE_ETCD_CA: '/etc/tsbridge/ca.pem',
         TSBRIDGE_ETCD_CERT: '/etc/tsbridge/host.pem',
@@ -38,6 +41,7 @@ describe('loadConfig', () => {
       }),
     ).toEqual({
       socket: '/tmp/x/tsb.sock',
+      instance: 'tsb',
       stateDir: '/tmp/x/state',
       logLevel: 'debug',
       defaultPools: '10.210.0.0/16:24',
@@ -45,6 +49,7 @@ describe('loadConfig', () => {
       gcIntervalSec: 0,
       sysctlRoot: '/host/proc/sys',
       iptables: 'legacy',
+      metrics: { host: '127.0.0.1', port: 9477 },
       etcd: {
         endpoints: ['https://10.0.0.5:2379', 'https://etcd2.example:2379'],
         ca: '/etc/tsbridge/ca.pem',
@@ -114,4 +119,71 @@ describe('loadConfig', () => {
 
 test('a bad TSBRIDGE_IPTABLES is refused by name', () => {
   expect(() => loadConfig({ TSBRIDGE_IPTABLES: 'iptables-ng' })).toThrow(/TSBRIDGE_IPTABLES must be auto, nft or legacy/);
+});
+
+describe('the socket and the state directory of an instance', () => {
+  test.each(['9000', 'tsbridge.sock', './run/x.sock', 'run/docker/plugins/tsbridge.sock'])('TSBRIDGE_SOCKET=%j (not absolute) is refused before anything listens', (v) => {
+    expect(() => loadConfig({ TSBRIDGE_SOCKET: v })).toThrow(/TSBRIDGE_SOCKET must be an absolute path to a Unix socket/);
+  });
+
+  test('a socket file name that cannot be an instance name is refused', () => {
+    expect(() => loadConfig({ TSBRIDGE_SOCKET: '/run/docker/plugins/a b.sock' })).toThrow(/socket name "a b"/);
+  });
+
+  test('the default state directory follows the instance; the default instance keeps /var/lib/tsbridge', () => {
+    expect(loadConfig({ TSBRIDGE_SOCKET: '/run/docker/plugins/tsbridge.sock' }).stateDir).toBe('/var/lib/tsbridge');
+    expect(loadConfig({ TSBRIDGE_SOCKET: '/run/docker/plugins/lab.sock' })).toMatchObject({ instance: 'lab', stateDir: '/var/lib/tsbridge-lab' });
+    expect(loadConfig({ TSBRIDGE_SOCKET: '/run/docker/plugins/lab.sock', TSBRIDGE_STATE_DIR: '/srv/lab' }).stateDir).toBe('/srv/lab');
+    expect(defaultStateDir('tsbridge')).toBe('/var/lib/tsbridge');
+  });
+
+  test('TSBRIDGE_STATE_DIR must be absolute', () => {
+    expect(() => loadConfig({ TSBRIDGE_STATE_DIR: 'state' })).toThrow(/TSBRIDGE_STATE_DIR must be an absolute path/);
+  });
+});
+
+describe('TSBRIDGE_METRICS_ADDR', () => {
+  test.each([
+    ['127.0.0.1:9477', { host: '127.0.0.1', port: 9477 }],
+    ['0.0.0.0:9477', { host: '0.0.0.0', port: 9477 }],
+    ['[::1]:9477', { host: '::1', port: 9477 }],
+    ['127.0.0.1:0', { host: '127.0.0.1', port: 0 }],
+    ['', null],
+    [undefined, null],
+  ])('%j → %j', (raw, want) => {
+    expect(metricsAddr(raw)).toEqual(want);
+  });
+
+  test.each(['9477', ':9477', 'localhost:9477', '127.0.0.1', '127.0.0.1:65536', '::1:9477', '[127.0.0.1]:9477', '1.2.3:80', '127.0.0.1:9477/metrics'])('%j is refused, naming the variable', (raw) => {
+    expect(() => loadConfig({ TSBRIDGE_METRICS_ADDR: raw })).toThrow(/TSBRIDGE_METRICS_ADDR must be IPv4:PORT or \[IPv6\]:PORT/);
+  });
+});
+
+describe('resolveInstance (the tsbridge command)', () => {
+  test('nothing set: the default instance', () => {
+    expect(resolveInstance({}, {})).toEqual({ instance: 'tsbridge', socket: '/run/docker/plugins/tsbridge.sock', stateDir: '/var/lib/tsbridge' });
+  });
+
+  test("the environment an install's wrapper sets: its socket and its state directory", () => {
+    const env = { TSBRIDGE_SOCKET: '/run/docker/plugins/0123abcd/tsbridge.sock', TSBRIDGE_STATE_DIR: '/var/lib/tsbridge-plugin' };
+    expect(resolveInstance({}, env)).toEqual({ instance: 'tsbridge', socket: env.TSBRIDGE_SOCKET, stateDir: '/var/lib/tsbridge-plugin' });
+    expect(resolveInstance({}, { TSBRIDGE_SOCKET: '/run/docker/plugins/lab.sock' }).stateDir).toBe('/var/lib/tsbridge-lab');
+  });
+
+  test('--instance wins over the environment, for both', () => {
+    const env = { TSBRIDGE_SOCKET: '/run/docker/plugins/x/tsbridge.sock', TSBRIDGE_STATE_DIR: '/var/lib/tsbridge-plugin' };
+    expect(resolveInstance({ instance: 'lab' }, env)).toEqual({ instance: 'lab', socket: '/run/docker/plugins/lab.sock', stateDir: '/var/lib/tsbridge-lab' });
+    expect(resolveInstance({ instance: 'tsbridge' }, env).stateDir).toBe('/var/lib/tsbridge');
+  });
+
+  test('--socket names the instance as --instance does; --state-dir overrides the directory alone', () => {
+    expect(resolveInstance({ instance: 'lab', stateDir: '/srv/s' }, {})).toEqual({ instance: 'lab', socket: '/run/docker/plugins/lab.sock', stateDir: '/srv/s' });
+    const env = { TSBRIDGE_STATE_DIR: '/var/lib/tsbridge-plugin' };
+    expect(resolveInstance({ socket: '/tmp/t/other.sock' }, env)).toEqual({ instance: 'other', socket: '/tmp/t/other.sock', stateDir: '/var/lib/tsbridge-other' });
+    expect(resolveInstance({ stateDir: '/srv/s' }, env)).toEqual({ instance: 'tsbridge', socket: '/run/docker/plugins/tsbridge.sock', stateDir: '/srv/s' });
+  });
+
+  test('a bad instance name is refused', () => {
+    expect(() => resolveInstance({ instance: '../etc' }, {})).toThrow(/instance name/);
+  });
 });

@@ -80,7 +80,7 @@ describe("Docker 28's calls for an IPv6-only network and a container publishing 
     const table = routes({ driver: w.driver, ipam: w.ipam, log: silentLogger() });
     const replies: Record<string, unknown> = {};
     for (const { call, request: body } of FIXTURE.calls) {
-      replies[call] = await table[call]!(structuredClone(body));
+      replies[call] = await table.get(call)!.handler(structuredClone(body));
       const { kernel, state } = firewallAgrees(w);
       expect({ call, nft: kernel }).toEqual({ call, nft: state });
 

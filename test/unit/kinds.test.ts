@@ -146,7 +146,7 @@ describe('a point-to-point kind through the driver, the reconciler and the firew
   test('Join answers what the kind says, static routes included, and the protocol edge passes them to Docker', async () => {
     await w.driver.createNetwork(pointSpec());
     await w.driver.createEndpoint(ep1());
-    const join = routes({ driver: w.driver, ipam: w.ipam, log: silentLogger() })['/NetworkDriver.Join']!;
+    const join = routes({ driver: w.driver, ipam: w.ipam, log: silentLogger() }).get('/NetworkDriver.Join')!.handler;
     expect(await join({ NetworkID: NET_B, EndpointID: EP_1 })).toEqual({
       InterfaceName: { SrcName: peerVethName(EP_1), DstPrefix: 'eth' },
       Gateway: '10.30.0.1',

@@ -6,6 +6,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { runCli } from '../../src/cli.js';
+import { DockerUnreachable, type DockerApi, type DockerNetwork } from '../../src/cli/docker.js';
 import { formatTable, portRows } from '../../src/cli/ports.js';
 import { encodeState } from '../../src/state/disk.js';
 import { emptyState, type Endpoint, type Network, type State } from '../../src/state/types.js';
@@ -91,7 +92,8 @@ describe('runCli', () => {
   let dir: string;
   let out: string;
   let err: string;
-  const io = () => ({ out: (s: string) => void (out += s), err: (s: string) => void (err += s), env: { TSBRIDGE_STATE_DIR: dir } });
+  // Docker is not asked unless a test gives one (the machine's own dockerd must not matter).
+  const io = (docker: DockerApi | null = null) => ({ out: (s: string) => void (out += s), err: (s: string) => void (err += s), env: { TSBRIDGE_STATE_DIR: dir }, docker });
 
   beforeEach(() => {
     dir = mkdtempSync(path.join(tmpdir(), 'tsbridge-cli-'));
@@ -123,9 +125,10 @@ describe('runCli', () => {
     writeFileSync(path.join(dir, 'state.json'), file(state()));
     expect(await runCli(['ports', '--json', '--network', 'bbbb'], io())).toBe(0);
     const rows = JSON.parse(out) as unknown[];
-    expect(rows).toEqual(portRows(state()).filter((r) => r.networkId === NET2));
+    expect(rows).toEqual(portRows(state()).filter((r) => r.networkId === NET2).map((r) => ({ ...r, networkName: null, containerName: null })));
     expect(rows[0]).toEqual({
       networkId: NET2, bridge: 'tsb-bbbb0000000', endpointId: EP2, proto: 'sctp', hostIp: '0.0.0.0', hostPort: 3868, family: 4, containerIp: '10.216.2.2', containerPort: 3868,
+      networkName: null, containerName: null,
     });
   });
 
@@ -154,14 +157,61 @@ describe('runCli', () => {
 
   test('bad usage: exit 2 with the usage', async () => {
     expect(await runCli(['ports', '--frobnicate'], io())).toBe(2);
-    expect(err).toMatch(/unknown option --frobnicate[^]*usage: tsbridge ports/);
+    expect(err).toMatch(/unknown option '--frobnicate'[^]*Usage: tsbridge ports/);
     err = '';
     expect(await runCli(['portz'], io())).toBe(2);
-    expect(err).toMatch(/unknown command "portz"/);
+    expect(err).toMatch(/unknown command 'portz'/);
     expect(await runCli(['ports', '--network'], io())).toBe(2);
+    expect(await runCli(['ports', '--instance', '../x'], io())).toBe(2);
+    err = '';
     expect(await runCli([], io())).toBe(2);
+    expect(err).toMatch(/^Usage: tsbridge \[options\] \[command\][^]*ports/);
     out = '';
     expect(await runCli(['--help'], io())).toBe(0);
-    expect(out).toMatch(/^usage: tsbridge ports/);
+    expect(out).toMatch(/^Usage: tsbridge [^]*status[^]*ports[^]*health[^]*Exit codes: 0 ok, 1 a problem found or a failure, 2 bad usage/);
+    out = '';
+    expect(await runCli(['ports', '--help'], io())).toBe(0);
+    expect(out).toMatch(/^Usage: tsbridge ports \[options\][^]*--json[^]*--full[^]*--network <id>[^]*--no-docker[^]*--instance <name>[^]*--state-dir <dir>/);
+  });
+
+  const dockerKnowing = (nets: DockerNetwork[]): DockerApi & { asked: string[][] } => {
+    const asked: string[][] = [];
+    return {
+      asked,
+      async networks(ids) {
+        asked.push(ids);
+        return new Map(ids.map((id) => [id, nets.find((n) => n.id === id) ?? null]));
+      },
+    };
+  };
+
+  test('container names from Docker: a NAME column, and names in --json; one question per network', async () => {
+    writeFileSync(path.join(dir, 'state.json'), JSON.stringify(encodeState(state())));
+    const docker = dockerKnowing([{ id: NET, name: 'web', driver: 'tsbridge', containers: [{ endpointId: EP1, containerId: 'c1', name: 'shop' }] }]);
+    expect(await runCli(['ports'], io(docker))).toBe(0);
+    expect(docker.asked).toEqual([[NET, NET2]]);
+    expect(err).toBe('');
+    expect(out.split('\n').slice(0, 2)).toEqual([
+      'NETWORK        BRIDGE            ENDPOINT       NAME   PROTO   HOST             CONTAINER',
+      'aaaa00000000   tsb-aaaa0000000   111100000000   shop   udp     127.0.0.1:5353   10.216.1.2:53',
+    ]);
+    expect(out).toContain('222200000000   -      sctp');
+    out = '';
+    expect(await runCli(['ports', '--json'], io(docker))).toBe(0);
+    expect((JSON.parse(out) as { containerName: string | null; networkName: string | null }[]).map((r) => [r.networkName, r.containerName])).toEqual([
+      ['web', 'shop'], ['web', 'shop'], ['web', 'shop'], [null, null], [null, null],
+    ]);
+  });
+
+  test('Docker not reachable: IDs, and the reason once on stderr', async () => {
+    writeFileSync(path.join(dir, 'state.json'), JSON.stringify(encodeState(state())));
+    const docker: DockerApi = { networks: async () => { throw new DockerUnreachable('no Docker socket at /var/run/docker.sock'); } };
+    expect(await runCli(['ports'], io(docker))).toBe(0);
+    expect(out).toBe(formatTable(portRows(state())));
+    expect(err).toBe('tsbridge ports: no container names: no Docker socket at /var/run/docker.sock; showing endpoint IDs\n');
+    out = '';
+    err = '';
+    expect(await runCli(['ports', '--no-docker'], io(docker))).toBe(0);
+    expect(err).toBe('');
   });
 });

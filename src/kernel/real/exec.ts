@@ -1,3 +1,4 @@
+import path from 'node:path';
 import { execa } from 'execa';
 import { TsbridgeError } from '../../errors.js';
 
@@ -12,10 +13,32 @@ export interface Runner {
   run(cmd: string, args: string[], opts?: { input?: string; allowFail?: boolean }): Promise<RunResult>;
 }
 
+/**
+ * Told about every command run: its program name, how long it took, and whether it failed
+ * (a non-zero exit the caller allowed is not a failure) or hit the timeout. For metrics.
+ */
+export type CommandObserver = (e: { command: string; seconds: number; outcome: 'ok' | 'failed' | 'timeout' }) => void;
+
 export class ExecRunner implements Runner {
-  constructor(private readonly timeoutMs: number) {}
+  constructor(private readonly timeoutMs: number, private readonly observer?: CommandObserver) {}
 
   async run(cmd: string, args: string[], opts: { input?: string; allowFail?: boolean } = {}): Promise<RunResult> {
+    if (!this.observer) return this.exec(cmd, args, opts);
+    const started = process.hrtime.bigint();
+    let outcome: 'ok' | 'failed' | 'timeout' = 'failed';
+    try {
+      const r = await this.exec(cmd, args, opts);
+      outcome = 'ok';
+      return r;
+    } catch (e) {
+      if (e instanceof TsbridgeError && e.code === 'TIMEOUT') outcome = 'timeout';
+      throw e;
+    } finally {
+      this.observer({ command: path.basename(cmd), seconds: Number(process.hrtime.bigint() - started) / 1e9, outcome });
+    }
+  }
+
+  private async exec(cmd: string, args: string[], opts: { input?: string; allowFail?: boolean }): Promise<RunResult> {
     // Each command leads its own process group, and the deadline kills the whole group:
     // killing only the child would leave a grandchild holding the pipes open, and the
     // call would wait for it anyway.

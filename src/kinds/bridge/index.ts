@@ -10,7 +10,7 @@ import type { SysctlSetting } from '../../kernel/types.js';
 import { portElements } from '../shared/ports.js';
 import type { Kind } from '../types.js';
 import { bridgeMembers, bridgeRules } from './rules.js';
-import { BRIDGE_OPTIONS, parseBridgeSettings, settingsOf, toSettings } from './settings.js';
+import { BRIDGE_DEFAULTS, BRIDGE_OPTIONS, parseBridgeSettings, settingsOf, toSettings } from './settings.js';
 
 /** Gateway addresses the bridge holds: IPv4 unless inhibit_ipv4, IPv6 when enabled. */
 export function bridgeAddresses(n: Network): string[] {
@@ -60,5 +60,18 @@ export const bridgeKind: Kind = {
     const gw4 = n.internal ? '' : plain(n.ipv4[0]?.gateway);
     const gw6 = n.internal || !n.enableIpv6 || !ep.ipv6 ? '' : plain(n.ipv6[0]?.gateway);
     return { srcName: ep.peerVeth, dstPrefix: n.ifacePrefix, gateway: gw4, gatewayIpv6: gw6, staticRoutes: [] };
+  },
+
+  describe(n) {
+    const s = settingsOf(n);
+    const D = BRIDGE_DEFAULTS;
+    const o: Record<string, string | number | boolean> = {};
+    if (s.bridgeNamedByUser) o[BRIDGE_OPTIONS.BRIDGE_NAME] = s.bridge;
+    if (s.icc !== D.icc) o[BRIDGE_OPTIONS.ICC] = s.icc;
+    if (s.masquerade !== D.masquerade) o[BRIDGE_OPTIONS.MASQUERADE] = s.masquerade;
+    if (s.hostBindingIpv4 !== D.hostBindingIpv4) o[BRIDGE_OPTIONS.HOST_BINDING_IPV4] = s.hostBindingIpv4;
+    if (s.snatIpv4 !== D.snatIpv4) o[BRIDGE_OPTIONS.HOST_IPV4] = s.snatIpv4;
+    if (s.inhibitIpv4 !== D.inhibitIpv4) o[BRIDGE_OPTIONS.INHIBIT_IPV4] = s.inhibitIpv4;
+    return o;
   },
 };

@@ -8,7 +8,9 @@ import type { Endpoint, Network } from '../../domain/types.js';
 import { fail } from '../../errors.js';
 import { vxlanOverhead } from '../../cluster/identity.js';
 import type { SysctlSetting } from '../../kernel/types.js';
+import { bridgeKind } from '../bridge/index.js';
 import { bridgeMembers } from '../bridge/rules.js';
+import { BRIDGE_OPTIONS } from '../bridge/settings.js';
 import { portElements } from '../shared/ports.js';
 import type { Kind, KindContext } from '../types.js';
 import { overlayRules } from './rules.js';
@@ -76,6 +78,13 @@ export const overlayKind: Kind = {
   members: bridgeMembers,
   ports: (ep, _n, ports) => portElements(ep, ports),
   publishing: (n) => (n.internal ? null : { defaultHostIp: settingsOf(n).hostBindingIpv4 }),
+
+  describe(n) {
+    const s = settingsOf(n);
+    // The bridge options it was given (as the NAT bridge shows them), and what makes it an overlay.
+    const { [BRIDGE_OPTIONS.BRIDGE_NAME]: _name, ...bridge } = bridgeKind.describe(n);
+    return { [OVERLAY_OPTION]: s.overlay, vni: s.vni, vtep: s.vtep, mtu: s.mtu, ...bridge };
+  },
 
   join: (ep, n) => ({ srcName: ep.peerVeth, dstPrefix: n.ifacePrefix, gateway: n.internal ? '' : plain(n.ipv4[0]?.gateway), gatewayIpv6: '', staticRoutes: [] }),
 
