@@ -29,6 +29,7 @@ import { IpamService } from './ipam/service.js';
 import { DEFAULT_POOLS, parseDefaultPools } from './ipam/pools.js';
 import { createApp, jsonClientErrors } from './server/app.js';
 import { startCluster } from './cluster/start.js';
+import { clusterReport } from './cluster/report.js';
 import { overlayClaims } from './kinds/overlay/claims.js';
 
 export async function start(config: Config, log: Logger): Promise<{ stop: (signal: string) => Promise<void>; metricsAddress: string | null }> {
@@ -91,7 +92,9 @@ async function startLocked(config: Config, log: Logger, releaseLock: () => Promi
   // Before the socket: a metrics address that cannot be served fails the start before Docker sees the plugin.
   const metricsServer = config.metrics ? await serveMetrics(config.metrics, metrics, log) : null;
   await fs.mkdir(path.dirname(config.socket), { recursive: true });
-  const app = createApp({ driver, ipam, log, metrics, health: () => health.report() });
+  const overlaysHere = () => Object.values(db.state.pools).flatMap((p) => (p.overlay ? [p.overlay.name] : []));
+  const healthReport = () => ({ ...health.report(), ...(cluster ? { cluster: clusterReport(cluster, overlaysHere()) } : {}) });
+  const app = createApp({ driver, ipam, log, metrics, health: healthReport });
   const server: Server = await new Promise((resolve, reject) => {
     const s = app.listen(config.socket, () => resolve(s));
     s.on('error', reject);
