@@ -87,6 +87,17 @@ describe('one subnet across three hosts', () => {
     const cfg = JSON.parse((await etcd.get(keys.config(OVERLAY)))!.value) as { vni: number; subnet: string };
     expect(cfg.subnet).toBe(SUBNET);
     expect(await etcdKeys('vnis/')).toEqual([`vnis/${cfg.vni}`]);
+    // tsbridge status on a host shows the overlay, its three hosts (one of them itself).
+    const status = await waitFor(async () => {
+      const r = await execa('nsenter', ['--target', String(h1.initPid), '--mount', '--net', process.execPath, 'dist/src/cli.js', 'status', '--no-docker'], {
+        reject: false,
+        env: { TSBRIDGE_STATE_DIR: `${h1.dir}/state` },
+        cwd: process.cwd(),
+      });
+      return /OVERLAY HOSTS \(3\)/.test(r.stdout) ? r.stdout : undefined;
+    }, 15_000, { what: 'tsbridge status showing three hosts' });
+    expect(status).toMatch(new RegExp(`^${OVERLAY}\\s+${cfg.vni}\\s+${SUBNET.replace(/[./]/g, '\\$&')}\\s+10\\.230\\.0\\.1\\s+3\\s+0$`, 'm'));
+    expect(status).toContain('(this host)');
     // A host asking for another subnet is refused, clearly.
     const bad = await h1.dockerOk(['network', 'create', '-d', 'tsbridge', '--ipam-driver', 'tsbridge', '-o', `io.tsbridge.overlay=${OVERLAY}`, '--ipam-opt', `io.tsbridge.overlay=${OVERLAY}`, '--subnet', '10.231.0.0/16', 'other']);
     expect(bad.exitCode).not.toBe(0);
