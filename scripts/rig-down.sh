@@ -47,12 +47,26 @@ down() {
     esac
   done <"$m"
 
-  local p n=0
+  # PID 1 of each host's PID namespace first (everything in the namespace dies with it, and its
+  # parent, unshare, reaps it), then whatever is left.
+  local p n=0 deadline
   for p in "${pids[@]}"; do
+    [[ $p == *" init" ]] || continue
     # shellcheck disable=SC2086
     if same $p; then kill -KILL "${p%% *}" 2>/dev/null && n=$((n + 1)); fi
   done
-  local deadline=$((SECONDS + 20))
+  deadline=$((SECONDS + 10))
+  for p in "${pids[@]}"; do
+    [[ $p == *" init" ]] || continue
+    # shellcheck disable=SC2086
+    while ! gone $p && ((SECONDS < deadline)); do sleep 0.1; done
+  done
+  for p in "${pids[@]}"; do
+    [[ $p == *" init" ]] && continue
+    # shellcheck disable=SC2086
+    if same $p; then kill -KILL "${p%% *}" 2>/dev/null && n=$((n + 1)); fi
+  done
+  deadline=$((SECONDS + 20))
   for p in "${pids[@]}"; do
     # shellcheck disable=SC2086
     while ! gone $p && ((SECONDS < deadline)); do sleep 0.1; done

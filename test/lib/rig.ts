@@ -376,6 +376,7 @@ class HostImpl implements RigHost {
   readonly dockerHost: string;
   readonly cgroupParent: string;
   private unsharePid = 0;
+  private unshare: ReturnType<typeof execa> | undefined;
   private init = 0;
   private dockerdPid = 0;
   private current: PluginImpl | undefined;
@@ -418,11 +419,14 @@ class HostImpl implements RigHost {
     p.stdout!.pipe(log, { end: false });
     p.stderr!.pipe(log, { end: false });
     this.unsharePid = p.pid!;
+    this.unshare = p;
     await this.recordPid(this.unsharePid, `${this.name} unshare`);
     void p.then(() => log.end());
     // PID 1 of the host's namespace is unshare's child; dockerd is its child.
     await waitUntil(() => childrenOf(this.unsharePid).length > 0 || !isAlive(this.unsharePid), 10_000, `${this.name}'s PID namespace`);
     this.init = childrenOf(this.unsharePid)[0] ?? 0;
+    // Killing PID 1 of the namespace (rather than unshare) lets unshare reap it: no zombie is left.
+    if (this.init) await this.recordPid(this.init, `${this.name} init`);
     const ready = async () => {
       if (!isAlive(this.unsharePid)) throw new Error(`host ${this.name} exited during start-up: ${tail(path.join(this.dir, 'boot.log'))}\n${tail(path.join(this.dir, 'dockerd.log'))}\n${tail(path.join(this.dir, 'containerd.log'))}`);
       return (await this.dockerOk(['version', '--format', '{{.Server.Version}}'], { timeoutMs: 5000 })).exitCode === 0;
@@ -482,7 +486,11 @@ class HostImpl implements RigHost {
   async kill(): Promise<void> {
     if (this.dead) return;
     this.dead = true;
-    if (this.unsharePid && isAlive(this.unsharePid)) process.kill(this.unsharePid, 'SIGKILL');
+    // SIGKILL to PID 1 of the host's PID namespace kills every process in it; unshare, its parent,
+    // then reaps it and exits (and we reap unshare).
+    if (this.init && isAlive(this.init)) process.kill(this.init, 'SIGKILL');
+    const exited = this.unshare ? await Promise.race([this.unshare.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 20_000))]) : true;
+    if (!exited && isAlive(this.unsharePid)) process.kill(this.unsharePid, 'SIGKILL');
     if (this.init && !(await waitGone(this.init, 20_000))) throw new Error(`host ${this.name}: PID 1 of its namespace would not die`);
     if (this.current) await this.current.waitExit(10_000);
     if (existsSync(`/run/netns/${this.netns}`)) await sh('ip', ['netns', 'del', this.netns]);

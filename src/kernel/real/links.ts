@@ -155,10 +155,13 @@ export class IpLinks implements Links {
       if (still.length) throw new TsbridgeError('KERNEL', { op: `remove remote endpoints of ${vxlan}`, detail: `${still.map((x) => x.address).join(', ')} still present` });
     }
     if (add.length) {
-      await this.runner.run('bridge', ['-batch', '-'], {
-        input: add.flatMap((r) => [`fdb replace ${r.mac} dev ${vxlan} dst ${r.vtep} self permanent`, `fdb replace ${r.mac} dev ${vxlan} master static`]).join('\n') + '\n',
-      });
-      await this.batch(add.map((r) => `neigh replace ${r.address} lladdr ${r.mac} dev ${vxlan} nud permanent`));
+      // Independent of each other: the FDB entries forward, the neighbour entries answer ARP/ND.
+      await Promise.all([
+        this.runner.run('bridge', ['-batch', '-'], {
+          input: add.flatMap((r) => [`fdb replace ${r.mac} dev ${vxlan} dst ${r.vtep} self permanent`, `fdb replace ${r.mac} dev ${vxlan} master static`]).join('\n') + '\n',
+        }),
+        this.batch(add.map((r) => `neigh replace ${r.address} lladdr ${r.mac} dev ${vxlan} nud permanent`)),
+      ]);
     }
   }
 

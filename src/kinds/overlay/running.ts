@@ -13,7 +13,7 @@ import type { KindContext, Running } from '../types.js';
 import { settingsOf, toSettings } from './settings.js';
 
 const REPAIR_MS = 30_000;
-const DEBOUNCE_MS = 50;
+const DEBOUNCE_MS = 20;
 
 export function startOverlay(net: Network, ctx: KindContext): Running {
   const cluster = ctx.cluster;
@@ -25,6 +25,9 @@ export function startOverlay(net: Network, ctx: KindContext): Running {
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   let chain: Promise<void> = Promise.resolve();
+  // What the device holds, as last programmed: read from the kernel at the start, after a
+  // failure and at every repair, so most changes cost just the commands that make them.
+  let programmed: RemoteEndpoint[] | undefined;
 
   const sync = async () => {
     if (stopped) return;
@@ -33,7 +36,8 @@ export function startOverlay(net: Network, ctx: KindContext): Running {
     const vteps = cluster.vtepsOf(overlay);
     if (peers === undefined || vteps === undefined) return;
     const want: RemoteEndpoint[] = peers.map((p) => ({ address: p.address, mac: p.mac, vtep: p.vtep }));
-    const have = await ctx.kernel.links.remoteEndpoints(vxlan);
+    const have = programmed ?? (await ctx.kernel.links.remoteEndpoints(vxlan));
+    programmed = undefined; // until this change is known to be made
     const diff = diffPeers(
       have.map((h) => ({ ...h, host: '' })),
       want.map((w) => ({ ...w, host: '' })),
@@ -42,6 +46,7 @@ export function startOverlay(net: Network, ctx: KindContext): Running {
     if (diff.add.length || diff.remove.length) {
       await ctx.kernel.links.changeRemoteEndpoints(vxlan, { add: strip(diff.add), remove: strip(diff.remove) });
     }
+    programmed = want;
     const current = ctx.state?.().networks[net.id];
     const had = current ? settingsOf(current).vteps : [];
     const vtepsChanged = had.join(',') !== vteps.join(',');
@@ -78,7 +83,10 @@ export function startOverlay(net: Network, ctx: KindContext): Running {
   };
 
   const unsubscribe = cluster.onChange(schedule);
-  const repair = setInterval(schedule, REPAIR_MS);
+  const repair = setInterval(() => {
+    programmed = undefined; // look at the kernel again: someone may have changed it
+    schedule();
+  }, REPAIR_MS);
   repair.unref?.();
   schedule();
   return {
