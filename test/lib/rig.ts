@@ -27,12 +27,24 @@
 import { createWriteStream, existsSync, readFileSync, type WriteStream } from 'node:fs';
 import { appendFile, mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { startEtcd, type EtcdServer } from './etcd.js';
 import { randomId } from './netns.js';
-import { pluginCall, REPO_ROOT } from './plugin.js';
+import { pluginCall } from './plugin.js';
 import { sh, shOk, type RunOptions, type RunResult } from './run.js';
 import { TEST_IMAGE } from './docker.js';
+
+/** The repository (this file runs from test/lib, or compiled from dist/test/lib for the bench). */
+const REPO_ROOT = (() => {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(path.join(dir, 'scripts', 'rig-host.sh'))) {
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error('rig: cannot find the repository (scripts/rig-host.sh) above test/lib');
+    dir = up;
+  }
+  return dir;
+})();
 
 export const RIG_ROOT = process.env.TSBRIDGE_RIG_ROOT ?? '/run/tsbridge-rig';
 const ENGINES_DIR = process.env.TSBRIDGE_ENGINES_DIR ?? '/opt/tsbridge-test/engines';
