@@ -83,7 +83,8 @@ down() {
   local l
   for l in "${links[@]}"; do
     ip link show dev "$l" >/dev/null 2>&1 || continue
-    ip link del dev "$l" || { log "could not delete link $l"; rc=1; }
+    # (a veth whose peer's namespace was just deleted may be going away on its own)
+    ip link del dev "$l" 2>/dev/null || ! ip link show dev "$l" >/dev/null 2>&1 || { log "could not delete link $l"; rc=1; }
   done
   local cg h d
   for cg in "${cgroups[@]}"; do

@@ -4,6 +4,7 @@
  * the underlay. One rig for the whole file; the tests run in order and build on each other.
  * Needs root, etcd-server, Docker 28 (scripts/engine.sh install 28), a build; under the e2e lock.
  */
+import path from 'node:path';
 import { execa } from 'execa';
 import { EtcdStore } from '../../src/cluster/etcd.js';
 import { Keys } from '../../src/cluster/keys.js';
@@ -89,10 +90,10 @@ describe('one subnet across three hosts', () => {
     expect(await etcdKeys('vnis/')).toEqual([`vnis/${cfg.vni}`]);
     // tsbridge status on a host shows the overlay, its three hosts (one of them itself).
     const status = await waitFor(async () => {
-      const r = await execa('nsenter', ['--target', String(h1.initPid), '--mount', '--net', process.execPath, 'dist/src/cli.js', 'status', '--no-docker'], {
+      // (in the host's mount namespace, where its plugin's socket is; nsenter starts in its root)
+      const r = await execa('nsenter', ['--target', String(h1.initPid), '--mount', '--net', process.execPath, path.resolve('dist/src/cli.js'), 'status', '--no-docker'], {
         reject: false,
         env: { TSBRIDGE_STATE_DIR: `${h1.dir}/state` },
-        cwd: process.cwd(),
       });
       if (/OVERLAY HOSTS \(3\)/.test(r.stdout)) return r.stdout;
       throw new Error(`exit ${r.exitCode}: ${r.stdout}\n${r.stderr}`);
