@@ -60,8 +60,8 @@ foreign_engine() {
       return 0
     fi
   done
-  for f in /usr/bin/dockerd /usr/sbin/dockerd /usr/local/bin/dockerd /usr/local/sbin/dockerd; do
-    [ -x "$f" ] || continue
+  for f in "$(command -v dockerd || true)" /usr/bin/dockerd /usr/sbin/dockerd /usr/local/bin/dockerd /usr/local/sbin/dockerd; do
+    [ -n "$f" ] && [ -x "$f" ] || continue
     owner=$(dpkg -S "$f" 2>/dev/null | cut -d: -f1 || true)
     [ "$owner" = docker.io ] && continue
     echo "$f (${owner:-not from any package})"

@@ -25,9 +25,11 @@ case "${1:-}" in
 esac
 
 # A host with a Docker engine from other packages (Docker CE's docker-ce/containerd.io, ...) keeps
-# it (docker.io is left out below) and gets nothing pulled in as a recommendation either.
+# it: Debian's docker.io is never installed over it, nor pulled in as a recommendation.
 NO_RECOMMENDS=()
-if [ "${1:-}" != "--runtime" ] && bash scripts/engine.sh foreign >/dev/null 2>&1; then
+if [ "${1:-}" != "--runtime" ] && foreign=$(bash scripts/engine.sh foreign); then
+  prereq_note "this host has its own Docker engine ($foreign): Debian's docker.io is not installed over it"
+  PACKAGES=("${PACKAGES[@]/docker.io}")
   NO_RECOMMENDS=(--no-install-recommends)
 fi
 
@@ -39,13 +41,6 @@ if command -v dpkg-query >/dev/null 2>&1; then
     [ -n "$p" ] || continue
     installed "$p" || missing+=("$p")
   done
-  # Never replace a Docker engine that is there already (Docker CE's packages conflict with
-  # Debian's docker.io: installing one removes the other).
-  if [[ " ${missing[*]} " == *" docker.io "* ]] && engine=$(command -v dockerd); then
-    missing=("${missing[@]/docker.io/}")
-    read -r -a missing <<<"${missing[*]}"
-    prereq_note "a Docker engine is installed already ($engine): docker.io is not installed"
-  fi
 else
   # Not Debian: the programs must already be there.
   for p in ip nft iptables conntrack; do command -v "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -78,7 +78,9 @@ const fs = require('node:fs');
 const [dir, ...rest] = process.argv.slice(2);
 let passed = 0, failed = 0, skipped = 0;
 for (let i = 0; i < rest.length; i += 2) {
-  const tier = rest[i], state = Object.fromEntries(rest[i + 1].split(' ').map((kv) => kv.split('=')));
+  // "notrun=REASON" (the reason may hold spaces) or "rc=N secs=S".
+  const tier = rest[i], raw = rest[i + 1];
+  const state = raw.startsWith('notrun=') ? { notrun: raw.slice(7) } : Object.fromEntries(raw.split(' ').map((kv) => kv.split('=')));
   if (state.notrun) { failed++; console.log(`tsbridge: ${tier}: not run (${state.notrun})`); continue; }
   let r;
   try { r = JSON.parse(fs.readFileSync(`${dir}/${tier}.json`, 'utf8')); } catch { r = undefined; }

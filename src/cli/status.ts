@@ -117,7 +117,7 @@ export function buildStatus(args: { instance: string; socket: string; stateDir: 
             mac: e.mac,
             hostVeth: e.hostVeth,
             joined: e.joined,
-            ports: e.ports ?? [],
+            ports: [...(e.ports ?? [])].sort((a, b) => a.hostPort - b.hostPort || a.proto.localeCompare(b.proto) || a.hostIp.localeCompare(b.hostIp)),
           }))
       : [],
     pools: s ? byId(Object.values(s.pools)).map(poolStatus) : [],

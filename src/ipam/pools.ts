@@ -62,6 +62,25 @@ export function pickFreePool(defaults: DefaultPool[], family: Family, taken: str
   return null;
 }
 
+/**
+ * A pool request that names only a size ("0.0.0.0/24", "::/96": Docker 29 asks so for "any
+ * pool of that size", moby#50114): the prefix length, or null for an ordinary subnet.
+ */
+export function sizeOnlyRequest(p: Prefix): number | null {
+  return p.network === 0n && p.length > 0 ? p.length : null;
+}
+
+/**
+ * The default pools of `family` carved into subnets of `size` instead of their own size: those
+ * whose base can hold a /size. Empty when none can.
+ */
+export function defaultsOfSize(defaults: DefaultPool[], family: Family, size: number): DefaultPool[] {
+  return defaults.filter((d) => {
+    const base = parsePrefix(d.base, 'default pool');
+    return base.family === family && size >= base.length && size <= familyBits(family);
+  }).map((d) => ({ base: d.base, size }));
+}
+
 /** Parses "base:size,base:size" (IPv6 split on the last ':'), e.g. "10.210.0.0/16:24,fd42:1::/48:64". */
 export function parseDefaultPools(spec: string): DefaultPool[] {
   const bad = (detail: string): never => fail('BAD_OPTION', { option: POOLS_OPTION, value: spec, detail });

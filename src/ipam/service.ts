@@ -10,7 +10,7 @@ import type { Db } from '../state/db.js';
 import type { HostView } from '../kernel/types.js';
 import { canonicalAddress, canonicalPrefix, parsePrefix, overlaps, parseAddress } from '../net/addr.js';
 import { allocateAddress, newPoolRecord, poolId, releaseAddress } from './allocator.js';
-import { pickFreePool } from './pools.js';
+import { defaultsOfSize, pickFreePool, sizeOnlyRequest } from './pools.js';
 import type { AllocKind, DefaultPool, Family, PoolRecord } from './types.js';
 import type { Logger } from '../logging.js';
 import type { JoinedOverlay } from '../cluster/overlays.js';
@@ -71,7 +71,8 @@ export class IpamService {
     return this.db.tx(async (s) => {
       let pool: string;
       let auto = false;
-      if (req.pool) {
+      const size = req.pool ? sizeOnlyRequest(parsePrefix(req.pool)) : null;
+      if (req.pool && size === null) {
         pool = canonicalPrefix(req.pool);
         if (parsePrefix(pool).family !== family) {
           fail('BAD_CIDR', { what: 'subnet', value: req.pool, detail: `expected an IPv${family} subnet` });
@@ -81,8 +82,17 @@ export class IpamService {
           if (overlaps(mine, parsePrefix(other.pool))) fail('POOL_OVERLAP', { pool, other: `${other.pool} (pool ${other.id})` });
         }
       } else {
+        // No subnet, or only a size ("0.0.0.0/24"): a free subnet of the default pools.
+        if (req.pool && parsePrefix(req.pool).family !== family) {
+          fail('BAD_CIDR', { what: 'subnet', value: req.pool, detail: `expected an IPv${family} subnet` });
+        }
         const taken = [...Object.values(s.pools).map((p) => p.pool), ...(await this.host.takenPrefixes())];
-        const candidates = this.poolsFor(family, s);
+        const defaults = this.poolsFor(family, s);
+        const candidates = size === null ? defaults : defaultsOfSize(defaults, family, size);
+        if (size !== null && candidates.length === 0) {
+          const pools = defaults.map((d) => d.base).join(', ') || 'none configured';
+          fail('BAD_CIDR', { what: 'pool request', value: req.pool, detail: `no default pool can hold a /${size} (default pools: ${pools})` });
+        }
         const picked = pickFreePool(candidates, family, taken);
         if (!picked) {
           const pools = candidates.map((d) => `${d.base}:${d.size}`).join(', ');

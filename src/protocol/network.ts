@@ -8,6 +8,7 @@ import type { CommonNetwork, KindRegistry } from '../kinds/types.js';
 import {
   dockerId, goBool, hostAddress, interfaceCidr, macAddress, mtu, optionalString, port, proto, requireObject,
 } from './validate.js';
+import { checkDockerOption } from './docker-options.js';
 import { OPT_ENABLE_IPV4, OPT_ENABLE_IPV6, OPT_EXPOSED, OPT_GENERIC, OPT_INTERNAL, OPT_PORTMAP, type IpamData } from './wire.js';
 
 /** Options every kind of network takes (docs/options.md); each kind adds its own (src/kinds). */
@@ -56,7 +57,11 @@ export function parseCreateNetwork(body: unknown, kinds: KindRegistry = KINDS): 
   const known = new Set(networkOptions(kinds));
   const given: Record<string, string> = {};
   for (const [key, value] of Object.entries(generic)) {
-    if (!known.has(key)) fail('UNSUPPORTED_OPTION', { option: key });
+    if (!known.has(key)) {
+      // Refused, or one tsbridge need not act on (Docker applies it, or it names the default).
+      checkDockerOption(key, value);
+      continue;
+    }
     if (typeof value !== 'string') fail('BAD_OPTION', { option: key, value: JSON.stringify(value), detail: 'expected a string' });
     given[key] = value;
   }

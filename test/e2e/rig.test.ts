@@ -118,14 +118,16 @@ describe('plugin helper (stub plugin)', () => {
     expect(env.body).toEqual({ socket: plugin.socket, stateDir: plugin.stateDir, level: 'debug', extra: 'x1', pid: plugin.pid });
     const create = await pluginCall(plugin.socket, 'NetworkDriver.CreateNetwork', { NetworkID: 'abc' });
     expect(create.body).toEqual({});
-    expect(plugin.logs()).toContain('CALL /NetworkDriver.CreateNetwork content-type=none body={"NetworkID":"abc"}');
+    // The stub's log line and its answer travel on different pipes: wait for the line.
+    const logged = (match: (l: string) => boolean, what: string) => waitFor(() => plugin.logs().some(match), 5000, { what: `stub log: ${what}` });
+    await logged((l) => l === 'CALL /NetworkDriver.CreateNetwork content-type=none body={"NetworkID":"abc"}', 'CreateNetwork abc');
     expect(plugin.logs()).toContain('CALL /Plugin.Activate content-type=none body=');
 
     // The Docker daemon finds the legacy plugin by its socket and calls it.
     const net = uniqueName('net');
     cleanup.add(() => removeNetworks([net]), `network ${net}`);
     await docker(['network', 'create', '-d', name, '--subnet', '198.19.255.248/29', net]);
-    expect(plugin.logs().some((l) => l.startsWith('CALL /NetworkDriver.CreateNetwork') && l.includes('198.19.255.248/29'))).toBe(true);
+    await logged((l) => l.startsWith('CALL /NetworkDriver.CreateNetwork') && l.includes('198.19.255.248/29'), 'CreateNetwork from dockerd');
 
     const firstPid = plugin.pid;
     expect(await plugin.kill9()).toEqual({ exitCode: null, signal: 'SIGKILL' });
@@ -135,10 +137,10 @@ describe('plugin helper (stub plugin)', () => {
     expect((await pluginCall(plugin.socket, 'Stub.Env')).body.pid).toBe(plugin.pid);
 
     await docker(['network', 'rm', net]);
-    expect(plugin.logs().some((l) => l.startsWith('CALL /NetworkDriver.DeleteNetwork'))).toBe(true);
+    await logged((l) => l.startsWith('CALL /NetworkDriver.DeleteNetwork'), 'DeleteNetwork from dockerd');
 
     expect(await plugin.stop()).toEqual({ exitCode: 0, signal: null });
-    expect(plugin.logs()).toContain('stub got SIGTERM');
+    await logged((l) => l === 'stub got SIGTERM', 'SIGTERM');
     await plugin.dispose();
     expect(existsSync(plugin.socket)).toBe(false);
     expect(existsSync(plugin.stateDir)).toBe(false);

@@ -33,6 +33,7 @@ export function pointKind(log: LifecycleLog = { calls: [], refuse: null, failSta
     name: 'point',
     options: [POINT_PROXY, POINT_PEER],
     claims: (o) => o[POINT_PEER] !== undefined,
+    describe: (n) => ({ ...(n.settings.peer ? { [POINT_PEER]: String(n.settings.peer) } : {}) }),
     parse(o, net) {
       if (net.ipv4.length === 0) fail('BAD_OPTION', { option: 'io.tsbridge.mode', value: 'point', detail: 'needs IPv4' });
       return { proxyArp: o[POINT_PROXY] === undefined ? true : goBool(o[POINT_PROXY], POINT_PROXY), peer: o[POINT_PEER] ?? '' };

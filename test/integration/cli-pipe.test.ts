@@ -10,6 +10,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { runCli } from '../../src/cli.js';
 import { emptyState, type State } from '../../src/state/types.js';
+import { encodeState } from '../../src/state/disk.js';
+import { bridgeKind } from '../../src/kinds/bridge/index.js';
 import { REPO_ROOT } from '../lib/plugin.js';
 
 const CLI = path.join(REPO_ROOT, 'dist', 'src', 'cli.js');
@@ -18,10 +20,8 @@ const NET = 'aaaa000000000000000000000000000000000000000000000000000000000001';
 /** 50 containers with 100 ports each, on TCP and UDP: 5,000 mappings (10,000 rows, both families). */
 function bigState(): State {
   const s = emptyState();
-  s.networks[NET] = {
-    id: NET, bridge: 'tsb-aaaa0000000', phase: 'ready', bridgeNamedByUser: false, mtu: 1500, internal: false, icc: true, masquerade: true,
-    hostBindingIpv4: '', snatIpv4: '', inhibitIpv4: false, ifacePrefix: 'eth', enableIpv6: true, ipv4: [{ subnet: '10.216.0.0/16', gateway: '10.216.0.1/16' }], ipv6: [],
-  };
+  const common = { id: NET, mtu: 1500, internal: false, ifacePrefix: 'eth', enableIpv6: true, ipv4: [{ subnet: '10.216.0.0/16', gateway: '10.216.0.1/16' }], ipv6: [] };
+  s.networks[NET] = { ...common, kind: 'bridge', phase: 'ready', settings: bridgeKind.parse({ 'com.docker.network.bridge.name': 'tsb-aaaa0000000' }, common) };
   for (let c = 0; c < 50; c++) {
     const id = `${String(c).padStart(4, '0')}${'0'.repeat(60)}`;
     s.endpoints[id] = {
@@ -69,7 +69,7 @@ setTimeout(() => {
 let dir: string;
 beforeAll(() => {
   dir = mkdtempSync(path.join(tmpdir(), 'tsbridge-pipe-'));
-  writeFileSync(path.join(dir, 'state.json'), JSON.stringify(bigState()));
+  writeFileSync(path.join(dir, 'state.json'), JSON.stringify(encodeState(bigState())));
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 

@@ -94,7 +94,7 @@ describe('packaging/install-service.sh', () => {
       expect(vars.map((v) => v.split('=')[0])).toEqual(['TSBRIDGE_SOCKET', 'TSBRIDGE_STATE_DIR']);
     }
     // And the real thing runs: the installed CLI answers.
-    expect(await sh(path.join(dir, 'bin', 'tsbridge'), ['--help'])).toContain('usage: tsbridge');
+    expect(await sh(path.join(dir, 'bin', 'tsbridge'), ['--help'])).toContain('Usage: tsbridge');
   });
 
   test('--uninstall: unit stopped and removed, code and command gone', async () => {

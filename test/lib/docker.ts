@@ -34,13 +34,16 @@ export function uniqueName(prefix: string): string {
 
 const MISSING = /no such (container|network)|not found/i;
 
-/** Force-removes containers (and their anonymous volumes); names that do not exist are ignored. */
+/**
+ * Force-removes containers (and their anonymous volumes); names that do not exist are ignored.
+ * One `docker rm` for all of them (dockerd removes them concurrently); the error lines it prints
+ * for names that do not exist are ignored, any other makes this throw.
+ */
 export async function removeContainers(names: readonly string[]): Promise<void> {
-  const failures: string[] = [];
-  for (const name of names) {
-    const r = await dockerOk(['rm', '-f', '-v', name]);
-    if (r.exitCode !== 0 && !MISSING.test(r.stderr)) failures.push(`${name}: ${r.stderr.trim()}`);
-  }
+  if (names.length === 0) return;
+  const r = await dockerOk(['rm', '-f', '-v', ...names], { timeoutMs: DOCKER_TIMEOUT_MS + names.length * 2_000 });
+  if (r.exitCode === 0) return;
+  const failures = r.stderr.split('\n').map((l) => l.trim()).filter((l) => l && !MISSING.test(l));
   if (failures.length) throw new Error(`docker rm failed: ${failures.join('; ')}`);
 }
 

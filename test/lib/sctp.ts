@@ -66,11 +66,14 @@ export async function sendSctpInit(from: NsPrefix, host: string, dport: number, 
 
 /**
  * Sends an SCTP INIT from `from` to host:dport while a raw receiver listens in `at`; resolves
- * with what arrived there, or null when nothing did within `timeoutMs`.
+ * with what arrived there, or null when nothing did within `timeoutMs` after the INIT was sent
+ * (the window starts once the sender is done: on a loaded machine starting python alone can
+ * take seconds).
  */
 export async function sctpProbe(from: NsPrefix, at: NsPrefix, host: string, dport: number, timeoutMs = 2000): Promise<SctpArrival | null> {
   const { execa } = await import('execa');
-  const [cmd, ...args] = [...at, 'python3', '-u', '-c', RECEIVER, String(timeoutMs / 1000)];
+  // The receiver's own timeout is only a backstop; the window is enforced below.
+  const [cmd, ...args] = [...at, 'python3', '-u', '-c', RECEIVER, String(timeoutMs / 1000 + 60)];
   const proc = execa(cmd!, args, { reject: false, buffer: false, stdin: 'ignore' });
   let out = '';
   let err = '';
@@ -84,7 +87,15 @@ export async function sctpProbe(from: NsPrefix, at: NsPrefix, host: string, dpor
   await Promise.race([ready, proc.then(() => undefined)]);
   if (!out.includes('"ready"')) throw new Error(`SCTP receiver did not start: ${err}`);
   await sendSctpInit(from, host, dport);
-  await proc;
+  let timer: NodeJS.Timeout | undefined;
+  const windowOver = new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)));
+  await Promise.race([proc, windowOver]);
+  clearTimeout(timer);
+  if (proc.exitCode === null && proc.signalCode === null) {
+    proc.kill('SIGKILL');
+    await proc;
+    return null;
+  }
   const last = out.trim().split('\n').pop()!;
   const msg = JSON.parse(last) as SctpArrival | { timeout: true };
   return 'timeout' in msg ? null : msg;

@@ -92,7 +92,7 @@ describe('tsbridge status', () => {
     expect(st.endpoints[0]).toEqual({
       id: '9b2e41c07d55a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d2e3f4a5b6', networkId: WEB, containerName: 'shop', addresses: ['10.210.0.2/24', 'fd5e:9a1:0:1::2/64'],
       mac: '02:9b:2e:41:c0:7d', hostVeth: 'tsv9b2e41c07d55', joined: true,
-      ports: [{ proto: 'tcp', hostIp: '', hostPort: 8080, containerPort: 80 }, { proto: 'udp', hostIp: '127.0.0.1', hostPort: 5353, containerPort: 53 }],
+      ports: [{ proto: 'udp', hostIp: '127.0.0.1', hostPort: 5353, containerPort: 53 }, { proto: 'tcp', hostIp: '', hostPort: 8080, containerPort: 80 }],
     });
     expect(st.pools[1]).toEqual({ id: 'tsb-v4-10.211.5.0/24', pool: '10.211.5.0/24', range: '10.211.5.0/25', auto: false, allocated: { gateway: 1, endpoint: 1, aux: 1 } });
   });

@@ -74,7 +74,7 @@ describe('scripts/install-deps.sh', () => {
     await stub('dockerd', 'exit 0');
     const r = await run('scripts/install-deps.sh', [], { asUser: true });
     expect(r.exitCode).toBe(1);
-    expect(r.stderr).toContain(`a Docker engine is installed already (${fake}/dockerd): docker.io is not installed`);
+    expect(r.stderr).toContain(`this host has its own Docker engine (${fake}/dockerd (not from any package)): Debian's docker.io is not installed over it`);
     expect(r.stderr).toMatch(/packages are missing \(iptables nftables iproute2 busybox-static conntrack gcc libc6-dev docker-compose python3 etcd-server iperf3\)/);
     expect(await recorded()).toBe('');
   });

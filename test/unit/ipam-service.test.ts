@@ -260,3 +260,55 @@ describe('exhaustion names the network', () => {
     await expect(w.ipam.requestAddress(poolId, '', 'endpoint')).rejects.toThrow(/no free address left in pool 10\.10\.1\.0\/31$/);
   });
 });
+
+describe('a pool request that names only a size (Docker 29: "0.0.0.0/24", "::/96")', () => {
+  test('0.0.0.0/24 is the first free /24 of the default pools, picked like an automatic pool', async () => {
+    w.host.routes = ['10.210.0.0/24'];
+    const r = await w.ipam.requestPool(v4('0.0.0.0/24'));
+    expect(r).toEqual({ poolId: 'tsb-v4-10.210.1.0/24', pool: '10.210.1.0/24' });
+    expect(w.db.state.pools[r.poolId]).toMatchObject({ auto: true, subPool: null });
+  });
+
+  test('another size carves the default pools in that size, avoiding what is held', async () => {
+    const a = await w.ipam.requestPool(v4('0.0.0.0/26'));
+    const b = await w.ipam.requestPool(v4('0.0.0.0/26'));
+    const c = await w.ipam.requestPool(v4());
+    expect([a.pool, b.pool, c.pool]).toEqual(['10.210.0.0/26', '10.210.0.64/26', '10.210.1.0/24']);
+    expect((await w.ipam.requestPool(v4('0.0.0.0/20'))).pool).toBe('10.210.16.0/20');
+  });
+
+  test('::/96 is a /96 of the host’s unique-local /48', async () => {
+    const r = await w.ipam.requestPool({ pool: '::/96', subPool: '', v6: true });
+    const base = parsePrefix(w.db.state.ulaBase!);
+    expect(parsePrefix(r.pool).length).toBe(96);
+    expect(overlaps(parsePrefix(r.pool), base)).toBe(true);
+    expect(r.pool).toBe(`${w.db.state.ulaBase!.replace('/48', '')}/96`);
+  });
+
+  test('a size no default pool can hold is BAD_CIDR saying so, and nothing is held', async () => {
+    const e = await w.ipam.requestPool(v4('0.0.0.0/8')).catch((x: unknown) => x);
+    expect(isTsbridgeError(e, 'BAD_CIDR')).toBe(true);
+    expect((e as Error).message).toContain('no default pool can hold a /8 (default pools: 10.210.0.0/16)');
+    expect(w.db.state.pools).toEqual({});
+  });
+
+  test('NO_FREE_POOL when every subnet of that size is taken', async () => {
+    w = makeWorld({ pools: [{ base: '10.210.0.0/23', size: 24 }], host: new FakeHost({ routes: ['10.210.0.0/24'] }) });
+    expect((await w.ipam.requestPool(v4('0.0.0.0/24'))).pool).toBe('10.210.1.0/24');
+    expect(await codeOf(w.ipam.requestPool(v4('0.0.0.0/24')))).toBe('NO_FREE_POOL');
+    expect(await codeOf(w.ipam.requestPool(v4('0.0.0.0/23')))).toBe('NO_FREE_POOL');
+  });
+
+  test('a size request of the other family is BAD_CIDR', async () => {
+    expect(await codeOf(w.ipam.requestPool({ pool: '0.0.0.0/24', subPool: '', v6: true }))).toBe('BAD_CIDR');
+    expect(await codeOf(w.ipam.requestPool(v4('::/96')))).toBe('BAD_CIDR');
+  });
+
+  test('through the protocol edge: RequestPool {Pool: "0.0.0.0/24"} answers a real /24', async () => {
+    const { routes } = await import('../../src/server/app.js');
+    const { silentLogger } = await import('../../src/logging.js');
+    const table = routes({ driver: w.driver, ipam: w.ipam, log: silentLogger() });
+    const reply = (await table.get('/IpamDriver.RequestPool')!.handler({ AddressSpace: 'local', Pool: '0.0.0.0/24', SubPool: '', Options: {}, V6: false })) as Record<string, string>;
+    expect(reply).toEqual({ PoolID: 'tsb-v4-10.210.0.0/24', Pool: '10.210.0.0/24', Data: {} });
+  });
+});

@@ -6,7 +6,7 @@
 import fc from 'fast-check';
 import { allocatePorts, hostIpsOverlap, MAX_PORT_BINDINGS, type Listener, type PortContext } from '../../src/driver/ports.js';
 import { fail, isTsbridgeError } from '../../src/errors.js';
-import type { PortRequest } from '../../src/protocol/network.js';
+import type { PortRequest } from '../../src/domain/types.js';
 import type { PortMapping, Proto } from '../../src/state/types.js';
 import { errorOf } from '../fakes/world.js';
 

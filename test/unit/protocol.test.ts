@@ -5,7 +5,8 @@
 import { isTsbridgeError, type ErrorCode } from '../../src/errors.js';
 import { readFileSync } from 'node:fs';
 import { COMMON_OPTIONS, TSBRIDGE_OPTION_PREFIX, networkOptions, parseCreateEndpoint, parseCreateNetwork, parsePortBindings } from '../../src/protocol/network.js';
-import { recordedOf } from '../fakes/recorded.js';
+import { DOCKER_APPLIED_OPTIONS, GATEWAY_MODE_OPTIONS, REFUSED_OPTIONS } from '../../src/protocol/docker-options.js';
+import { recordedOf, RECORDED_28_FILE } from '../fakes/recorded.js';
 import { errorOf } from '../fakes/world.js';
 
 const NET = 'b428f65ce838648217a3c236a05ad428b2174f664bf9170615a85731a589d16f';
@@ -143,7 +144,7 @@ describe('parseCreateNetwork', () => {
     expect(parseCreateNetwork(createNetwork({ 'com.docker.network.bridge.name': 'abcdefghijklmno' })).settings.bridge).toBe('abcdefghijklmno');
   });
 
-  test.each(['com.docker.network.bridge.default_bridge', 'com.docker.network.bridge.gateway_mode_ipv4', 'io.tsbridge.anything', 'foo'])(
+  test.each(['com.docker.network.bridge.default_bridge', 'com.docker.network.bridge.trusted_host_interfaces', 'io.tsbridge.anything', 'foo'])(
     'unknown option %s is UNSUPPORTED_OPTION naming it',
     (option) => {
       const e = errorOf(() => parseCreateNetwork(createNetwork({ [option]: 'true' })));
@@ -323,10 +324,22 @@ describe('parsePortBindings', () => {
 
 describe('docs/options.md', () => {
   const doc = readFileSync(new URL('../../docs/options.md', import.meta.url), 'utf8');
-  const documented = [...doc.matchAll(/^\| `(com\.docker\.network\.[a-z0-9_.]+)` \|/gm)].map((m) => m[1]);
+  /** The options in the table rows of the section under this heading. */
+  const section = (heading: string) => {
+    const start = doc.indexOf(`\n## ${heading}`);
+    expect(start).toBeGreaterThan(0);
+    const end = doc.indexOf('\n## ', start + 1);
+    const text = doc.slice(start, end < 0 ? undefined : end);
+    return [...text.matchAll(/^\| `(com\.docker\.network\.[a-z0-9_.]+)` \|/gm)].map((m) => m[1]);
+  };
 
   test('lists every network option tsbridge accepts, and no other', () => {
-    expect(documented.sort()).toEqual(networkOptions().filter((o) => o.startsWith('com.docker.network.')).sort());
+    expect(section('Network options').sort()).toEqual(networkOptions().filter((o) => o.startsWith('com.docker.network.')).sort());
+  });
+
+  test("lists every other option of Docker 28's bridge, as docker-options.ts handles them, and no other", () => {
+    const others = [...Object.values(GATEWAY_MODE_OPTIONS), ...Object.keys(REFUSED_OPTIONS), ...Object.values(DOCKER_APPLIED_OPTIONS)];
+    expect(section("Docker's other bridge options").sort()).toEqual(others.sort());
   });
 
   test("names tsbridge's own prefix and its own options", () => {
@@ -336,3 +349,40 @@ describe('docs/options.md', () => {
   });
 });
 
+
+/** Issue 10: what Docker 28.5 sent (test/fixtures/docker/28.5-requests.jsonl) parses like 20.10's. */
+describe('requests recorded from Docker 28.5', () => {
+  const networks = recordedOf('/NetworkDriver.CreateNetwork', RECORDED_28_FILE);
+  const withV4 = networks.filter((r) => r.request!.IPv4Data.length > 0);
+
+  test.each(withV4.map((r) => [r.line, r] as const))('CreateNetwork on line %i (enable_ipv4 at the top) parses', (_line, r) => {
+    expect(r.request!.Options['com.docker.network.enable_ipv4']).toBe(true);
+    const spec = parseCreateNetwork(r.request);
+    expect(spec.ipv4.map((s) => s.subnet)).toEqual(r.request!.IPv4Data.map((d: { Pool: string }) => d.Pool));
+    expect(spec.enableIpv6).toBe(r.request!.Options['com.docker.network.enable_ipv6']);
+  });
+
+  // IPv6-only networks (Docker 28 --ipv4=false --ipv6): an empty IPv4Data with enable_ipv4=false.
+  test.each(networks.filter((r) => r.request!.IPv4Data.length === 0).map((r) => [r.line, r] as const))(
+    'IPv6-only CreateNetwork on line %i (--ipv4=false --ipv6) parses',
+    (_line, r) => {
+      expect(r.request!.Options['com.docker.network.enable_ipv4']).toBe(false);
+      expect(parseCreateNetwork(r.request).ipv6).toHaveLength(1);
+    },
+  );
+
+  test.each(recordedOf('/NetworkDriver.CreateEndpoint', RECORDED_28_FILE).map((r) => [r.line, r] as const))('CreateEndpoint on line %i parses (endpoint.ifname, endpoint.sysctls accepted)', (_line, r) => {
+    const spec = parseCreateEndpoint(r.request);
+    expect(spec.endpointId).toBe(r.request!.EndpointID);
+  });
+
+  test('the endpoint options Docker 28 sends are among them', () => {
+    const opts = recordedOf('/NetworkDriver.CreateEndpoint', RECORDED_28_FILE).flatMap((r) => Object.keys(r.request!.Options ?? {}));
+    expect(opts).toEqual(expect.arrayContaining(['com.docker.network.endpoint.ifname', 'com.docker.network.endpoint.sysctls']));
+  });
+
+  test.each(recordedOf('/NetworkDriver.ProgramExternalConnectivity', RECORDED_28_FILE).map((r) => [r.line, r] as const))('ProgramExternalConnectivity on line %i (no_proxy_6to4) parses', (_line, r) => {
+    expect(r.request!.Options).toHaveProperty(['com.docker.network.driver.private.no_proxy_6to4']);
+    expect(parsePortBindings(r.request!.Options)).toHaveLength(r.request!.Options['com.docker.network.portmap'].length);
+  });
+});

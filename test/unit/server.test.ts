@@ -10,7 +10,7 @@ import path from 'node:path';
 import { createApp } from '../../src/server/app.js';
 import { silentLogger } from '../../src/logging.js';
 import { FakeHost } from '../fakes/host.js';
-import { loadRecorded } from '../fakes/recorded.js';
+import { loadRecorded, RECORDED_28_FILE } from '../fakes/recorded.js';
 import { firewallAgrees, makeWorld, type World } from '../fakes/world.js';
 
 interface Reply {
@@ -213,5 +213,135 @@ describe('replay of every request recorded from Docker 20.10', () => {
     expect(w.db.state.endpoints).toEqual({});
     expect(w.db.state.pools).toEqual({});
     expect(w.store.saved).toEqual(w.db.state);
+  });
+});
+
+/**
+ * Issue 10: the requests Docker 28.5 sent (test/fixtures/docker/28.5-requests.jsonl, recorded by
+ * scripts/record-requests.sh 28 through a proxy in front of tsbridge), replayed in file order.
+ * What 28 sends that 20.10 did not, each accepted here: `com.docker.network.enable_ipv4` in every
+ * CreateNetwork, `com.docker.network.driver.private.no_proxy_6to4` in every
+ * ProgramExternalConnectivity, `com.docker.network.endpoint.ifname` and
+ * `com.docker.network.endpoint.sysctls` in CreateEndpoint, GetDefaultAddressSpaces before every
+ * network, and IPv6-only networks (`--ipv4=false --ipv6`: IPv4Data empty).
+ */
+describe('replay of every request recorded from Docker 28.5', () => {
+  const all = loadRecorded(RECORDED_28_FILE);
+  const ipv6Only = (r: { scenario: string }) => r.scenario.startsWith('IPv6-only');
+  const scenarios = [...new Set(all.map((r) => r.scenario))];
+
+  test('the recording holds every scenario of the 20.10 one and the 28-only ones', () => {
+    const has = (what: string) => scenarios.some((s) => s.includes(what));
+    for (const what of ['--ip-range', '--internal', '-p 8080:80', 'network connect --driver-opt foo=bar', 'dual-stack', '--ipv4=false --ipv6', 'endpoint.ifname=', '--sysctl', 'endpoint.sysctls=', 'docker restart', 'network disconnect rec7; network connect rec7']) {
+      expect({ what, found: has(what) }).toEqual({ what, found: true });
+    }
+    const calls = (c: string) => all.filter((r) => r.call === c);
+    expect(calls('/NetworkDriver.CreateNetwork').every((r) => typeof r.request!.Options['com.docker.network.enable_ipv4'] === 'boolean')).toBe(true);
+    expect(calls('/NetworkDriver.ProgramExternalConnectivity').every((r) => r.request!.Options['com.docker.network.driver.private.no_proxy_6to4'] === false)).toBe(true);
+    expect(calls('/NetworkDriver.CreateEndpoint').some((r) => r.request!.Options['com.docker.network.endpoint.ifname'] === 'foo0')).toBe(true);
+    expect(calls('/NetworkDriver.CreateEndpoint').some((r) => typeof r.request!.Options['com.docker.network.endpoint.sysctls'] === 'string')).toBe(true);
+    expect(calls('/NetworkDriver.CreateNetwork').filter((r) => r.request!.IPv4Data.length === 0)).toHaveLength(2);
+  });
+
+  test('every call but the IPv6-only networks succeeds, replies have the right shape, and nothing is left afterwards', async () => {
+    const recorded = all.filter((r) => !ipv6Only(r));
+    const internalNets = new Set(
+      recorded.filter((r) => r.call === '/NetworkDriver.CreateNetwork' && r.request!.Options['com.docker.network.internal'] === true).map((r) => r.request!.NetworkID as string),
+    );
+    expect(internalNets.size).toBe(2);
+    const published: string[][] = [];
+    let joins = 0;
+    for (const rec of recorded) {
+      const req = rec.request === null ? undefined : structuredClone(rec.request);
+      const r = await post(socket, rec.call, req === undefined ? undefined : JSON.stringify(req));
+      const where = `line ${rec.line + 1} ${rec.call}: ${JSON.stringify(r.body)}`;
+      expect({ where, status: r.status }).toEqual({ where, status: 200 });
+      expect({ where, Err: r.body.Err, Error: r.body.Error }).toEqual({ where, Err: undefined, Error: undefined });
+      switch (rec.call) {
+        case '/IpamDriver.RequestPool':
+          expect({ where, Pool: r.body.Pool, PoolID: r.body.PoolID }).toEqual({ where, Pool: req!.Pool, PoolID: `tsb-v${req!.V6 ? 6 : 4}-${req!.Pool}` });
+          break;
+        case '/IpamDriver.RequestAddress':
+          if (req!.Address) expect(r.body.Address).toBe(`${req!.Address}/${req!.PoolID.split('/')[1]}`);
+          else expect(r.body.Address).toMatch(/\/(24|64)$/);
+          break;
+        case '/NetworkDriver.Join': {
+          joins++;
+          if (internalNets.has(req!.NetworkID)) expect(r.body.Gateway).toBeUndefined();
+          else expect({ where, Gateway: r.body.Gateway }).toEqual({ where, Gateway: expect.stringMatching(/^\d+\.\d+\.\d+\.1$/) });
+          const v6 = recorded.find((x) => x.call === '/NetworkDriver.CreateEndpoint' && x.request!.EndpointID === req!.EndpointID)!.request!.Interface.AddressIPv6;
+          if (v6) expect(r.body.GatewayIPv6).toMatch(/^fd00:9[47]::1$/);
+          else expect(r.body.GatewayIPv6).toBeUndefined();
+          break;
+        }
+        case '/NetworkDriver.ProgramExternalConnectivity':
+          published.push(w.kernel.snapshot().firewall.ports);
+          break;
+      }
+    }
+    expect(joins).toBe(7);
+    // rec1: -p 8080:80 -p 127.0.0.1:5353:53/udp -p 7000-7001:7000-7001 -p 9000; rec6 (twice, restarted): -p 8081:80 -p [::]:8082:80
+    expect(published[0]).toEqual(['tcp 0.0.0.0:49153 -> 10.99.0.128:9000', 'tcp 0.0.0.0:7000 -> 10.99.0.128:7000', 'tcp 0.0.0.0:7001 -> 10.99.0.128:7001', 'tcp 0.0.0.0:8080 -> 10.99.0.128:80', 'udp 127.0.0.1:5353 -> 10.99.0.128:53'].sort());
+    // A wildcard host address publishes in both families the container has; [::] in IPv6 only.
+    const rec6 = (n: number) => [`tcp 0.0.0.0:8081 -> 10.94.0.${n}:80`, `tcp [::]:8081 -> [fd00:94::${n}]:80`, `tcp [::]:8082 -> [fd00:94::${n}]:80`].sort();
+    expect(published.slice(1)).toEqual([[], rec6(2), rec6(3)]);
+
+    await w.driver.settle();
+    const snap = w.kernel.snapshot();
+    expect(snap.bridges).toEqual([]);
+    expect(snap.veths).toEqual([]);
+    expect(snap.firewall).toEqual({ tables: false, bridges: [], ports: [], noIcc: [], guarded: [] });
+    expect(w.db.state.networks).toEqual({});
+    expect(w.db.state.endpoints).toEqual({});
+    expect(w.db.state.pools).toEqual({});
+  });
+
+  for (const scenario of scenarios.filter((s) => s.startsWith('IPv6-only'))) {
+    test(`IPv6-only network accepted: ${scenario.split(':')[0]}`, async () => {
+      const recorded = all.filter((r) => r.scenario === scenario);
+      for (const rec of recorded) {
+        const r = await post(socket, rec.call, rec.request === null ? undefined : JSON.stringify(rec.request));
+        const where = `line ${rec.line + 1} ${rec.call}: ${JSON.stringify(r.body)}`;
+        expect({ where, status: r.status }).toEqual({ where, status: 200 });
+      }
+      const create = recorded.find((r) => r.call === '/NetworkDriver.CreateNetwork')!;
+      expect(Object.keys(w.db.state.networks)).toContain(create.request!.NetworkID);
+    });
+  }
+});
+
+describe('Docker 28/29 additions outside the recording', () => {
+  test('GetCapabilities does not declare GwAllocChecker (docs/architecture.md, "GwAllocCheck: not declared")', async () => {
+    const r = await post(socket, '/NetworkDriver.GetCapabilities');
+    expect(r.body).toEqual({ Scope: 'local', ConnectivityScope: 'local' });
+    expect(r.body).not.toHaveProperty('GwAllocChecker');
+  });
+
+  test('RequestAddress with com.docker.network.endpoint.name (Docker 29) is served like any other', async () => {
+    const pool = (await post(socket, '/IpamDriver.RequestPool', JSON.stringify({ AddressSpace: 'local', Pool: '10.77.0.0/24', SubPool: '', Options: {}, V6: false }))).body;
+    const gw = await post(socket, '/IpamDriver.RequestAddress', JSON.stringify({ PoolID: pool.PoolID, Address: '', Options: { RequestAddressType: 'com.docker.network.gateway', 'com.docker.network.endpoint.name': 'gateway' } }));
+    expect(gw.body).toEqual({ Address: '10.77.0.1/24', Data: {} });
+    const ep = await post(socket, '/IpamDriver.RequestAddress', JSON.stringify({ PoolID: pool.PoolID, Address: '', Options: { 'com.docker.network.endpoint.name': 'web' } }));
+    expect(ep.status).toBe(200);
+    expect(ep.body).toEqual({ Address: '10.77.0.2/24', Data: {} });
+  });
+
+  test('RequestPool for "0.0.0.0/24" and "::/96" (Docker 29: any pool of that size) answers a real pool', async () => {
+    const v4 = await post(socket, '/IpamDriver.RequestPool', JSON.stringify({ AddressSpace: 'local', Pool: '0.0.0.0/24', SubPool: '', Options: {}, V6: false }));
+    expect(v4.body).toEqual({ PoolID: 'tsb-v4-10.210.0.0/24', Pool: '10.210.0.0/24', Data: {} });
+    const v6 = await post(socket, '/IpamDriver.RequestPool', JSON.stringify({ AddressSpace: 'local', Pool: '::/96', SubPool: '', Options: {}, V6: true }));
+    expect(v6.status).toBe(200);
+    expect(v6.body.Pool).toMatch(/^fd[0-9a-f]{2}:[0-9a-f:]+\/96$/);
+  });
+
+  test('ProgramExternalConnectivity with no_proxy_6to4 true (29 sends it when the gateway role changes) is accepted', async () => {
+    const net = 'ab'.repeat(32);
+    const ep = 'cd'.repeat(32);
+    await post(socket, '/NetworkDriver.CreateNetwork', JSON.stringify({ NetworkID: net, Options: { 'com.docker.network.enable_ipv4': true, 'com.docker.network.enable_ipv6': false, 'com.docker.network.generic': {} }, IPv4Data: [{ AddressSpace: 'local', Pool: '10.77.0.0/24', Gateway: '10.77.0.1/24' }], IPv6Data: [] }));
+    await post(socket, '/NetworkDriver.CreateEndpoint', JSON.stringify({ NetworkID: net, EndpointID: ep, Interface: { Address: '10.77.0.2/24', AddressIPv6: '', MacAddress: '' }, Options: { 'com.docker.network.endpoint.sysctls': 'net.ipv4.conf.IFNAME.log_martians=1', 'com.docker.network.endpoint.ifname': 'eth7' } }));
+    await post(socket, '/NetworkDriver.Join', JSON.stringify({ NetworkID: net, EndpointID: ep, SandboxKey: '/var/run/docker/netns/x', Options: {} }));
+    const r = await post(socket, '/NetworkDriver.ProgramExternalConnectivity', JSON.stringify({ NetworkID: net, EndpointID: ep, Options: { 'com.docker.network.driver.private.no_proxy_6to4': true, 'com.docker.network.portmap': [{ Proto: 6, IP: '', Port: 80, HostIP: '', HostPort: 8080, HostPortEnd: 8080 }] } }));
+    expect(r.status).toBe(200);
+    expect(w.kernel.snapshot().firewall.ports).toEqual(['tcp 0.0.0.0:8080 -> 10.77.0.2:80']);
   });
 });

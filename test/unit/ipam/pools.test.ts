@@ -108,3 +108,23 @@ describe('parseDefaultPools', () => {
     throw new Error('expected BAD_OPTION');
   });
 });
+
+describe('size-only pool requests', () => {
+  test('sizeOnlyRequest: an all-zero network with a length is a size; anything else is not', async () => {
+    const { sizeOnlyRequest } = await import('../../../src/ipam/pools.js');
+    const { parsePrefix } = await import('../../../src/net/addr.js');
+    expect(sizeOnlyRequest(parsePrefix('0.0.0.0/24'))).toBe(24);
+    expect(sizeOnlyRequest(parsePrefix('::/96'))).toBe(96);
+    expect(sizeOnlyRequest(parsePrefix('0.0.0.0/0'))).toBeNull();
+    expect(sizeOnlyRequest(parsePrefix('10.0.0.0/24'))).toBeNull();
+  });
+
+  test('defaultsOfSize keeps the pools of the family that can hold that size', async () => {
+    const { defaultsOfSize } = await import('../../../src/ipam/pools.js');
+    const defaults = [{ base: '10.210.0.0/16', size: 24 }, { base: '10.220.0.0/20', size: 24 }, { base: 'fd42::/48', size: 64 }];
+    expect(defaultsOfSize(defaults, 4, 18)).toEqual([{ base: '10.210.0.0/16', size: 18 }]);
+    expect(defaultsOfSize(defaults, 4, 28)).toEqual([{ base: '10.210.0.0/16', size: 28 }, { base: '10.220.0.0/20', size: 28 }]);
+    expect(defaultsOfSize(defaults, 6, 96)).toEqual([{ base: 'fd42::/48', size: 96 }]);
+    expect(defaultsOfSize(defaults, 4, 8)).toEqual([]);
+  });
+});
