@@ -5,7 +5,8 @@
  * etcd outage) — leases survive that, as on a real cluster.
  */
 import net from 'node:net';
-import { mkdtemp, rm } from 'node:fs/promises';
+import https from 'node:https';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -24,6 +25,8 @@ export interface StartEtcdOptions {
   dataDir?: string;
   /** Called with each line etcd logs. */
   onLine?: (line: string) => void;
+  /** Serve clients over TLS with these PEM files, and require a client certificate signed by `ca`. */
+  tls?: { cert: string; key: string; ca: string };
 }
 
 export interface EtcdServer {
@@ -57,6 +60,20 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
   });
 }
 
+/** /health over TLS, with the client certificate etcd requires. */
+async function tlsHealthy(port: number, tls: { cert: string; key: string; ca: string }): Promise<boolean> {
+  const [cert, key, ca] = await Promise.all([readFile(tls.cert), readFile(tls.key), readFile(tls.ca)]);
+  return new Promise((resolve) => {
+    const req = https.get({ host: '127.0.0.1', port, path: '/health', cert, key, ca, timeout: 1000 }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve(res.statusCode === 200 && body.includes('"health":"true"')));
+    });
+    req.on('error', () => resolve(false));
+    req.on('timeout', () => req.destroy());
+  });
+}
+
 /** Throws a clear error unless the etcd binary is installed. */
 export async function requireEtcd(): Promise<void> {
   const r = await execa('etcd', ['--version'], { reject: false });
@@ -72,12 +89,13 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdServer
   const peerPort = opts.netns ? 2380 : await freePort('127.0.0.1');
   const ownsData = opts.dataDir === undefined;
   const dataDir = opts.dataDir ?? (await mkdtemp(path.join(tmpdir(), 'tsbridge-etcd-')));
-  const endpoint = `http://${host.includes(':') ? `[${host}]` : host}:${clientPort}`;
+  const scheme = opts.tls ? 'https' : 'http';
+  const endpoint = `${scheme}://${host.includes(':') ? `[${host}]` : host}:${clientPort}`;
   const peer = `http://127.0.0.1:${peerPort}`;
   const args = [
     '--name', 'tsbridge-test',
     '--data-dir', dataDir,
-    '--listen-client-urls', [...new Set([host, ...(opts.extraListen ?? []), '127.0.0.1'])].map((h) => `http://${h.includes(':') ? `[${h}]` : h}:${clientPort}`).join(','),
+    '--listen-client-urls', [...new Set([host, ...(opts.extraListen ?? []), '127.0.0.1'])].map((h) => `${scheme}://${h.includes(':') ? `[${h}]` : h}:${clientPort}`).join(','),
     '--advertise-client-urls', endpoint,
     '--listen-peer-urls', peer,
     '--initial-advertise-peer-urls', peer,
@@ -87,6 +105,7 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdServer
     '--heartbeat-interval', '50',
     '--election-timeout', '500',
     '--log-outputs', 'stderr',
+    ...(opts.tls ? ['--cert-file', opts.tls.cert, '--key-file', opts.tls.key, '--trusted-ca-file', opts.tls.ca, '--client-cert-auth'] : []),
   ];
   const lines: string[] = [];
   const onLine = (l: string) => {
@@ -121,6 +140,7 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdServer
 
   // /health through the namespace when it runs in one (the test process may not reach it).
   const healthy = async (): Promise<boolean> => {
+    if (opts.tls) return tlsHealthy(clientPort, opts.tls);
     const url = `http://127.0.0.1:${clientPort}/health`;
     if (opts.netns) {
       const probe = `fetch(${JSON.stringify(url)}, { signal: AbortSignal.timeout(1000) }).then((r) => r.json()).then((j) => process.exit(j.health === 'true' ? 0 : 1), () => process.exit(1))`;
