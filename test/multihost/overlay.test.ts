@@ -129,6 +129,21 @@ describe('one subnet across three hosts', () => {
     await reach(h1, 'client', client3, `ping -c 1 -W 1 ${client3}`);
   });
 
+  test('anti-spoofing still applies: a container sending from an address not its own reaches no other host', async () => {
+    const spoofed = '10.230.200.200';
+    const own = await runDetached(h1, 'spoofer', 'exec sleep 100000', ['--cap-add', 'NET_ADMIN']);
+    await h1.docker(['exec', 'spoofer', 'ip', 'addr', 'add', `${spoofed}/16`, 'dev', 'eth0']);
+    // Count, in web's own namespace on h2, what arrives from each source.
+    const nft = (args: string[], input?: string) => h2.execInContainerNetns('web', 'nft', args, input === undefined ? {} : { input });
+    await nft(['-f', '-'], `table inet spoofcheck {\n chain in {\n  type filter hook input priority 0; policy accept;\n  ip saddr ${spoofed} counter\n  ip saddr ${own} counter\n }\n}\n`);
+    const counts = async () => [...(await nft(['list', 'table', 'inet', 'spoofcheck'])).stdout.matchAll(/packets (\d+)/g)].map((m) => Number(m[1]));
+    expect((await h1.dockerOk(['exec', 'spoofer', 'ping', '-c', '2', '-W', '1', '-I', spoofed, web])).exitCode).not.toBe(0);
+    expect((await counts())[0]).toBe(0);
+    await waitFor(async () => (await h1.dockerOk(['exec', 'spoofer', 'ping', '-c', '1', '-W', '1', web])).exitCode === 0, 15_000, { what: 'spoofer reaching web from its own address' });
+    expect((await counts())[1]).toBeGreaterThan(0);
+    await h1.docker(['rm', '-f', 'spoofer']);
+  });
+
   test('a new container is reachable from the other hosts once their watch has programmed it', async () => {
     const t0 = Date.now();
     const fresh = await runDetached(h3, 'fresh', 'exec sleep 100000');
