@@ -202,6 +202,18 @@ describe('one subnet across three hosts', () => {
     await Promise.all(names.map((n, i) => rig.hosts[i % 3]!.docker(['rm', '-f', n], { timeoutMs: 120_000 })));
   });
 
+  test('a plugin that dies and comes back after its lease expired registers again and puts back what its state has', async () => {
+    await h2.plugin!.kill9();
+    // Its lease runs out: the others drop its endpoints (web, echo, published).
+    await waitFor(async () => !(await fdbDestinations(h1)).includes(h2.addr), 20_000, { what: 'h1 dropping h2 after its lease expired' });
+    expect((await h1.dockerOk(['exec', 'client', 'ping', '-c', '1', '-W', '1', web])).exitCode).not.toBe(0);
+    await h2.startPlugin({ TSBRIDGE_ETCD_LEASE_TTL: String(TTL), TSBRIDGE_ETCD_TIMEOUT_MS: '1500' });
+    await waitFor(async () => (await fdbDestinations(h1)).includes(h2.addr), 20_000, { what: 'h1 programming h2 again' });
+    await waitFor(async () => (await h1.dockerOk(['exec', 'client', 'ping', '-c', '1', '-W', '1', web])).exitCode === 0, 15_000, { what: 'client on h1 reaching web on h2 again' });
+    const held = (await etcdKeys(`overlays/${OVERLAY}/addresses/`)).map((k) => k.split('/').pop());
+    expect(held).toEqual(expect.arrayContaining([web, echo]));
+  });
+
   test('a host that dies: once its lease expires the others drop its FDB, neighbour and allow-list entries', async () => {
     await waitFor(async () => (await fdbDestinations(h1)).includes(h3.addr), 10_000, { what: 'h1 programming h3 (client3)' });
     expect(await ruleset(h1)).toContain(h3.addr);
