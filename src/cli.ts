@@ -159,7 +159,7 @@ function registerStatus(program: Command, ctx: Ctx): void {
     program
       .command('status')
       .description(
-        'Show one instance: whether its plugin is serving and healthy, its iptables variant and last sweep; its networks (ID, name from Docker, kind, bridge, subnets, gateways, options), endpoints (container name, addresses, MAC, host veth, published ports) and pools. Exit 1 when the plugin is not serving or not healthy, or the state cannot be read.',
+        'Show one instance: whether its plugin is serving and healthy, its iptables variant and last sweep; its networks (ID, name from Docker, kind, bridge, subnets, gateways, options), endpoints (container name, addresses, MAC, host veth, published ports) and pools; with etcd configured, this host in the cluster and its overlays (VNI, subnet, hosts, endpoints, as the plugin sees them through its etcd watch). Exit 1 when the plugin is not serving or not healthy, or the state cannot be read.',
       )
       .option('--json', 'one JSON object, full IDs (for scripts)')
       .option('--full', 'full 64-digit IDs in the tables')

@@ -46,6 +46,8 @@ export interface Config {
    * triggers a check within milliseconds, the sweep checks too) or `sweep` (the sweep only).
    */
   firewallWatch: 'monitor' | 'sweep';
+  /** The cluster store, for overlays (docs/overlay.md); no endpoints: no overlays. */
+  etcd: EtcdConfig;
 }
 
 /** The default mark bit (docs/architecture.md, *Fail closed*, lists the marks other programs use). */
@@ -63,6 +65,24 @@ export const PLUGIN_SOCKET_DIR = '/run/docker/plugins';
 export const DEFAULT_SOCKET = `${PLUGIN_SOCKET_DIR}/${DEFAULT_INSTANCE}.sock`;
 /** The default instance's state directory; another instance NAME gets `/var/lib/tsbridge-NAME`. */
 export const DEFAULT_STATE_DIR = '/var/lib/tsbridge';
+
+export interface EtcdConfig {
+  /** Client URLs (http:// or https://). */
+  endpoints: string[];
+  /** PEM files: CA of the servers' certificates, this host's client certificate and key ('' = none). */
+  ca: string;
+  cert: string;
+  key: string;
+  /** Key prefix, ending in '/'. */
+  prefix: string;
+  /** Seconds a host may be silent before its keys expire. */
+  leaseTtlSec: number;
+  /** Milliseconds one etcd call may take before etcd counts as unreachable. */
+  timeoutMs: number;
+  /** This host's underlay address ('' = the source of its route to the first endpoint). */
+  vtep: string;
+}
+
 
 const LEVELS = ['error', 'warn', 'info', 'debug'] as const;
 
@@ -105,6 +125,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     gcGraceSec: nonNegativeInt(env, 'TSBRIDGE_GC_GRACE', 60),
     fwmark: fwmarkSetting(env.TSBRIDGE_FWMARK),
     firewallWatch: firewallWatchSetting(env.TSBRIDGE_FIREWALL_WATCH),
+    etcd: etcdConfig(env),
   };
 }
 
@@ -160,6 +181,37 @@ export function metricsAddr(raw: string | undefined): MetricsAddr | null {
     throw new Error(`TSBRIDGE_METRICS_ADDR must be IPv4:PORT or [IPv6]:PORT, such as 127.0.0.1:9477 (got "${raw}")`);
   }
   return { host, port };
+}
+
+function etcdConfig(env: NodeJS.ProcessEnv): EtcdConfig {
+  const endpoints = (env.TSBRIDGE_ETCD_ENDPOINTS ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+  for (const e of endpoints) {
+    let u: URL;
+    try {
+      u = new URL(e);
+    } catch {
+      throw new Error(`TSBRIDGE_ETCD_ENDPOINTS: "${e}" is not a URL (e.g. http://10.0.0.5:2379)`);
+    }
+    if ((u.protocol !== 'http:' && u.protocol !== 'https:') || !u.hostname || u.pathname.length > 1) {
+      throw new Error(`TSBRIDGE_ETCD_ENDPOINTS: "${e}" must be http://HOST:PORT or https://HOST:PORT`);
+    }
+  }
+  const ca = env.TSBRIDGE_ETCD_CA ?? '';
+  const cert = env.TSBRIDGE_ETCD_CERT ?? '';
+  const key = env.TSBRIDGE_ETCD_KEY ?? '';
+  if (Boolean(cert) !== Boolean(key)) throw new Error('TSBRIDGE_ETCD_CERT and TSBRIDGE_ETCD_KEY go together (a client certificate and its key)');
+  if ((cert || endpoints.some((e) => e.startsWith('https:'))) && !ca) {
+    throw new Error('TLS to etcd (https:// endpoints, or a client certificate) needs TSBRIDGE_ETCD_CA, the CA of the servers\' certificates');
+  }
+  if (ca && endpoints.some((e) => e.startsWith('http:'))) throw new Error('TSBRIDGE_ETCD_CA is set but an endpoint is http://: use https:// for every endpoint');
+  let prefix = env.TSBRIDGE_ETCD_PREFIX || '/tsbridge/';
+  if (!prefix.endsWith('/')) prefix += '/';
+  if (!/^\/[\x21-\x7e]*$/.test(prefix)) throw new Error(`TSBRIDGE_ETCD_PREFIX must start with / and hold printable characters only (got "${prefix}")`);
+  const leaseTtlSec = positiveInt(env, 'TSBRIDGE_ETCD_LEASE_TTL', 15);
+  if (leaseTtlSec < 2) throw new Error('TSBRIDGE_ETCD_LEASE_TTL must be at least 2 seconds');
+  const vtep = env.TSBRIDGE_VTEP_ADDRESS ?? '';
+  if (vtep && !isIP(vtep)) throw new Error(`TSBRIDGE_VTEP_ADDRESS must be an IPv4 or IPv6 address (got "${vtep}")`);
+  return { endpoints, ca, cert, key, prefix, leaseTtlSec, timeoutMs: positiveInt(env, 'TSBRIDGE_ETCD_TIMEOUT_MS', 3000), vtep };
 }
 
 function positiveInt(env: NodeJS.ProcessEnv, key: string, dflt: number): number {

@@ -33,6 +33,9 @@ import { DockerClient } from './docker/client.js';
 import { IpamService } from './ipam/service.js';
 import { DEFAULT_POOLS, parseDefaultPools } from './ipam/pools.js';
 import { createApp, jsonClientErrors } from './server/app.js';
+import { startCluster } from './cluster/start.js';
+import { clusterReport } from './cluster/report.js';
+import { overlayClaims } from './kinds/overlay/claims.js';
 
 export async function start(config: Config, log: Logger): Promise<{ stop: (signal: string) => Promise<void>; metricsAddress: string | null }> {
   // Before anything touches the kernel: another tsbridge on this state directory, or another
@@ -74,9 +77,11 @@ async function startLocked(config: Config, log: Logger, releaseLock: () => Promi
   };
   const host = new ProcHost();
   const pools = config.defaultPools.trim() ? parseDefaultPools(config.defaultPools) : DEFAULT_POOLS;
-  const ipam = new IpamService(db, host, () => pools);
+  // Overlays: this host in the etcd cluster (registering and watching in the background).
+  const cluster = config.etcd.endpoints.length ? await startCluster(config.etcd, config.stateDir, runner, log, () => overlayClaims(db.state)) : undefined;
+  const ipam = new IpamService(db, host, () => pools, undefined, undefined, cluster ? { cluster, log } : undefined);
   // The kinds of network, and the long-running work of networks: one for the driver and the reconciler.
-  const runtime = kindsRuntime(kernel, log, KINDS);
+  const runtime = kindsRuntime(kernel, log, KINDS, { db, cluster });
   const driver = new DriverService(db, kernel, host, log, runtime);
   const reconciler = new Reconciler(db, kernel, log, runtime);
   // Convergence with Docker: the sweep asks Docker when TSBRIDGE_DOCKER_SOCKET names its socket;
@@ -100,8 +105,10 @@ async function startLocked(config: Config, log: Logger, releaseLock: () => Promi
   // Before the socket: a metrics address that cannot be served fails the start before Docker sees the plugin.
   const metricsServer = config.metrics ? await serveMetrics(config.metrics, metrics, log) : null;
   await fs.mkdir(path.dirname(config.socket), { recursive: true });
+  const overlaysHere = () => Object.values(db.state.pools).flatMap((p) => (p.overlay ? [p.overlay.name] : []));
+  const healthReport = () => ({ ...health.report(), ...(cluster ? { cluster: clusterReport(cluster, overlaysHere()) } : {}) });
   const doctor = new Doctor(db, kernel, runtime.kinds, config.instance, convergence);
-  const app = createApp({ driver, ipam, log, metrics, health: () => health.report(), convergence, doctor, repair: () => reconciler.startup() });
+  const app = createApp({ driver, ipam, log, metrics, health: healthReport, convergence, doctor, repair: () => reconciler.startup() });
   const server: Server = await new Promise((resolve, reject) => {
     const s = app.listen(config.socket, () => resolve(s));
     s.on('error', reject);
@@ -178,6 +185,8 @@ async function startLocked(config: Config, log: Logger, releaseLock: () => Promi
       await db.drain();
       await driver.settle();
       await driver.shutdown();
+      // The lease is not revoked: peers keep this host's endpoints through a restart within its TTL.
+      await cluster?.stop().catch((e: unknown) => log.warn('stopping the cluster client failed', { error: String(e) }));
       await Promise.race([closed, new Promise((r) => setTimeout(r, 2000))]);
       await fs.rm(config.socket, { force: true });
       if (metricsServer) await new Promise<void>((r) => metricsServer.server.close(() => r()));

@@ -7,6 +7,8 @@ import { fail } from '../errors.js';
 import type { Endpoint, Network } from '../domain/types.js';
 import type { EndpointElements, FirewallView, Kernel, LinkInfo } from '../kernel/types.js';
 import type { Logger } from '../logging.js';
+import type { ClusterService } from '../cluster/service.js';
+import type { Db } from '../state/db.js';
 import type { State } from '../state/types.js';
 import { KINDS } from '../kinds/registry.js';
 import type { EndpointPlan, KindContext, KindRegistry, NetworkPlan, Running } from '../kinds/types.js';
@@ -18,6 +20,7 @@ import type { EndpointPlan, KindContext, KindRegistry, NetworkPlan, Running } fr
  */
 export async function realizeNetwork(kernel: Kernel, plan: NetworkPlan, missingUplink?: (name: string) => void): Promise<void> {
   if (plan.bridge) await kernel.links.ensureBridge(plan.bridge);
+  if (plan.vxlan) await kernel.links.ensureVxlan(plan.vxlan);
   if (plan.routes.length) await kernel.links.ensureRoutes(plan.routes);
   for (const s of plan.sysctls) {
     if (s.optional) await kernel.sysctl.ensure(s.key, s.value).catch(() => undefined);
@@ -136,9 +139,32 @@ export class Lifecycles {
 export interface KindsRuntime {
   kinds: KindRegistry;
   lifecycles: Lifecycles;
+  /** What kinds' hooks get. */
+  ctx: KindContext;
 }
 
-export function kindsRuntime(kernel: Kernel, log: Logger, kinds: KindRegistry = KINDS): KindsRuntime {
-  const ctx: KindContext = { kernel, log };
-  return { kinds, lifecycles: new Lifecycles(kinds, ctx) };
+/** What a runtime may add to the kinds' context: the state (for running networks to update) and the cluster. */
+export interface RuntimeExtras {
+  db?: Db;
+  cluster?: ClusterService;
+}
+
+export function kindsRuntime(kernel: Kernel, log: Logger, kinds: KindRegistry = KINDS, extras: RuntimeExtras = {}): KindsRuntime {
+  const { db, cluster } = extras;
+  const ctx: KindContext = { kernel, log, cluster };
+  if (db) {
+    ctx.state = () => db.state;
+    ctx.updateSettings = (networkId, change) =>
+      db.tx(async (s) => {
+        const n = s.networks[networkId];
+        if (!n || n.phase !== 'ready') return;
+        const next = change(structuredClone(n.settings));
+        if (!next) return;
+        n.settings = next;
+        // Kernel first: a failure leaves the saved state as it was (and memory too: Db puts it back).
+        await kernel.firewall.apply(firewallView(s, kinds));
+        await db.save();
+      });
+  }
+  return { kinds, lifecycles: new Lifecycles(kinds, ctx), ctx };
 }

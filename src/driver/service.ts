@@ -27,6 +27,19 @@ function specOf(n: Network): NetworkSpec {
   return spec;
 }
 
+/**
+ * Is `spec` the request that made `existing` (a retried CreateNetwork)? A kind that completes its
+ * settings before creation (beforeCreate) stored more than the request had: the request's own
+ * settings must then all be there, unchanged.
+ */
+function sameRequest(existing: Network, spec: NetworkSpec, completes: boolean): boolean {
+  const { settings: have, ...rest } = specOf(existing);
+  const { settings: want, ...asked } = spec;
+  if (!isDeepStrictEqual(rest, asked)) return false;
+  if (!completes) return isDeepStrictEqual(have, want);
+  return Object.entries(want).every(([k, v]) => isDeepStrictEqual(have[k], v));
+}
+
 export class DriverService {
   private readonly kinds: KindRegistry;
   private readonly lifecycles: Lifecycles;
@@ -44,7 +57,7 @@ export class DriverService {
   ) {
     this.kinds = runtime.kinds;
     this.lifecycles = runtime.lifecycles;
-    this.ctx = { kernel, log };
+    this.ctx = runtime.ctx;
   }
 
   private view(s: State) {
@@ -61,7 +74,7 @@ export class DriverService {
       const kind = this.kinds.get(spec.kind);
       const existing = s.networks[spec.id];
       if (existing) {
-        if (existing.phase === 'ready' && isDeepStrictEqual(specOf(existing), spec)) {
+        if (existing.phase === 'ready' && sameRequest(existing, spec, kind.lifecycle?.beforeCreate !== undefined)) {
           // A retry: make sure the kernel has it.
           await realizeNetwork(this.kernel, kind.network(existing));
           await this.kernel.firewall.apply(this.view(s));
@@ -98,8 +111,10 @@ export class DriverService {
       }
       // What the kind takes over from the host is recorded before anything changes: a crash
       // from here on leaves a record start-up gives it back from.
-      const adopted = await kind.lifecycle?.beforeCreate?.(net, this.ctx);
-      if (adopted) net.adopted = adopted;
+      // A kind may complete its settings with what only the host or the cluster knows.
+      const found = await kind.lifecycle?.beforeCreate?.(net, this.ctx);
+      if (found?.settings) net.settings = found.settings;
+      if (found?.adopted) net.adopted = found.adopted;
       const plan = kind.network(net);
 
       s.networks[net.id] = net;
@@ -283,6 +298,7 @@ export class DriverService {
       try {
         await realizeEndpoint(this.kernel, kind.endpoint(rec, net), null);
         await this.kernel.firewall.addEndpoint(elements);
+        await kind.lifecycle?.endpointCreated?.(rec, net, this.ctx);
         s.endpoints[rec.id] = rec;
         await this.db.save();
       } catch (e) {

@@ -32,6 +32,20 @@ export interface PoolRecord {
   created?: number;
   /** When each held address was allocated, ms since the epoch (convergence spares young ones). */
   since?: Record<string, number>;
+  /**
+   * Set for the pool of an overlay (`--ipam-opt io.tsbridge.overlay=NAME`): its addresses are
+   * allocated cluster-wide in etcd and only recorded here; the config is the overlay's as joined.
+   */
+  overlay?: OverlayPool;
+}
+
+/** An overlay's config as this host joined it (src/cluster). */
+export interface OverlayPool {
+  name: string;
+  vni: number;
+  /** The anycast gateway (no prefix length) and its MAC. */
+  gateway: string;
+  gatewayMac: string;
 }
 
 /** A default pool: carve `base` into subnets of prefix length `size`. */

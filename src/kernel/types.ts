@@ -48,6 +48,32 @@ export interface UnreachableRoute {
   unreachable: true;
 }
 
+/** A VXLAN device enslaved to a bridge (an overlay network's tunnel end on this host). */
+export interface VxlanSpec {
+  name: string;
+  /** VXLAN network identifier. */
+  vni: number;
+  /** This host's underlay address (the tunnel's source). */
+  local: string;
+  /** UDP port (4789, IANA's). */
+  port: number;
+  mtu: number;
+  /** The bridge it is a port of (learning off on that port). */
+  master: string;
+}
+
+/**
+ * A remote endpoint as a VXLAN device holds it: a static FDB entry (MAC → the remote host's
+ * underlay address), the same MAC behind the VXLAN port in the bridge's FDB, and a permanent
+ * neighbour entry (address → MAC) that the device's ARP/ND proxy answers from.
+ */
+export interface RemoteEndpoint {
+  address: string;
+  mac: string;
+  /** Underlay address of the host holding it. */
+  vtep: string;
+}
+
 export interface LinkInfo {
   name: string;
   kind: string;
@@ -140,6 +166,18 @@ export interface Links {
   ensureRoutes(routes: RouteSpec[]): Promise<void>;
   /** Removes routes; missing ones are fine (an unreachable route has no link to go with). */
   deleteRoutes(routes: RouteSpec[]): Promise<void>;
+  /**
+   * Creates the VXLAN device (learning off, ARP/ND proxy on) on its bridge, or brings an existing
+   * one to the spec — a device with another VNI, source or port is made again.
+   */
+  ensureVxlan(spec: VxlanSpec): Promise<void>;
+  /** The remote endpoints a VXLAN device holds (its static FDB entries with their neighbour entries). */
+  remoteEndpoints(vxlan: string): Promise<RemoteEndpoint[]>;
+  /**
+   * Removes, then adds, remote endpoints of a VXLAN device: FDB entries on the device and on its
+   * bridge, neighbour entries on the device. Removing what is not there is fine.
+   */
+  changeRemoteEndpoints(vxlan: string, change: { add: RemoteEndpoint[]; remove: RemoteEndpoint[] }): Promise<void>;
   /** Deletes links by name; missing ones are fine. */
   deleteLinks(names: string[]): Promise<void>;
   /** All links in the host namespace. */

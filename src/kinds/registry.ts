@@ -4,6 +4,7 @@
  */
 import { bridgeKind } from './bridge/index.js';
 import { p2pKind } from './p2p/index.js';
+import { overlayKind } from './overlay/index.js';
 import { makeRegistry } from './select.js';
 import { uplinkKind } from './uplink/index.js';
 
@@ -11,4 +12,5 @@ export const KINDS = makeRegistry([
   bridgeKind,
   p2pKind,
   uplinkKind,
+  overlayKind,
 ]);

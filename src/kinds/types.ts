@@ -11,7 +11,9 @@
  */
 import type { Logger } from '../logging.js';
 import type { Endpoint, JoinInfo, KindSettings, Network, NetworkSpec, PortMapping } from '../domain/types.js';
-import type { BridgeSpec, Element, Kernel, NetworkRules, RouteSpec, SysctlSetting, UplinkSpec, VethSpec } from '../kernel/types.js';
+import type { BridgeSpec, Element, Kernel, NetworkRules, RouteSpec, SysctlSetting, UplinkSpec, VethSpec, VxlanSpec } from '../kernel/types.js';
+import type { ClusterService } from '../cluster/service.js';
+import type { State } from '../state/types.js';
 
 /** A network's common fields, parsed by the protocol edge before its kind parses its own options. */
 export type CommonNetwork = Omit<NetworkSpec, 'kind' | 'settings'>;
@@ -23,6 +25,8 @@ export type KindOptions = Readonly<Record<string, string>>;
 export interface NetworkPlan {
   /** Its bridge, created or brought to spec; null for a kind without one. */
   bridge: BridgeSpec | null;
+  /** A VXLAN device on that bridge (an overlay's tunnel end), made after the bridge; absent for most kinds. */
+  vxlan?: VxlanSpec;
   /**
    * Links the network makes and removes with it: they must be free when it is created, and
    * start-up keeps them (and removes those of networks that are gone).
@@ -61,6 +65,16 @@ export interface Publishing {
 export interface KindContext {
   kernel: Kernel;
   log: Logger;
+  /** The cluster this host is in (etcd); undefined unless TSBRIDGE_ETCD_ENDPOINTS is set. */
+  cluster?: ClusterService;
+  /** The state as it is now, read only (absent where no state is kept, e.g. some unit tests). */
+  state?: () => Readonly<State>;
+  /**
+   * Changes a running network's settings (what its long-running work learned, e.g. an overlay's
+   * peers): the firewall is re-applied with them, then they are saved — in one state transaction.
+   * `change` returns null to change nothing.
+   */
+  updateSettings?(networkId: string, change: (settings: KindSettings) => KindSettings | null): Promise<void>;
 }
 
 /** Long-running work a kind does for a network (an etcd watch programming FDB entries, …). */
@@ -69,19 +83,33 @@ export interface Running {
 }
 
 /** Optional hooks, for kinds that do more than what their plans and rules say. */
+/** What a kind's beforeCreate found (KindLifecycle.beforeCreate). */
+export interface BeforeCreateResult {
+  settings?: KindSettings;
+  adopted?: KindSettings;
+}
+
 export interface KindLifecycle {
   /**
    * Checks against the host that parsing options cannot make (an uplink interface exists, holds
-   * no address). Runs before anything of the network is saved or made; a throw refuses it. What
-   * it returns is what the network takes over from the host as it is now: stored with the
-   * network as `adopted` before anything is changed, so the plans (and a restart after a crash)
-   * can give it back.
+   * no address; an overlay's cluster). Runs before anything of the network is saved or made; a
+   * throw refuses it. May return
+   * - `settings`: the settings completed with what only the host or the cluster knows (an
+   *   overlay's VNI and gateway MAC, this host's underlay address); they are what gets saved;
+   * - `adopted`: what the network takes over from the host as it is now (an uplink's addresses
+   *   and routes), stored with the network before anything is changed, so the plans (and a
+   *   restart after a crash) can give it back.
    */
-  beforeCreate?(net: Network, ctx: KindContext): Promise<KindSettings | void>;
+  beforeCreate?(net: Network, ctx: KindContext): Promise<BeforeCreateResult | void>;
   /** Starts the network's long-running work: after it was created, and at every start-up. */
   start?(net: Network, ctx: KindContext): Promise<Running>;
   /** After the network's links and rules are gone (its work already stopped). */
   afterDelete?(net: Network, ctx: KindContext): Promise<void>;
+  /**
+   * After an endpoint's links and elements are made, before it is saved (an overlay records its
+   * MAC in etcd); a throw undoes the endpoint.
+   */
+  endpointCreated?(ep: Endpoint, net: Network, ctx: KindContext): Promise<void>;
 }
 
 export interface Kind {

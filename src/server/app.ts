@@ -19,6 +19,7 @@ import type { Metrics } from '../metrics/metrics.js';
 import { parseRequestAddress, parseReleaseAddress, parseReleasePool, parseRequestPool } from '../protocol/ipam.js';
 import { parseCreateEndpoint, parseCreateNetwork, parseIds, parsePortBindings } from '../protocol/network.js';
 import { dockerId, requireObject } from '../protocol/validate.js';
+import { OVERLAY_OPTION } from '../kinds/overlay/settings.js';
 import { errorReply } from './reply.js';
 import { adminRoutes } from './admin.js';
 import type { Convergence } from '../driver/converge.js';
@@ -121,8 +122,8 @@ export function routes(d: AppDeps): Map<string, Route> {
     ['/IpamDriver.GetCapabilities', none(async () => ({ RequiresMACAddress: false, RequiresRequestReplay: false }))],
     ['/IpamDriver.GetDefaultAddressSpaces', none(async () => ({ LocalDefaultAddressSpace: 'local', GlobalDefaultAddressSpace: 'global' }))],
     ['/IpamDriver.RequestPool', withArgs(async (b) => {
-      const { pool, subPool, v6 } = parseRequestPool(b);
-      const r = await d.ipam.requestPool({ pool, subPool, v6 });
+      const { pool, subPool, v6, options } = parseRequestPool(b);
+      const r = await d.ipam.requestPool({ pool, subPool, v6, overlay: options[OVERLAY_OPTION] ?? '' });
       return { PoolID: r.poolId, Pool: r.pool, Data: {} };
     })],
     ['/IpamDriver.ReleasePool', withArgs(async (b) => {

@@ -26,7 +26,7 @@ import { NftFirewall } from '../../src/kernel/real/firewall.js';
 import { DEFAULT_TABLE } from '../../src/kernel/rules/nft.js';
 import { describeRoute, sameAddress, sameRoute } from '../../src/kernel/held.js';
 import type {
-  BridgeSpec, Firewall, HeldAddress, HeldRoute, InterfaceState, Kernel, KernelInspect, LinkDetail, LinkInfo, Links, RouteSpec, Sysctl, UplinkSpec, VethSpec,
+  BridgeSpec, Firewall, HeldAddress, HeldRoute, InterfaceState, Kernel, KernelInspect, LinkDetail, LinkInfo, Links, RemoteEndpoint, RouteSpec, Sysctl, UplinkSpec, VethSpec, VxlanSpec,
 } from '../../src/kernel/types.js';
 import { NftError, NftModel, type NftDump } from './nft.js';
 
@@ -37,6 +37,9 @@ export type KernelMethod =
   | 'ensureRoutes'
   | 'deleteRoutes'
   | 'deleteLinks'
+  | 'ensureVxlan'
+  | 'remoteEndpoints'
+  | 'changeRemoteEndpoints'
   | 'list'
   | 'inspect'
   | 'adoptUplink'
@@ -85,9 +88,17 @@ export interface FakeNic {
   unmovable: string[];
 }
 
+/** A VXLAN device and the remote endpoints programmed on it (by address). */
+export interface FakeVxlan extends VxlanSpec {
+  /** Its bridge; null once that bridge was deleted. */
+  master: string;
+  remotes: RemoteEndpoint[];
+}
+
 export interface KernelSnapshot {
   bridges: FakeBridge[];
   veths: FakeVeth[];
+  vxlans: FakeVxlan[];
   /** Routes as `to dev` (`to unreachable` for an unreachable route), sorted. */
   routes: string[];
   /** Host interfaces tsbridge did not make, sorted by name. */
@@ -194,6 +205,7 @@ export class FakeKernel implements Kernel {
   readonly bridges = new Map<string, FakeBridge>();
   /** Keyed by the host end's name. */
   readonly veths = new Map<string, FakeVeth>();
+  readonly vxlans = new Map<string, FakeVxlan>();
   /** Route destination → device ('' for an unreachable route). */
   readonly routes = new Map<string, string>();
   readonly foreign = new Map<string, LinkInfo>();
@@ -234,6 +246,9 @@ export class FakeKernel implements Kernel {
       ensureRoutes: (routes) => this.call('ensureRoutes', [routes], () => this.doEnsureRoutes(routes)),
       deleteRoutes: (routes) => this.call('deleteRoutes', [routes], () => this.doDeleteRoutes(routes)),
       deleteLinks: (names) => this.call('deleteLinks', [names], () => this.doDeleteLinks(names)),
+      ensureVxlan: (spec) => this.call('ensureVxlan', [spec], () => this.doEnsureVxlan(spec)),
+      remoteEndpoints: (vxlan) => this.call('remoteEndpoints', [vxlan], () => structuredClone(this.vxlans.get(vxlan)?.remotes ?? [])),
+      changeRemoteEndpoints: (vxlan, change) => this.call('changeRemoteEndpoints', [vxlan, change], () => this.doChangeRemotes(vxlan, change)),
       list: () => this.call('list', [], () => this.doList()),
       inspect: (name) => this.call('inspect', [name], () => this.doInspect(name)),
       adoptUplink: (spec) => this.call('adoptUplink', [spec], () => this.doAdopt(spec)),
@@ -375,6 +390,7 @@ export class FakeKernel implements Kernel {
     return structuredClone({
       bridges: [...this.bridges.values()].sort(byName((b: FakeBridge) => b.name)),
       veths: [...this.veths.values()].sort(byName((v: FakeVeth) => v.host)),
+      vxlans: [...this.vxlans.values()].sort(byName((v: FakeVxlan) => v.name)),
       routes: [...this.routes].map(([to, dev]) => `${to} ${dev || 'unreachable'}`).sort(),
       nics: [...this.nics.values()].sort(byName((n: FakeNic) => n.name)),
       heldRoutes: [...this.heldRoutes].flatMap(([dev, rs]) => rs.map((r) => `${describeRoute(r)} dev ${dev}`)).sort(),
@@ -420,7 +436,7 @@ export class FakeKernel implements Kernel {
   }
 
   private linkExists(name: string): boolean {
-    return this.bridges.has(name) || this.foreign.has(name) || this.nics.has(name) || this.vethEndOf(name) !== null;
+    return this.bridges.has(name) || this.vxlans.has(name) || this.foreign.has(name) || this.nics.has(name) || this.vethEndOf(name) !== null;
   }
 
   private vethEndOf(name: string): FakeVeth | null {
@@ -463,6 +479,33 @@ export class FakeKernel implements Kernel {
     });
   }
 
+  private doEnsureVxlan(spec: VxlanSpec): void {
+    if (!this.bridges.has(spec.master)) throw kernelError('ensureVxlan', `cannot enslave ${spec.name}: no bridge named ${spec.master}`);
+    const have = this.vxlans.get(spec.name);
+    if (!have && this.linkExists(spec.name)) throw kernelError('ensureVxlan', `RTNETLINK answers: File exists (${spec.name})`);
+    for (const v of this.vxlans.values()) {
+      // Linux: one device per VNI and UDP port (both unbound to an interface).
+      if (v.name !== spec.name && v.vni === spec.vni && v.port === spec.port) throw kernelError('ensureVxlan', `A VXLAN device with the specified VNI already exists (${v.name})`);
+    }
+    const same = have && have.vni === spec.vni && have.local === spec.local && have.port === spec.port;
+    this.vxlans.set(spec.name, { ...spec, remotes: same ? have.remotes : [] });
+  }
+
+  private doChangeRemotes(vxlan: string, change: { add: RemoteEndpoint[]; remove: RemoteEndpoint[] }): void {
+    const v = this.vxlans.get(vxlan);
+    if (!v) throw kernelError('changeRemoteEndpoints', `Cannot find device "${vxlan}"`);
+    const key = (r: RemoteEndpoint) => `${r.address} ${r.mac} ${r.vtep}`;
+    const gone = new Set(change.remove.map(key));
+    const next = v.remotes.filter((r) => !gone.has(key(r)));
+    for (const r of change.add) {
+      // `neigh replace` and `fdb replace`: an address or MAC programmed again moves.
+      const i = next.findIndex((x) => x.address === r.address || x.mac === r.mac);
+      if (i >= 0) next.splice(i, 1);
+      next.push({ ...r });
+    }
+    v.remotes = next.sort((a, b) => a.address.localeCompare(b.address, 'en', { numeric: true }));
+  }
+
   private doAttach(host: string, bridge: string): void {
     const v = this.veths.get(host);
     if (!v) throw kernelError('attachToBridge', `Cannot find device "${host}"`);
@@ -492,6 +535,11 @@ export class FakeKernel implements Kernel {
       }
       if (this.nics.has(name)) {
         this.nics.delete(name);
+        this.dropLinkState(name);
+        continue;
+      }
+      if (this.vxlans.has(name)) {
+        this.vxlans.delete(name);
         this.dropLinkState(name);
         continue;
       }
@@ -531,6 +579,7 @@ export class FakeKernel implements Kernel {
   private doList(): LinkInfo[] {
     const out: LinkInfo[] = [];
     for (const b of this.bridges.values()) out.push({ name: b.name, kind: 'bridge', master: null, owned: true });
+    for (const v of this.vxlans.values()) out.push({ name: v.name, kind: 'vxlan', master: this.bridges.has(v.master) ? v.master : null, owned: true });
     for (const v of this.veths.values()) {
       out.push({ name: v.host, kind: 'veth', master: v.bridge, owned: true });
       if (!this.inContainers.has(v.peer)) out.push({ name: v.peer, kind: 'veth', master: null, owned: true });

@@ -268,7 +268,7 @@ describe("moving H's addresses and default route", () => {
     const spec = lanSpec(lan, MOVE);
     // what CreateNetwork saves before it touches anything …
     const net: Network = { ...spec, phase: 'creating' };
-    net.adopted = (await uplinkKind.lifecycle!.beforeCreate!(net, { kernel: lab.kernel, log: lab.log }))!;
+    net.adopted = (await uplinkKind.lifecycle!.beforeCreate!(net, { kernel: lab.kernel, log: lab.log }))!.adopted!;
     lab.db.state.networks[net.id] = net;
     await lab.db.save();
     // … then the process dies in the middle of the move: the bridge holds the addresses and the

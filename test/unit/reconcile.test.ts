@@ -101,12 +101,12 @@ test("links with tsbridge names made by another instance (not ours by alias) are
 
 test('a network of a kind this version does not know stops start-up before anything is changed', async () => {
   const saved = structuredClone(w.store.saved!);
-  saved.networks[NET_B] = { ...networkSpec({ id: NET_B, bridge: 'tsb-bbbb0000000', ipv4: [{ subnet: '10.20.0.0/24', gateway: '10.20.0.1/24' }] }), kind: 'overlay', phase: 'ready' };
+  saved.networks[NET_B] = { ...networkSpec({ id: NET_B, bridge: 'tsb-bbbb0000000', ipv4: [{ subnet: '10.20.0.0/24', gateway: '10.20.0.1/24' }] }), kind: 'meshnet', phase: 'ready' };
   w.store.saved = saved;
   w.kernel.removeVethBehindOurBack(hostVethName(EP_1)); // something start-up would otherwise clean up
   const before = { kernel: w.kernel.snapshot(), saved: structuredClone(w.store.saved) };
   const db = new Db(w.store, await w.store.load());
-  await expect(new Reconciler(db, w.kernel, silentLogger()).startup()).rejects.toThrow(/state store: a network of kind "overlay"/);
+  await expect(new Reconciler(db, w.kernel, silentLogger()).startup()).rejects.toThrow(/state store: a network of kind "meshnet"/);
   expect({ kernel: w.kernel.snapshot(), saved: w.store.saved }).toEqual(before);
 });
 

@@ -2,14 +2,29 @@ import { promises as fs } from 'node:fs';
 import { TsbridgeError } from '../../errors.js';
 import { canonicalAddress, canonicalPrefix } from '../../net/addr.js';
 import { addressArgs, addressKeyArgs, describeRoute, MAIN_TABLE, routeArgs, routeKeyArgs, sameAddress, sameRoute } from '../held.js';
-import type { BridgeSpec, HeldAddress, HeldRoute, InterfaceState, LinkInfo, Links, RouteSpec, UplinkSpec, VethSpec } from '../types.js';
+import type { BridgeSpec, HeldAddress, HeldRoute, InterfaceState, LinkInfo, Links, RemoteEndpoint, RouteSpec, UplinkSpec, VethSpec, VxlanSpec } from '../types.js';
 import type { Runner } from './exec.js';
 
 interface RawLink {
   ifname: string;
   master?: string;
   ifalias?: string;
-  linkinfo?: { info_kind?: string };
+  mtu?: number;
+  linkinfo?: { info_kind?: string; info_data?: { id?: number; local?: string; local6?: string; port?: number; learning?: boolean; proxy?: boolean } };
+}
+
+interface RawFdb {
+  mac: string;
+  dst?: string;
+  flags?: string[];
+  master?: string;
+  state?: string;
+}
+
+interface RawNeigh {
+  dst: string;
+  lladdr?: string;
+  state?: string[];
 }
 
 interface RawAddrLink extends RawLink {
@@ -270,6 +285,73 @@ export class IpLinks implements Links {
     for (const a of spec.hostAddresses) L.push(addressLine(a, spec.hostName));
     L.push(`link set dev ${spec.hostName} up`);
     await this.batch(L);
+  }
+
+  async ensureVxlan(spec: VxlanSpec): Promise<void> {
+    const L: string[] = [];
+    if (await this.present(spec.name)) {
+      const r = await this.runner.run('ip', ['-j', '-d', 'link', 'show', 'dev', spec.name]);
+      const x = (JSON.parse(r.stdout || '[]') as RawLink[])[0];
+      const d = x?.linkinfo?.info_data;
+      const same = x?.linkinfo?.info_kind === 'vxlan' && d?.id === spec.vni && (d.local ?? d.local6) === spec.local && d.port === spec.port && d.learning === false && d.proxy === true;
+      if (same) {
+        if (x.mtu !== spec.mtu) L.push(`link set dev ${spec.name} mtu ${spec.mtu}`);
+        if (x.master !== spec.master) L.push(`link set dev ${spec.name} master ${spec.master}`, `link set dev ${spec.name} type bridge_slave learning off`);
+        L.push(`link set dev ${spec.name} up`);
+        await this.batch(L);
+        return;
+      }
+      L.push(`link del dev ${spec.name}`); // another VNI, source or port: made again
+    }
+    L.push(
+      `link add name ${spec.name} mtu ${spec.mtu} type vxlan id ${spec.vni} local ${spec.local} dstport ${spec.port} nolearning proxy`,
+      `link set dev ${spec.name} alias ${this.alias}`,
+      `link set dev ${spec.name} master ${spec.master}`,
+      `link set dev ${spec.name} type bridge_slave learning off`,
+      `link set dev ${spec.name} up`,
+    );
+    await this.batch(L);
+  }
+
+  async remoteEndpoints(vxlan: string): Promise<RemoteEndpoint[]> {
+    if (!(await this.present(vxlan))) return [];
+    const [fdb, neigh] = await Promise.all([
+      this.runner.run('bridge', ['-j', 'fdb', 'show', 'dev', vxlan]),
+      this.runner.run('ip', ['-j', 'neigh', 'show', 'dev', vxlan]),
+    ]);
+    const vtepOf = new Map<string, string>();
+    for (const f of JSON.parse(fdb.stdout || '[]') as RawFdb[]) {
+      if (f.dst && f.flags?.includes('self') && f.mac !== '00:00:00:00:00:00') vtepOf.set(f.mac.toLowerCase(), f.dst);
+    }
+    const out: RemoteEndpoint[] = [];
+    for (const n of JSON.parse(neigh.stdout || '[]') as RawNeigh[]) {
+      const mac = n.lladdr?.toLowerCase();
+      const vtep = mac && vtepOf.get(mac);
+      if (mac && vtep) out.push({ address: n.dst, mac, vtep });
+    }
+    return out;
+  }
+
+  async changeRemoteEndpoints(vxlan: string, change: { add: RemoteEndpoint[]; remove: RemoteEndpoint[] }): Promise<void> {
+    const { add, remove } = change;
+    if (remove.length) {
+      // A removal of what is already gone fails in iproute2: run them all (-force), then check.
+      await this.runner.run('ip', ['-force', '-batch', '-'], { input: remove.map((r) => `neigh del ${r.address} dev ${vxlan}`).join('\n') + '\n', allowFail: true });
+      const fdb = remove.flatMap((r) => [`fdb del ${r.mac} dev ${vxlan} dst ${r.vtep} self`, `fdb del ${r.mac} dev ${vxlan} master`]);
+      await this.runner.run('bridge', ['-force', '-batch', '-'], { input: fdb.join('\n') + '\n', allowFail: true });
+      const left = await this.remoteEndpoints(vxlan);
+      const still = left.filter((l) => remove.some((r) => r.address === l.address && r.mac === l.mac && r.vtep === l.vtep));
+      if (still.length) throw new TsbridgeError('KERNEL', { op: `remove remote endpoints of ${vxlan}`, detail: `${still.map((x) => x.address).join(', ')} still present` });
+    }
+    if (add.length) {
+      // Independent of each other: the FDB entries forward, the neighbour entries answer ARP/ND.
+      await Promise.all([
+        this.runner.run('bridge', ['-batch', '-'], {
+          input: add.flatMap((r) => [`fdb replace ${r.mac} dev ${vxlan} dst ${r.vtep} self permanent`, `fdb replace ${r.mac} dev ${vxlan} master static`]).join('\n') + '\n',
+        }),
+        this.batch(add.map((r) => `neigh replace ${r.address} lladdr ${r.mac} dev ${vxlan} nud permanent`)),
+      ]);
+    }
   }
 
   async attachToBridge(hostName: string, bridge: string): Promise<void> {

@@ -140,7 +140,7 @@ export const uplinkKind: Kind = {
         addresses: s.moveAddresses ? link.addresses : [],
         routes: s.moveAddresses ? link.routes : [],
       };
-      return toRecord(record);
+      return { adopted: toRecord(record) };
     },
   },
 };

@@ -409,7 +409,8 @@ export interface LinkJson {
   master?: string;
   operstate: string;
   flags: string[];
-  linkinfo?: { info_kind?: string; info_slave_kind?: string; info_slave_data?: { hairpin?: boolean } };
+  ifindex?: number;
+  linkinfo?: { info_kind?: string; info_data?: Record<string, unknown>; info_slave_kind?: string; info_slave_data?: { hairpin?: boolean; learning?: boolean } };
 }
 
 /** One ICMP echo from `ns` (busybox ping, 1 s). */
