@@ -1,6 +1,12 @@
 /**
  * Address and prefix maths for IPv4 and IPv6. Addresses are BigInts; text is
  * parsed strictly and formatted canonically (dotted quad, RFC 5952).
+ *
+ * Why not ip-cidr at run time: Docker's requests and the state need one canonical text per
+ * address (RFC 5952; ip-cidr prints IPv6 uncompressed), refusals that say what is wrong in
+ * tsbridge's error catalogue, and BigInt maths for allocation, carving default pools and
+ * overlap checks, which ip-cidr does not offer. ip-cidr is kept as an independent oracle: a
+ * property test (test/unit/addr-oracle.test.ts) checks these functions against it.
  */
 import { fail, isTsbridgeError } from '../errors.js';
 
