@@ -21,7 +21,7 @@ const NET = 'aaaa000000000000000000000000000000000000000000000000000000000001';
 function bigState(): State {
   const s = emptyState();
   const common = { id: NET, mtu: 1500, internal: false, ifacePrefix: 'eth', enableIpv6: true, ipv4: [{ subnet: '10.216.0.0/16', gateway: '10.216.0.1/16' }], ipv6: [] };
-  s.networks[NET] = { ...common, kind: 'bridge', phase: 'ready', settings: bridgeKind.parse({ 'com.docker.network.bridge.name': 'tsb-aaaa0000000' }, common) };
+  s.networks[NET] = { ...common, kind: 'bridge', phase: 'ready', settings: bridgeKind.parse({ 'com.docker.network.bridge.name': 'br-pipe-test' }, common) };
   for (let c = 0; c < 50; c++) {
     const id = `${String(c).padStart(4, '0')}${'0'.repeat(60)}`;
     s.endpoints[id] = {
