@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The whole tsbridge test run, unattended (CI runs exactly this; needs root):
-#   install deps + build → unit → integration → for each Docker engine: engine + test image → e2e,
+#   install deps + build → unit → two lanes side by side:
+#     - the namespace lane: integration, then multihost (network namespaces of their own; neither
+#       uses the Docker engine on /var/run/docker.sock), its output printed when it ends;
+#     - the engine lane: for each Docker engine: engine + test image → e2e;
 # then puts the machine back (stops the Docker engines and removes the test images this run
 # started/built; an engine of scripts/docker-up.sh that was running before is started again) and
 # prints, as the very last line:
@@ -16,6 +19,7 @@
 # moby-engine, ...), or running a dockerd these scripts did not start, Debian's docker.io is never
 # installed over it: unset, TSBRIDGE_ENGINES is then "host" (the running engine is used; if it is
 # not running, the run stops with a message saying so).
+#   TSBRIDGE_TEST_LANES=1        runs the lanes one after the other (default 2: side by side)
 set -uo pipefail
 
 cd "$(dirname "$(readlink -f "$0")")/.." || exit 1
@@ -48,6 +52,8 @@ run_tier() {
   local rc=$?
   ((rc == 124 || rc == 137)) && echo "tsbridge: $tier tests timed out after ${TSBRIDGE_TIER_TIMEOUT:-1800}s" >&2
   tier_state[$tier]="rc=$rc secs=$((SECONDS - t0))"
+  # (also on disk: a tier of the namespace lane runs in a subshell)
+  echo "${tier_state[$tier]}" >"$RESULTS/$tier.state"
 }
 
 docker_ready() { timeout 10 docker info >/dev/null 2>&1; }
@@ -64,7 +70,10 @@ ours_running() {
 
 not_run() {
   local reason=$1 tier; shift
-  for tier in "$@"; do [ -n "${tier_state[$tier]:-}" ] || tier_state[$tier]="notrun=$reason"; done
+  for tier in "$@"; do
+    [ -n "${tier_state[$tier]:-}" ] || tier_state[$tier]="notrun=$reason"
+    [ -f "$RESULTS/$tier.state" ] || echo "${tier_state[$tier]}" >"$RESULTS/$tier.state"
+  done
 }
 
 # Reads the jest JSON of each tier; prints one line per tier, then the summary line last.
@@ -72,7 +81,11 @@ not_run() {
 # counts as one failure, so it can never hide behind "0 failed".
 summarize() {
   local args=() tier
-  for tier in "${TIERS[@]}"; do args+=("$tier" "${tier_state[$tier]:-notrun=interrupted}"); done
+  local st
+  for tier in "${TIERS[@]}"; do
+    st=${tier_state[$tier]:-$(cat "$RESULTS/$tier.state" 2>/dev/null)}
+    args+=("$tier" "${st:-notrun=interrupted}")
+  done
   node - "$RESULTS" "${args[@]}" <<'EOF'
 const fs = require('node:fs');
 const [dir, ...rest] = process.argv.slice(2);
@@ -98,8 +111,21 @@ process.exit(failed ? 1 : 0);
 EOF
 }
 
+# kill_tree PID: PID and everything it started (the namespace lane when the run is interrupted).
+kill_tree() {
+  local c
+  for c in $(pgrep -P "$1" 2>/dev/null); do kill_tree "$c"; done
+  kill -TERM "$1" 2>/dev/null || true
+}
+
 finish() {
   trap - EXIT INT TERM
+  if [ -n "${lane_pid:-}" ] && kill -0 "$lane_pid" 2>/dev/null; then
+    echo "tsbridge: stopping the namespace lane" >&2
+    kill_tree "$lane_pid"
+    wait "$lane_pid" 2>/dev/null
+    bash scripts/rig-down.sh >/dev/null 2>&1 || true
+  fi
   remove_image
   if ((started_docker)); then
     step "stopping the Docker engine this run started"
@@ -160,7 +186,32 @@ if ! bash scripts/install-deps.sh; then
 fi
 
 run_tier unit "$@"
-run_tier integration "$@"
+
+# The namespace lane: integration, then the multi-host rig (Docker 28 hosts in namespaces, etcd on
+# their underlay) — independent of the engine on docker.sock, so it runs beside the engine lane.
+namespace_lane() {
+  run_tier integration "$@"
+  step "multi-host rig (Docker 28 hosts in namespaces, etcd)"
+  bash scripts/rig-down.sh >/dev/null 2>&1 || true   # what a crashed run left
+  if ((engine28_ready)); then
+    run_tier multihost "$@"
+    bash scripts/rig-down.sh || echo "tsbridge: scripts/rig-down.sh could not remove everything" >&2
+  else
+    not_run "Docker 28 could not be installed (scripts/engine.sh install 28)" multihost
+  fi
+}
+# Engine 28's binaries, once, before either lane needs them.
+engine28_ready=0
+step "Docker 28 binaries (scripts/engine.sh install 28)"
+bash scripts/engine.sh install 28 && engine28_ready=1
+lane_pid=
+if [ "${TSBRIDGE_TEST_LANES:-2}" = 1 ]; then
+  namespace_lane "$@"
+else
+  step "integration and multi-host tiers: running beside the e2e tiers (their output follows when they end)"
+  ( trap - EXIT INT TERM; namespace_lane "$@" ) >"$RESULTS/namespace-lane.log" 2>&1 &
+  lane_pid=$!
+fi
 
 # engine_up ENGINE: the engine answers on /var/run/docker.sock (started if need be).
 engine_up() {
@@ -204,11 +255,9 @@ for e in "${ENGINES[@]}"; do
   PATH="${prefix:+$prefix:}$PATH" TSBRIDGE_ENGINE=$e run_tier "$tier" "$@"
 done
 
-step "multi-host rig (Docker 28 hosts in namespaces, etcd)"
-bash scripts/rig-down.sh >/dev/null 2>&1 || true   # what a crashed run left
-if bash scripts/engine.sh install 28; then
-  run_tier multihost "$@"
-  bash scripts/rig-down.sh || echo "tsbridge: scripts/rig-down.sh could not remove everything" >&2
-else
-  not_run "Docker 28 could not be installed (scripts/engine.sh install 28)" multihost
+if [ -n "$lane_pid" ]; then
+  step "waiting for the namespace lane (integration, multihost)"
+  wait "$lane_pid"
+  lane_pid=
+  cat "$RESULTS/namespace-lane.log"
 fi

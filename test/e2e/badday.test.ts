@@ -2,7 +2,8 @@
  * Issue 11, a bad day, end to end with a real dockerd, real containers and real packets:
  *
  *   - Docker forgets what the plugin still holds: the plugin is stopped, the container and the
- *     network are removed in Docker (`docker network rm` succeeds without the plugin), the plugin
+ *     network are removed in Docker (`docker network rm` succeeds without the plugin; a stand-in
+ *     on its socket refuses the calls so that Docker does not retry for minutes), the plugin
  *     starts again. With TSBRIDGE_DOCKER_SOCKET the sweep removes the bridge, the rules and the
  *     records within one sweep interval; without it `tsbridge gc` does it on demand. Either way
  *     the same subnet and the same host port work again at once.
@@ -20,7 +21,8 @@
  * Plugin instances tsbt-badday*, addresses 10.219.x.0/24, host ports 26000-26999.
  */
 import { randomInt } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
+import http from 'node:http';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { ownerFor } from '../../src/kernel/owner.js';
@@ -54,6 +56,31 @@ interface StateDoc {
 }
 async function stateOf(p: PluginHandle): Promise<StateDoc> {
   return JSON.parse(await readFile(path.join(p.stateDir, 'state.json'), 'utf8')) as StateDoc;
+}
+
+/**
+ * A stand-in on a stopped plugin's socket that refuses every call, as a plugin that cannot serve.
+ * Docker then gives up on each driver call at once — on a missing socket it retries each call for
+ * tens of seconds (minutes per `docker rm` and `network rm`) — and does the same with the error:
+ * it logs it and removes the container and the networks anyway. The plugin's state is untouched.
+ */
+async function refusingStandIn(socket: string): Promise<() => Promise<void>> {
+  await rm(socket, { force: true });
+  const server = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      res.writeHead(200, { 'Content-Type': 'application/vnd.docker.plugins.v1+json' });
+      res.end(JSON.stringify({ Err: 'tsbridge is down (test stand-in)' }));
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(socket, () => resolve());
+  });
+  return async () => {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await rm(socket, { force: true });
+  };
 }
 
 async function linkExists(name: string): Promise<boolean> {
@@ -104,10 +131,15 @@ describe('Docker forgets what the plugin still holds', () => {
     expect(await linkExists(bridge)).toBe(true);
     await sleep(2500); // older than the grace period the plugin was started with (2 s)
     await p.stop();
-    // With the plugin gone Docker still removes both (each driver call fails after Docker's retries, and is logged).
-    await docker(['rm', '-f', ctr], { timeoutMs: 120_000 });
-    await docker(['network', 'rm', net], { timeoutMs: 120_000 });
-    await docker(['network', 'rm', other], { timeoutMs: 120_000 });
+    // With the plugin not serving Docker still removes both (each driver call fails and is logged).
+    const closeStandIn = await refusingStandIn(p.socket);
+    try {
+      await docker(['rm', '-f', ctr], { timeoutMs: 120_000 });
+      await docker(['network', 'rm', net], { timeoutMs: 120_000 });
+      await docker(['network', 'rm', other], { timeoutMs: 120_000 });
+    } finally {
+      await closeStandIn();
+    }
     expect((await dockerOk(['network', 'inspect', net])).exitCode).not.toBe(0);
     const s = await stateOf(p);
     expect(Object.keys(s.networks)).toEqual([id]); // the plugin still holds it
@@ -252,8 +284,16 @@ describe('outside hands on the firewall', () => {
       const restore = await saveIptables();
       let restored = false;
       try {
-        await ACTIONS[action]!();
-        const during = { published: await published(), breach: await breach() };
+        // The plugin is frozen while the gap is looked at, so that its sweep cannot close the gap
+        // before the look ends (the look takes longer than a sweep interval); then it goes on.
+        process.kill(p.pid, 'SIGSTOP');
+        let during: { published: string | null; breach: string | null };
+        try {
+          await ACTIONS[action]!();
+          during = { published: await published(), breach: await breach() };
+        } finally {
+          process.kill(p.pid, 'SIGCONT');
+        }
         if (closed(action)) expect(during).toEqual({ published: null, breach: null });
         else expect(during.published).toBeNull(); // no DNAT without tsbridge's table; Docker's DROP is gone too (documented)
         // The sweep (every 3 s) puts tsbridge's rules back, Docker's or not.
@@ -386,7 +426,7 @@ describe('tsbridge doctor: each thing broken by hand is named; --fix repairs it 
 
   test('healthy first: exit 0, traffic flows', async () => {
     const r = await doctor();
-    expect(r.stdout).toBe('no problem found: the kernel, the rules and Docker agree with the state\n');
+    expect(r.stdout).toBe('no problem found: the kernel, the rules and Docker agree with the state');
     expect(r.exitCode).toBe(0);
     expect(await traffic()).toEqual({ published: true, sameNetwork: true });
   });
@@ -405,7 +445,7 @@ describe('tsbridge doctor: each thing broken by hand is named; --fix repairs it 
     expect(found.stdout).toMatch(/cause: .+\n {6}fix: {3}tsbridge doctor --fix/);
     expect(found.exitCode).toBe(1);
     const fixed = await doctor('--fix');
-    expect(fixed.stdout).toContain('all repaired: the kernel, the rules and Docker agree with the state\n');
+    expect(fixed.stdout).toMatch(/all repaired: the kernel, the rules and Docker agree with the state$/);
     expect(fixed.exitCode).toBe(0);
     expect(await traffic()).toEqual({ published: true, sameNetwork: true });
   }, 120_000);
