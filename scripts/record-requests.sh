@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Re-records the requests a Docker engine sends to a network + IPAM plugin, into the fixtures the
-# unit tier replays (test/unit/server.test.ts, test/unit/protocol.test.ts, test/unit/docker28.test.ts):
+# unit tier replays (test/unit/server.test.ts, test/unit/protocol.test.ts):
 #
 #   flock -o /run/tsbridge-e2e.lock bash scripts/record-requests.sh 28      → test/fixtures/docker/28.5-requests.jsonl
 #   flock -o /run/tsbridge-e2e.lock bash scripts/record-requests.sh 20.10   → /tmp/tsbridge-20.10-requests.jsonl

@@ -4,7 +4,7 @@
  * Docker cannot show a remote driver's ports (`docker port` and `docker ps` stay empty), so
  * this is where users look. It reads state.json — no kernel, no lock: the plugin replaces the
  * file atomically, so a read sees one whole version. The plugin knows endpoint IDs, not
- * container names: the command asks Docker for those (src/cli/docker.ts), and shows IDs
+ * container names: the command asks Docker for those (src/docker/client.ts), and shows IDs
  * alone when Docker does not answer.
  */
 import { KINDS } from '../kinds/registry.js';

@@ -1,7 +1,7 @@
 /**
  * The state directory lock: one tsbridge per directory, the holder named, released on exit,
  * and a squatter on the lock's name (abstract sockets carry no permissions) does not stop
- * tsbridge. Two real plugin processes on one directory: test/integration/instance-lock.test.ts.
+ * tsbridge. Two real plugin processes on one directory: test/integration/plugin-process.test.ts.
  */
 import { mkdtempSync, rmSync, statSync, existsSync, readFileSync } from 'node:fs';
 import net from 'node:net';
