@@ -16,7 +16,11 @@ export async function tsbridgeRoutes(): Promise<string[]> {
   const out: string[] = [];
   for (const family of ['-4', '-6']) {
     const lines = (await sh('ip', [family, 'route', 'show', 'table', 'all'])).split('\n');
-    out.push(...lines.filter((l) => /^unreachable /.test(l) || / dev (tsb-|tsv|tsc)[0-9a-f]/.test(l)).map((l) => l.trim()));
+    // The kernel's own entries of a link (its local, broadcast, anycast and multicast routes, the
+    // IPv6 link-local ones, which come after duplicate address detection, a moment after the link
+    // is up) follow the links, which the footprint lists already: only routes someone added count.
+    const kernels = (l: string) => / table local /.test(l) || /^(multicast|broadcast|anycast|local) /.test(l) || /^fe80::\/64 /.test(l);
+    out.push(...lines.filter((l) => (/^unreachable /.test(l) || / dev (tsb-|tsv|tsc)[0-9a-f]/.test(l)) && !kernels(l)).map((l) => l.trim()));
   }
   return out;
 }
