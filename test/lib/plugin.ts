@@ -91,7 +91,7 @@ export interface StartPluginOptions {
   env?: Record<string, string>;
   /** Script to run with node (default dist/src/main.js in the repo); tests of this helper pass a stub. */
   entry?: string;
-  /** How long to wait for Plugin.Activate to answer (default 15 s). */
+  /** How long to wait for Plugin.Activate to answer (default 60 s: a start-up after SIGKILL re-applies every rule, slower on a loaded machine). */
   readyTimeoutMs?: number;
 }
 
@@ -145,7 +145,7 @@ export async function startPlugin(opts: StartPluginOptions = {}): Promise<Plugin
   const name = opts.name ?? 'tsbridge-e2e';
   const socket = path.join(PLUGIN_DIR, `${name}.sock`);
   const entry = opts.entry ?? path.join(REPO_ROOT, 'dist', 'src', 'main.js');
-  const readyTimeoutMs = opts.readyTimeoutMs ?? 15_000;
+  const readyTimeoutMs = opts.readyTimeoutMs ?? 60_000;
   const lines: string[] = [];
   const echo = Boolean(process.env.TSBRIDGE_TEST_ECHO_LOGS);
   const onLine = (l: string) => {
