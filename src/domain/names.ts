@@ -28,6 +28,13 @@ export function vxlanName(networkId: string): string {
   return VXLAN_PREFIX + networkId.slice(0, 12);
 }
 
+/** 02:42 followed by the four bytes of an IPv4 address (a locally administered unicast MAC). */
+export function macFromIpv4(address: string): string {
+  const bytes = address.split('.').map(Number);
+  if (bytes.length !== 4 || bytes.some((b) => !Number.isInteger(b) || b < 0 || b > 255)) throw new Error(`not an IPv4 address: ${address}`);
+  return [0x02, 0x42, ...bytes].map((b) => b.toString(16).padStart(2, '0')).join(':');
+}
+
 /** A stable, locally administered unicast MAC derived from an ID. */
 export function macFromId(id: string, salt = ''): string {
   const h = createHash('sha256').update(salt + id).digest();

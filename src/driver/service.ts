@@ -266,7 +266,7 @@ export class DriverService {
       if (!net || net.phase !== 'ready') fail('UNKNOWN_NETWORK', { networkId: spec.networkId });
       const kind = this.kinds.get(net.kind);
       const existing = s.endpoints[spec.endpointId];
-      const mac = spec.mac ?? macFromId(spec.endpointId);
+      const mac = spec.mac ?? kind.endpointMac?.(spec.ipv4, net) ?? macFromId(spec.endpointId);
       if (existing) {
         if (existing.networkId === spec.networkId && existing.ipv4 === spec.ipv4 && existing.ipv6 === spec.ipv6 && existing.mac === mac) {
           return { mac };

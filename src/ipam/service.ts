@@ -186,7 +186,11 @@ export class IpamService {
       if (parsePrefix(pool).family !== 4) fail('BAD_CIDR', { what: 'subnet', value: req.pool, detail: 'expected an IPv4 subnet' });
       const mine = parsePrefix(pool);
       for (const other of Object.values(s.pools)) {
-        if (other.overlay?.name === name) fail('POOL_OVERLAP', { pool, other: `${other.pool} (pool ${other.id}: this host has overlay ${name} already)` });
+        if (other.overlay?.name === name) {
+          // The same overlay asked again with another subnet says what the overlay's subnet is.
+          if (other.pool !== pool) fail('OVERLAY_MISMATCH', { overlay: name, field: 'subnet', theirs: other.pool, ours: pool });
+          fail('POOL_OVERLAP', { pool, other: `${other.pool} (pool ${other.id}: this host has overlay ${name} already)` });
+        }
         if (overlaps(mine, parsePrefix(other.pool))) fail('POOL_OVERLAP', { pool, other: `${other.pool} (pool ${other.id})` });
       }
       const joined = await cluster.join(name, pool);

@@ -160,6 +160,13 @@ export interface Kind {
    * `tsbridge status`).
    */
   describe(net: Network): Record<string, string | number | boolean>;
+  /**
+   * The MAC a new endpoint gets when Docker names none (absent: one derived from the endpoint ID).
+   * An overlay derives it from the IPv4 address, as Docker's own overlay did: an address handed
+   * to a container on another host after its last holder went keeps its MAC there, so the ARP
+   * caches of containers that talked to the old holder stay right.
+   */
+  endpointMac?(ipv4: string | null, net: Network): string | null;
 
   lifecycle?: KindLifecycle;
 }

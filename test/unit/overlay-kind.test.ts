@@ -158,6 +158,22 @@ test('two hosts: each programs the other\'s endpoints (FDB + neighbour) and allo
   expect(a.kernel.snapshot().firewall.guarded).toEqual([`tsv${ca.id.slice(0, 12)}`]);
 });
 
+test('an address taken again on another host keeps its MAC (02:42 + the IPv4 bytes): stale ARP caches stay right', async () => {
+  const [a, b] = [newHost(1), newHost(2)];
+  await up(a, b);
+  const pa = await createNetwork(a, 'blue');
+  const pb = await createNetwork(b, 'blue');
+  const first = await run(a, pa.poolId, 1);
+  const hex = first.address.split('.').map((x) => Number(x).toString(16).padStart(2, '0')).join(':');
+  expect(first.mac).toBe(`02:42:${hex}`);
+  await a.driver.leave(NET(a.i), first.id);
+  await a.driver.deleteEndpoint(NET(a.i), first.id);
+  await a.ipam.releaseAddress(pa.poolId, first.address);
+  const again = await run(b, pb.poolId, 1, first.address);
+  expect(again.address).toBe(first.address);
+  expect(again.mac).toBe(first.mac);
+});
+
 test('fifty containers over three hosts get fifty distinct addresses', async () => {
   const hs = [newHost(1), newHost(2), newHost(3)];
   await up(...hs);
@@ -177,6 +193,16 @@ test('another subnet for an existing overlay is refused at RequestPool and leave
   expect(await codeOf(b.ipam.requestPool({ pool: '10.78.0.0/24', subPool: '', v6: false, overlay: 'blue' }))).toBe('OVERLAY_MISMATCH');
   expect(b.db.state.pools).toEqual({});
   expect(Object.keys(etcd.dump(keys.members('blue')))).toEqual([keys.member('blue', a.cluster.hostId)]);
+});
+
+test('the same host asking for an overlay it has, with another subnet, is told the overlay\'s subnet; nothing changes', async () => {
+  const [a] = [newHost(1)];
+  await up(a);
+  await createNetwork(a, 'blue');
+  const before = structuredClone(a.db.state.pools);
+  const e = await a.ipam.requestPool({ pool: '10.78.0.0/24', subPool: '', v6: false, overlay: 'blue' }).then(() => null, (x: unknown) => x as Error);
+  expect(e?.message).toMatch(/^overlay blue already exists with subnet \S+, not 10\.78\.0\.0\/24$/);
+  expect(a.db.state.pools).toEqual(before);
 });
 
 test('without tsbridge\'s IPAM for the overlay, the network is refused (addresses would collide across hosts)', async () => {

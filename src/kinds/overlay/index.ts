@@ -5,6 +5,7 @@
  * only coordination (src/cluster). docs/overlay.md has the whole story.
  */
 import type { Endpoint, Network } from '../../domain/types.js';
+import { macFromIpv4 } from '../../domain/names.js';
 import { fail } from '../../errors.js';
 import { vxlanOverhead } from '../../cluster/identity.js';
 import type { SysctlSetting } from '../../kernel/types.js';
@@ -86,6 +87,9 @@ export const overlayKind: Kind = {
     const { [BRIDGE_OPTIONS.BRIDGE_NAME]: _name, ...bridge } = bridgeKind.describe(n);
     return { [OVERLAY_OPTION]: s.overlay, vni: s.vni, vtep: s.vtep, mtu: s.mtu, ...bridge };
   },
+
+  /** 02:42 and the four bytes of the IPv4 address, as Docker's overlay (the gateway's is 02:74:73…). */
+  endpointMac: (ipv4) => (ipv4 ? macFromIpv4(plain(ipv4)) : null),
 
   join: (ep, n) => ({ srcName: ep.peerVeth, dstPrefix: n.ifacePrefix, gateway: n.internal ? '' : plain(n.ipv4[0]?.gateway), gatewayIpv6: '', staticRoutes: [] }),
 
