@@ -42,6 +42,12 @@ const PORT = 26000 + 10 * randomInt(99);
 
 beforeAll(async () => {
   await requireDocker();
+  // Networks a crashed earlier run left with this file's plugin names (Docker keeps them): doctor
+  // would rightly name them, and a forgotten-network test would count them.
+  for (const driver of ['tsbt-badday', 'tsbt-baddaygc', 'tsbt-baddayfw', 'tsbt-baddaydoc']) {
+    const ids = (await docker(['network', 'ls', '-q', '--filter', `driver=${driver}`])).split('\n').filter(Boolean);
+    if (ids.length) await dockerOk(['network', 'rm', ...ids], { timeoutMs: 120_000 });
+  }
   world = await createOutsideWorld({ prefix: 'bd' });
   cleanup.add(() => world.delete(), 'outside world');
 });
