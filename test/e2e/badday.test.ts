@@ -46,7 +46,9 @@ beforeAll(async () => {
   // would rightly name them, and a forgotten-network test would count them.
   for (const driver of ['tsbt-badday', 'tsbt-baddaygc', 'tsbt-baddayfw', 'tsbt-baddaydoc']) {
     const ids = (await docker(['network', 'ls', '-q', '--filter', `driver=${driver}`])).split('\n').filter(Boolean);
-    if (ids.length) await dockerOk(['network', 'rm', ...ids], { timeoutMs: 120_000 });
+    if (!ids.length) continue;
+    const close = await refusingStandIn(`/run/docker/plugins/${driver}.sock`);
+    await dockerOk(['network', 'rm', ...ids], { timeoutMs: 120_000 }).finally(close);
   }
   world = await createOutsideWorld({ prefix: 'bd' });
   cleanup.add(() => world.delete(), 'outside world');
