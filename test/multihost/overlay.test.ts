@@ -12,7 +12,7 @@ import { TEST_IMAGE } from '../lib/docker.js';
 import { createRig, type Rig, type RigHost } from '../lib/rig.js';
 import { waitFor } from '../lib/docker.js';
 
-const TTL = 3;
+const TTL = 5;
 const OVERLAY = 'blue';
 const SUBNET = '10.230.0.0/16';
 const keys = new Keys();
@@ -24,7 +24,7 @@ let h2: RigHost;
 let h3: RigHost;
 
 beforeAll(async () => {
-  rig = await createRig({ hosts: 3, routed: 1, plugin: { env: { TSBRIDGE_ETCD_LEASE_TTL: String(TTL), TSBRIDGE_ETCD_TIMEOUT_MS: '1500' } } });
+  rig = await createRig({ hosts: 3, routed: 1, plugin: { env: { TSBRIDGE_ETCD_LEASE_TTL: String(TTL), TSBRIDGE_ETCD_TIMEOUT_MS: '3000' } } });
   console.log(`rig up in ${rig.timings.total} ms: ${JSON.stringify(rig.timings)}`);
   [h1, h2, h3] = rig.hosts as [RigHost, RigHost, RigHost];
   etcd = new EtcdStore({ endpoints: [rig.etcdTestEndpoint], callTimeoutMs: 3000 });
@@ -207,7 +207,7 @@ describe('one subnet across three hosts', () => {
     // Its lease runs out: the others drop its endpoints (web, echo, published).
     await waitFor(async () => !(await fdbDestinations(h1)).includes(h2.addr), 20_000, { what: 'h1 dropping h2 after its lease expired' });
     expect((await h1.dockerOk(['exec', 'client', 'ping', '-c', '1', '-W', '1', web])).exitCode).not.toBe(0);
-    await h2.startPlugin({ TSBRIDGE_ETCD_LEASE_TTL: String(TTL), TSBRIDGE_ETCD_TIMEOUT_MS: '1500' });
+    await h2.startPlugin({ TSBRIDGE_ETCD_LEASE_TTL: String(TTL), TSBRIDGE_ETCD_TIMEOUT_MS: '3000' });
     await waitFor(async () => (await fdbDestinations(h1)).includes(h2.addr), 20_000, { what: 'h1 programming h2 again' });
     await waitFor(async () => (await h1.dockerOk(['exec', 'client', 'ping', '-c', '1', '-W', '1', web])).exitCode === 0, 15_000, { what: 'client on h1 reaching web on h2 again' });
     const held = (await etcdKeys(`overlays/${OVERLAY}/addresses/`)).map((k) => k.split('/').pop());
