@@ -3,6 +3,7 @@ import path from 'node:path';
 import { fail } from '../errors.js';
 import { decodeState, encodeState } from './disk.js';
 import { emptyState, type State } from './types.js';
+import type { StateWriteEvent } from '../metrics/metrics.js';
 
 /** Where state lives. The real one is a file; tests use MemoryStore. */
 export interface StateStore {
@@ -26,7 +27,7 @@ export class FileStore implements StateStore {
   readonly file: string;
   private readonly tmp: string;
 
-  constructor(readonly dir: string) {
+  constructor(readonly dir: string, private readonly observer?: (e: StateWriteEvent) => void) {
     this.file = path.join(dir, STATE_FILE);
     this.tmp = path.join(dir, `.${STATE_FILE}.tmp`);
   }
@@ -72,6 +73,7 @@ export class FileStore implements StateStore {
     } finally {
       await dh.close();
     }
+    this.observer?.({ kind: 'snapshot', bytes: Buffer.byteLength(data), syncs: 2 });
   }
 }
 

@@ -14,10 +14,11 @@ export interface Runner {
 }
 
 /**
- * Told about every command run: its program name, how long it took, and whether it failed
- * (a non-zero exit the caller allowed is not a failure) or hit the timeout. For metrics.
+ * Told about every command run: its program name, how long it took, whether it failed
+ * (a non-zero exit the caller allowed is not a failure) or hit the timeout, and whether it
+ * started a process. For metrics.
  */
-export type CommandObserver = (e: { command: string; seconds: number; outcome: 'ok' | 'failed' | 'timeout' }) => void;
+export type CommandObserver = (e: { command: string; seconds: number; outcome: 'ok' | 'failed' | 'timeout'; spawned: boolean }) => void;
 
 export class ExecRunner implements Runner {
   constructor(private readonly timeoutMs: number, private readonly observer?: CommandObserver) {}
@@ -34,7 +35,7 @@ export class ExecRunner implements Runner {
       if (e instanceof TsbridgeError && e.code === 'TIMEOUT') outcome = 'timeout';
       throw e;
     } finally {
-      this.observer({ command: path.basename(cmd), seconds: Number(process.hrtime.bigint() - started) / 1e9, outcome });
+      this.observer({ command: path.basename(cmd), seconds: Number(process.hrtime.bigint() - started) / 1e9, outcome, spawned: true });
     }
   }
 
