@@ -126,6 +126,7 @@ async function startLocked(config: Config, log: Logger, releaseLock: () => Promi
       server.closeIdleConnections?.();
       await db.drain();
       await driver.settle();
+      await db.settle(); // a snapshot being written
       await driver.shutdown();
       await Promise.race([closed, new Promise((r) => setTimeout(r, 2000))]);
       await fs.rm(config.socket, { force: true });

@@ -93,6 +93,16 @@ export interface CallRecord {
   args: unknown[];
 }
 
+/**
+ * A deep copy of plain data, read through any proxy (the Db hands operations a tracked view of
+ * the state, and structuredClone refuses proxies).
+ */
+function plainCopy<T>(v: T): T {
+  if (typeof v !== 'object' || v === null) return v;
+  if (Array.isArray(v)) return v.map((x) => plainCopy(x)) as T;
+  return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plainCopy(x)])) as T;
+}
+
 function kernelError(op: string, detail: string): TsbridgeError {
   return new TsbridgeError('KERNEL', { op, detail });
 }
@@ -270,7 +280,7 @@ export class FakeKernel implements Kernel {
   // ------------------------------------------------------------------ plumbing
 
   private async call<T>(method: KernelMethod, args: unknown[], fn: () => T | Promise<T>): Promise<T> {
-    this.calls.push({ method, args: structuredClone(args) });
+    this.calls.push({ method, args: plainCopy(args) });
     await Promise.resolve(); // like the real thing, never synchronous
     const queue = this.failures.get(method) ?? [];
     const at = queue.findIndex((f) => f.when(args));
