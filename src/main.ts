@@ -127,6 +127,7 @@ async function startLocked(config: Config, log: Logger, releaseLock: () => Promi
       await db.drain();
       await driver.settle();
       await db.settle(); // a snapshot being written
+      runner.close(); // the long-lived ip and nft
       await driver.shutdown();
       await Promise.race([closed, new Promise((r) => setTimeout(r, 2000))]);
       await fs.rm(config.socket, { force: true });

@@ -1,6 +1,9 @@
 import path from 'node:path';
 import { execa } from 'execa';
 import { TsbridgeError } from '../../errors.js';
+import { LineShell, type ShellProgram } from './shell.js';
+
+export type { ShellProgram };
 
 export interface RunResult {
   stdout: string;
@@ -11,6 +14,20 @@ export interface RunResult {
 /** Runs one command with an argument array (never a shell) and a timeout. */
 export interface Runner {
   run(cmd: string, args: string[], opts?: { input?: string; allowFail?: boolean }): Promise<RunResult>;
+  /**
+   * Runs a script as `ip -batch -` or `nft -f -` would: for nft, one transaction of simple
+   * statements (no blocks); for ip, its lines, all of them even after one failed (exit code 1
+   * then). A runner without it is given the script as a command's input.
+   */
+  batch?(program: ShellProgram, script: string, opts?: { allowFail?: boolean }): Promise<RunResult>;
+  /** The next batch of that program runs on a new long-lived process. */
+  restartBatch?(program: ShellProgram): void;
+}
+
+/** `runner.batch` where it has one, else the script as the input of `ip -force -batch -` / `nft -f -`. */
+export function runBatch(runner: Runner, program: ShellProgram, script: string, opts: { allowFail?: boolean } = {}): Promise<RunResult> {
+  if (runner.batch) return runner.batch(program, script, opts);
+  return runner.run(program, program === 'ip' ? ['-force', '-batch', '-'] : ['-f', '-'], { input: script, allowFail: opts.allowFail });
 }
 
 /**
@@ -21,7 +38,34 @@ export interface Runner {
 export type CommandObserver = (e: { command: string; seconds: number; outcome: 'ok' | 'failed' | 'timeout'; spawned: boolean }) => void;
 
 export class ExecRunner implements Runner {
-  constructor(private readonly timeoutMs: number, private readonly observer?: CommandObserver) {}
+  private readonly shells: Partial<Record<ShellProgram, LineShell>> = {};
+
+  constructor(
+    private readonly timeoutMs: number,
+    private readonly observer?: CommandObserver,
+    /** Long-lived `ip` and `nft` for batches (./shell.ts); false: a process per batch. */
+    private readonly longLived = true,
+  ) {}
+
+  /** Scripts larger than this go to a process of their own (a huge line gains nothing from a running nft). */
+  static readonly LONG_LIVED_MAX_BYTES = 256 * 1024;
+
+  batch(program: ShellProgram, script: string, opts: { allowFail?: boolean } = {}): Promise<RunResult> {
+    if (!this.longLived || script.length > ExecRunner.LONG_LIVED_MAX_BYTES) {
+      return this.run(program, program === 'ip' ? ['-force', '-batch', '-'] : ['-f', '-'], { input: script, allowFail: opts.allowFail });
+    }
+    const shell = (this.shells[program] ??= new LineShell(program, this.timeoutMs, this.observer));
+    return shell.run(script, opts);
+  }
+
+  restartBatch(program: ShellProgram): void {
+    this.shells[program]?.close();
+  }
+
+  /** Ends the long-lived processes (shutdown). */
+  close(): void {
+    for (const s of Object.values(this.shells)) s.close();
+  }
 
   async run(cmd: string, args: string[], opts: { input?: string; allowFail?: boolean } = {}): Promise<RunResult> {
     if (!this.observer) return this.exec(cmd, args, opts);

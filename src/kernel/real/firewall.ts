@@ -4,7 +4,7 @@ import { addElements, deleteElements, fullRuleset } from '../rules/nft.js';
 import { DOCKER_ISOLATION_CHAINS, forwardChainRestore, forwardChainRules, jumpPosition, parseFilterSave, shimParent, type FilterView, type ShimBridge } from '../rules/iptables.js';
 import { DEFAULT_INSTANCE, ownerFor, type Owner } from '../owner.js';
 import type { Element, EndpointElements, Firewall, FirewallView } from '../types.js';
-import type { Runner } from './exec.js';
+import { runBatch, type Runner } from './exec.js';
 
 /**
  * nftables for everything tsbridge decides; iptables (the variant holding
@@ -30,12 +30,14 @@ export class NftFirewall implements Firewall {
   private dockerSettled = false;
 
   async apply(view: FirewallView): Promise<void> {
-    await this.nft(fullRuleset(view, this.owner.table));
+    // The whole ruleset (blocks, many lines): a process of its own.
+    await this.runner.run('nft', ['-f', '-'], { input: fullRuleset(view, this.owner.table) });
     await this.refresh(view);
   }
 
+  /** Element statements: one transaction, through a long-lived nft where the runner has one. */
   private async nft(script: string): Promise<void> {
-    if (script) await this.runner.run('nft', ['-f', '-'], { input: script });
+    if (script) await runBatch(this.runner, 'nft', script);
   }
 
   async addEndpoint(ep: EndpointElements): Promise<void> {

@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
-import { TsbridgeError } from '../../errors.js';
+import { isTsbridgeError, TsbridgeError } from '../../errors.js';
 import type { BridgeSpec, LinkInfo, Links, RouteSpec, VethSpec } from '../types.js';
-import type { Runner } from './exec.js';
+import { runBatch, type Runner } from './exec.js';
 
 interface RawLink {
   ifname: string;
@@ -52,6 +52,10 @@ export class IpLinks implements Links {
   }
 
   async ensureBridge(spec: BridgeSpec): Promise<void> {
+    await this.batch(() => this.bridgeLines(spec));
+  }
+
+  private async bridgeLines(spec: BridgeSpec): Promise<string[]> {
     const have = await this.exists(spec.name);
     const L: string[] = [];
     if (have && have.kind !== 'bridge') {
@@ -64,10 +68,14 @@ export class IpLinks implements Links {
     else L.push(`link set dev ${spec.name} mtu ${spec.mtu}`);
     for (const a of spec.addresses) L.push(addressLine(a, spec.name));
     L.push(`link set dev ${spec.name} up`);
-    await this.batch(L);
+    return L;
   }
 
   async ensureVeth(spec: VethSpec): Promise<void> {
+    await this.batch(() => this.vethLines(spec));
+  }
+
+  private async vethLines(spec: VethSpec): Promise<string[]> {
     const L: string[] = [];
     if (await this.present(spec.hostName)) L.push(`link del dev ${spec.hostName}`);
     L.push(
@@ -80,11 +88,11 @@ export class IpLinks implements Links {
     }
     for (const a of spec.hostAddresses) L.push(addressLine(a, spec.hostName));
     L.push(`link set dev ${spec.hostName} up`);
-    await this.batch(L);
+    return L;
   }
 
   async attachToBridge(hostName: string, bridge: string): Promise<void> {
-    await this.batch([
+    await this.batch(async () => [
       `link set dev ${hostName} master ${bridge}`,
       `link set dev ${hostName} type bridge_slave hairpin on`,
       `link set dev ${hostName} up`,
@@ -93,7 +101,7 @@ export class IpLinks implements Links {
 
   async ensureRoutes(routes: RouteSpec[]): Promise<void> {
     if (routes.length === 0) return;
-    await this.batch(routes.map((r) => `route replace ${r.to} dev ${r.dev} scope link`));
+    await this.batch(async () => routes.map((r) => `route replace ${r.to} dev ${r.dev} scope link`));
   }
 
   async deleteLinks(names: string[]): Promise<void> {
@@ -104,13 +112,39 @@ export class IpLinks implements Links {
     if (L.length === 0) return;
     // Deleting one end of a veth pair removes the other, so a later line may find
     // nothing to delete: run them all, then check that every name is really gone.
-    const r = await this.runner.run('ip', ['-force', '-batch', '-'], { input: L.join('\n') + '\n', allowFail: true });
+    let r = await runBatch(this.runner, 'ip', L.join('\n') + '\n', { allowFail: true });
     if (r.exitCode === 0) return;
-    const still = (await this.list()).map((l) => l.name).filter((n) => names.includes(n));
+    const left = async () => {
+      const still: string[] = [];
+      for (const n of here) if (await this.present(n)) still.push(n);
+      return still;
+    };
+    let still = await left();
+    if (still.length && this.runner.restartBatch) {
+      // A long-lived ip may know a link by an index it no longer has (deleted and made again by
+      // someone else): a new one looks the names up afresh.
+      this.runner.restartBatch('ip');
+      r = await runBatch(this.runner, 'ip', still.map((n) => `link del dev ${n}`).join('\n') + '\n', { allowFail: true });
+      still = await left();
+    }
     if (still.length) throw new TsbridgeError('KERNEL', { op: 'delete links', detail: `${still.join(', ')} still present: ${r.stderr.trim()}` });
   }
 
-  private async batch(lines: string[]): Promise<void> {
-    await this.runner.run('ip', ['-batch', '-'], { input: lines.join('\n') + '\n' });
+  /**
+   * One operation's lines through `ip -batch` (a long-lived one where the runner has it). Given
+   * how to plan them (idempotently, from what the kernel holds), a failed operation is planned
+   * and run once more on a new long-lived ip: the running one keeps a cache of link names, and a
+   * link someone else deleted and made again (a bridge re-created by name) is not in it as it is
+   * now.
+   */
+  private async batch(lines: string[] | (() => Promise<string[]>)): Promise<void> {
+    const plan = typeof lines === 'function' ? lines : async () => lines;
+    try {
+      await runBatch(this.runner, 'ip', (await plan()).join('\n') + '\n');
+    } catch (e) {
+      if (typeof lines !== 'function' || !this.runner.restartBatch || !isTsbridgeError(e, 'KERNEL')) throw e;
+      this.runner.restartBatch('ip');
+      await runBatch(this.runner, 'ip', (await plan()).join('\n') + '\n');
+    }
   }
 }

@@ -8,7 +8,8 @@
  * procps is not installed.
  */
 import { existsSync } from 'node:fs';
-import { ExecRunner, type RunResult, type Runner } from '../../../src/kernel/real/exec.js';
+import { ExecRunner, type RunResult, type Runner, type ShellProgram } from '../../../src/kernel/real/exec.js';
+import { LineShell } from '../../../src/kernel/real/shell.js';
 import type { Sysctl } from '../../../src/kernel/types.js';
 
 export interface RecordedCommand {
@@ -23,7 +24,7 @@ export class NetnsRunner implements Runner {
   readonly log: RecordedCommand[] = [];
   private readonly inner: Runner;
 
-  constructor(readonly netns: string, timeoutMs = 10_000, inner?: Runner) {
+  constructor(readonly netns: string, private readonly timeoutMs = 10_000, inner?: Runner) {
     this.inner = inner ?? new ExecRunner(timeoutMs);
   }
 
@@ -34,6 +35,33 @@ export class NetnsRunner implements Runner {
     const r = await this.inner.run('ip', ['netns', 'exec', this.netns, cmd, ...args], opts);
     entry.exitCode = r.exitCode;
     return r;
+  }
+
+  private readonly shells = new Map<ShellProgram, LineShell>();
+
+  /** Batches through long-lived `ip` / `nft` inside the namespace, as the plugin runs them on the host. */
+  async batch(program: ShellProgram, script: string, opts: { allowFail?: boolean } = {}): Promise<RunResult> {
+    const entry: RecordedCommand = { cmd: program, args: ['(long-lived batch)'], input: script, exitCode: -1 };
+    this.log.push(entry);
+    let shell = this.shells.get(program);
+    if (!shell) this.shells.set(program, (shell = new LineShell(program, this.timeoutMs, undefined, ['ip', 'netns', 'exec', this.netns])));
+    try {
+      const r = await shell.run(script, opts);
+      entry.exitCode = r.exitCode;
+      return r;
+    } catch (e) {
+      entry.exitCode = 1;
+      throw e;
+    }
+  }
+
+  restartBatch(program: ShellProgram): void {
+    this.shells.get(program)?.close();
+  }
+
+  /** Ends the long-lived processes (before the namespace goes). */
+  close(): void {
+    for (const s of this.shells.values()) s.close();
   }
 
   /** The commands run so far, one per line, for debugging a failed test. */
