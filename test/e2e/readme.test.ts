@@ -82,6 +82,9 @@ test("the README's quick start runs as written and leaves nothing of tsbridge be
   // What the commands create, removed whatever happens (names from the README).
   const stateDir = await mkdtemp(path.join(tmpdir(), 'tsbridge-readme-'));
   cleanup.add(() => rm(stateDir, { recursive: true, force: true }), 'state dir');
+  // scripts/start.sh installs the `tsbridge` command (packaging/install-cli.sh): here, not on the host's PATH.
+  const binDir = await mkdtemp(path.join(tmpdir(), 'tsbridge-readme-bin-'));
+  cleanup.add(() => rm(binDir, { recursive: true, force: true }), 'bin dir');
   cleanup.add(() => stopPlugin(), 'plugin');
   cleanup.add(async () => {
     const text = COMMANDS.join('\n');
@@ -93,7 +96,7 @@ test("the README's quick start runs as written and leaves nothing of tsbridge be
   const start = START_LINES[0]!.replace(/#.*$/, '').trim().replace(/^sudo\s+/, '');
   plugin = spawn('bash', ['-c', start], {
     cwd: REPO_ROOT,
-    env: { ...process.env, TSBRIDGE_STATE_DIR: stateDir },
+    env: { ...process.env, TSBRIDGE_STATE_DIR: stateDir, TSBRIDGE_BIN_DIR: binDir },
     detached: true,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
