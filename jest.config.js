@@ -16,5 +16,7 @@ export default {
     { ...common, displayName: 'unit', testMatch: ['<rootDir>/test/unit/**/*.test.ts'] },
     { ...common, displayName: 'integration', testMatch: ['<rootDir>/test/integration/**/*.test.ts'] },
     { ...common, displayName: 'e2e', testMatch: ['<rootDir>/test/e2e/**/*.test.ts'] },
+    // Several Docker hosts on this machine (test/lib/rig.ts): the overlay's end-to-end tests.
+    { ...common, displayName: 'multihost', testMatch: ['<rootDir>/test/multihost/**/*.test.ts'] },
   ],
 };

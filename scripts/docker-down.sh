@@ -7,6 +7,9 @@
 #                                          docker0, IPv4/IPv6 forwarding and the FORWARD
 #                                          policies as docker-up.sh found them before its first start
 #   scripts/docker-down.sh --dockerd-only  stop our dockerd only (used by --restart-dockerd)
+#   scripts/docker-down.sh --stale-chains  with no dockerd running at all, remove the iptables
+#                                          chains an engine stopped earlier (of any version, by
+#                                          anyone) left behind; docker-up.sh calls it before starting
 set -euo pipefail
 
 RUN_DIR=${TSBRIDGE_RUN_DIR:-/run/tsbridge-test}
@@ -94,6 +97,14 @@ restore_firewall() {
 }
 
 case "${1:-}" in
+  --stale-chains)
+    # Docker 20.10 leaves a Docker 28's DOCKER-FORWARD jump in FORWARD where it found it.
+    if pgrep -x dockerd >/dev/null; then
+      log "a dockerd is running: its chains are not stale; leaving them"
+    else
+      remove_docker_chains
+    fi
+    ;;
   --dockerd-only)
     stop dockerd 40
     ;;
@@ -120,7 +131,7 @@ case "${1:-}" in
     rm -f "$RUN_DIR/engine"
     ;;
   *)
-    echo "usage: $0 [--dockerd-only]" >&2
+    echo "usage: $0 [--dockerd-only|--stale-chains]" >&2
     exit 2
     ;;
 esac

@@ -190,6 +190,8 @@ case "${1:-}" in
       exit 0
     fi
     engine_setup "$ENGINE"
+    # Chains a stopped engine left (another version's layout) would confuse this one.
+    "$HERE/docker-down.sh" --stale-chains
     echo "$ENGINE" >"$RUN_DIR/engine"
     record_host
     start_containerd

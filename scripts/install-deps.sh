@@ -19,7 +19,7 @@ die() { echo "install-deps: $*" >&2; exit 1; }
 
 case "${1:-}" in
   --runtime) PACKAGES=(iptables nftables iproute2 conntrack) ;;
-  "") PACKAGES=(docker.io iptables nftables iproute2 busybox-static conntrack gcc libc6-dev docker-compose python3) ;;
+  "") PACKAGES=(docker.io iptables nftables iproute2 busybox-static conntrack gcc libc6-dev docker-compose python3 etcd-server iperf3 openssl) ;;
   -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) die "unknown option $1 (usage: scripts/install-deps.sh [--runtime])" ;;
 esac

@@ -30,7 +30,7 @@ exec </dev/null
 IMAGE=tsbridge-test:latest
 RUN_DIR=${TSBRIDGE_RUN_DIR:-/run/tsbridge-test}
 RESULTS=$(mktemp -d /tmp/tsbridge-results.XXXXXX)
-TIERS=(unit integration)   # + e2e@ENGINE for each engine, below
+TIERS=(unit integration)   # + e2e@ENGINE for each engine, and multihost, below
 started_docker=0
 declare -A tier_state   # tier -> "rc=N secs=S" or "notrun=reason"
 
@@ -149,6 +149,9 @@ for e in "${ENGINES[@]}"; do
     *) echo "tsbridge: unknown engine '$e' in TSBRIDGE_ENGINES (20.10, 28 or host)" >&2; TIERS+=("e2e@$e") ;;
   esac
 done
+# The overlay across several Docker hosts: Docker 28 hosts in namespaces (test/lib/rig.ts), etcd on
+# their underlay; independent of the engine on docker.sock.
+TIERS+=(multihost)
 
 step "dependencies and build"
 if ! bash scripts/install-deps.sh; then
@@ -200,3 +203,12 @@ for e in "${ENGINES[@]}"; do
   case "$e" in 20.10|28) prefix=$(bash scripts/engine.sh path "$e") ;; esac
   PATH="${prefix:+$prefix:}$PATH" TSBRIDGE_ENGINE=$e run_tier "$tier" "$@"
 done
+
+step "multi-host rig (Docker 28 hosts in namespaces, etcd)"
+bash scripts/rig-down.sh >/dev/null 2>&1 || true   # what a crashed run left
+if bash scripts/engine.sh install 28; then
+  run_tier multihost "$@"
+  bash scripts/rig-down.sh || echo "tsbridge: scripts/rig-down.sh could not remove everything" >&2
+else
+  not_run "Docker 28 could not be installed (scripts/engine.sh install 28)" multihost
+fi

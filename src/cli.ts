@@ -6,6 +6,8 @@
  *   tsbridge status   what the instance holds, and whether it is serving
  *   tsbridge ports    every published port
  *   tsbridge health   asks the plugin over its socket (for systemd and watchdogs)
+ *   tsbridge gc       removes what Docker no longer has (asks Docker, tells the plugin)
+ *   tsbridge doctor   compares the state with the kernel and Docker; --fix repairs through the plugin
  *
  * Which instance: --instance NAME, else TSBRIDGE_SOCKET / TSBRIDGE_STATE_DIR as the plugin reads
  * them (src/config.ts, resolveInstance). Each subcommand is registered by one function below;
@@ -17,9 +19,11 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
 import { resolveInstance, type InstancePaths } from './config.js';
-import { DockerClient, dockerSocket, namesFor, noNames, type DockerApi, type Names } from './cli/docker.js';
+import { DockerClient, DockerUnreachable, dockerSocket, namesFor, noNames, type DockerApi, type DockerEngine, type Names } from './docker/client.js';
+import { formatGc, runGc } from './cli/gc.js';
+import { formatDoctor, runDoctor } from './cli/doctor.js';
 import { formatHealth } from './cli/health.js';
-import { PluginClient, PluginUnreachable, type PluginApi } from './cli/plugin.js';
+import { PluginClient, PluginUnreachable, type PluginAdmin, type PluginApi } from './cli/plugin.js';
 import { formatTable, portRows, withNames } from './cli/ports.js';
 import { buildStatus, formatStatus, statusProblems, type PluginStatus } from './cli/status.js';
 import { FileStore } from './state/store.js';
@@ -35,6 +39,10 @@ export interface CliIo {
   docker?: DockerApi | null;
   /** The plugin behind a socket. Default: PluginClient. */
   plugin?: (socket: string, timeoutMs: number) => PluginApi;
+  /** Docker's networks for `gc`. Default: a client on Docker's socket (DOCKER_HOST). */
+  dockerEngine?: DockerEngine;
+  /** The plugin's admin calls for `gc`. Default: PluginClient. */
+  admin?: (socket: string, timeoutMs: number) => PluginAdmin;
   now?: () => number;
   sleep?: (ms: number) => Promise<void>;
 }
@@ -151,7 +159,7 @@ function registerStatus(program: Command, ctx: Ctx): void {
     program
       .command('status')
       .description(
-        'Show one instance: whether its plugin is serving and healthy, its iptables variant and last sweep; its networks (ID, name from Docker, kind, bridge, subnets, gateways, options), endpoints (container name, addresses, MAC, host veth, published ports) and pools. Exit 1 when the plugin is not serving or not healthy, or the state cannot be read.',
+        'Show one instance: whether its plugin is serving and healthy, its iptables variant and last sweep; its networks (ID, name from Docker, kind, bridge, subnets, gateways, options), endpoints (container name, addresses, MAC, host veth, published ports) and pools; with etcd configured, this host in the cluster and its overlays (VNI, subnet, hosts, endpoints, as the plugin sees them through its etcd watch). Exit 1 when the plugin is not serving or not healthy, or the state cannot be read.',
       )
       .option('--json', 'one JSON object, full IDs (for scripts)')
       .option('--full', 'full 64-digit IDs in the tables')
@@ -202,6 +210,77 @@ function registerHealth(program: Command, ctx: Ctx): void {
   });
 }
 
+function registerGc(program: Command, ctx: Ctx): void {
+  instanceOptions(
+    program
+      .command('gc')
+      .description(
+        "Remove what Docker no longer has: networks removed (docker network rm) while the plugin was down, endpoints, pools and addresses nothing of Docker's holds — their bridges, veths, rules and records, so the subnet and host ports are free again. Asks Docker's API (DOCKER_HOST or /var/run/docker.sock), tells the plugin over its socket; the plugin removes what two looks at Docker, a moment apart, both lack, and leaves alone what is younger than its grace period (TSBRIDGE_GC_GRACE). Exit 1 when Docker or the plugin cannot be asked.",
+      )
+      .option('--dry-run', 'show what would be removed; change nothing')
+      .option('--json', 'the result as JSON')
+      .option('--full', 'full 64-digit IDs')
+      .addOption(new Option('--timeout <ms>', "how long to wait for the plugin's answer (removing many networks takes a while)").default(60_000).argParser(positiveInt('--timeout'))),
+  ).action(async (o: InstanceOpts & { dryRun?: boolean; json?: boolean; full?: boolean; timeout: number }) => {
+    const where = paths(o, ctx.io.env);
+    let engine = ctx.io.dockerEngine;
+    if (!engine) {
+      const d = dockerSocket(ctx.io.env);
+      if ('error' in d) {
+        ctx.io.err(`tsbridge gc: ${d.error}\n`);
+        ctx.code = EXIT.PROBLEM;
+        return;
+      }
+      engine = new DockerClient(d.socket, 10_000);
+    }
+    const admin = ctx.io.admin ? ctx.io.admin(where.socket, o.timeout) : new PluginClient(where.socket, o.timeout);
+    const sleep = ctx.io.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+    try {
+      const r = await runGc(engine, admin, { dryRun: !!o.dryRun, sleep });
+      ctx.io.out(o.json ? JSON.stringify(r, null, 2) + '\n' : formatGc(r, { full: o.full }));
+    } catch (e) {
+      if (!(e instanceof DockerUnreachable || e instanceof PluginUnreachable)) throw e;
+      ctx.io.err(`tsbridge gc: ${e instanceof DockerUnreachable ? 'cannot ask Docker' : 'cannot ask the plugin'}: ${e.message}\n`);
+      ctx.code = EXIT.PROBLEM;
+    }
+  });
+}
+
+function registerDoctor(program: Command, ctx: Ctx): void {
+  instanceOptions(
+    program
+      .command('doctor')
+      .description(
+        "Compare what the plugin's state says with what the kernel has (bridges, veths and their masters, addresses, MTU, routes, sysctls, nftables tables and elements, the iptables shim and its jump) and with what Docker has; print each difference with its cause and the fix. --fix repairs through the plugin (start-up reconciliation now, then convergence with Docker as tsbridge gc does), never by editing state.json. Exit 1 when problems are found (with --fix: when some are left), or the plugin cannot be asked.",
+      )
+      .option('--fix', 'repair through the plugin, then look again')
+      .option('--json', 'the result as JSON')
+      .option('--no-docker', 'do not ask Docker (what Docker no longer has is not checked)')
+      .addOption(new Option('--timeout <ms>', "how long to wait for each of the plugin's answers").default(60_000).argParser(positiveInt('--timeout'))),
+  ).action(async (o: InstanceOpts & { fix?: boolean; json?: boolean; timeout: number }) => {
+    const where = paths(o, ctx.io.env);
+    let engine: DockerEngine | null = null;
+    if (o.docker !== false) {
+      engine = ctx.io.dockerEngine ?? null;
+      if (!engine) {
+        const d = dockerSocket(ctx.io.env);
+        if (!('error' in d)) engine = new DockerClient(d.socket, 10_000);
+      }
+    }
+    const admin = (ctx.io.admin ? ctx.io.admin(where.socket, o.timeout) : new PluginClient(where.socket, o.timeout)) as Required<PluginAdmin>;
+    const sleep = ctx.io.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+    try {
+      const r = await runDoctor(engine, admin, { fix: !!o.fix, sleep });
+      ctx.io.out(o.json ? JSON.stringify(r, null, 2) + '\n' : formatDoctor(r));
+      if (r.findings.length) ctx.code = EXIT.PROBLEM;
+    } catch (e) {
+      if (!(e instanceof PluginUnreachable)) throw e;
+      ctx.io.err(`tsbridge doctor: cannot ask the plugin: ${e.message}\n`);
+      ctx.code = EXIT.PROBLEM;
+    }
+  });
+}
+
 export function buildProgram(ctx: Ctx): Command {
   const program = new Command('tsbridge')
     .description('Look at a running tsbridge (a Docker network and IPAM driver) and at what it holds.')
@@ -215,6 +294,8 @@ export function buildProgram(ctx: Ctx): Command {
   registerStatus(program, ctx);
   registerPorts(program, ctx);
   registerHealth(program, ctx);
+  registerGc(program, ctx);
+  registerDoctor(program, ctx);
   for (const c of program.commands) c.exitOverride().configureOutput({ writeOut: (s) => ctx.io.out(s), writeErr: (s) => ctx.io.err(s) }).showHelpAfterError();
   return program;
 }

@@ -29,7 +29,29 @@ export interface Config {
   iptables: IptablesSetting;
   /** Where Prometheus metrics are served over HTTP; null (the default) = nowhere. */
   metrics: MetricsAddr | null;
+  /**
+   * Docker's API socket, for the sweep's convergence with Docker (src/driver/converge.ts); null
+   * (the default) = the plugin never asks Docker, `tsbridge gc` does it on demand.
+   */
+  dockerSocket: string | null;
+  /** Seconds a record must have existed before convergence may judge it (Docker may be creating it). */
+  gcGraceSec: number;
+  /**
+   * The packet mark bit tsbridge's nftables forward chain sets and its iptables shim requires
+   * (fail closed: without tsbridge's table, nothing of its networks is forwarded). One bit.
+   */
+  fwmark: number;
+  /**
+   * How outside changes to tsbridge's rules are noticed: `monitor` (a long-lived `nft monitor`
+   * triggers a check within milliseconds, the sweep checks too) or `sweep` (the sweep only).
+   */
+  firewallWatch: 'monitor' | 'sweep';
+  /** The cluster store, for overlays (docs/overlay.md); no endpoints: no overlays. */
+  etcd: EtcdConfig;
 }
+
+/** The default mark bit (docs/architecture.md, *Fail closed*, lists the marks other programs use). */
+export const DEFAULT_FWMARK = 0x1000000;
 
 export interface MetricsAddr {
   /** An IP address literal (no name: nothing to resolve at start-up). */
@@ -43,6 +65,24 @@ export const PLUGIN_SOCKET_DIR = '/run/docker/plugins';
 export const DEFAULT_SOCKET = `${PLUGIN_SOCKET_DIR}/${DEFAULT_INSTANCE}.sock`;
 /** The default instance's state directory; another instance NAME gets `/var/lib/tsbridge-NAME`. */
 export const DEFAULT_STATE_DIR = '/var/lib/tsbridge';
+
+export interface EtcdConfig {
+  /** Client URLs (http:// or https://). */
+  endpoints: string[];
+  /** PEM files: CA of the servers' certificates, this host's client certificate and key ('' = none). */
+  ca: string;
+  cert: string;
+  key: string;
+  /** Key prefix, ending in '/'. */
+  prefix: string;
+  /** Seconds a host may be silent before its keys expire. */
+  leaseTtlSec: number;
+  /** Milliseconds one etcd call may take before etcd counts as unreachable. */
+  timeoutMs: number;
+  /** This host's underlay address ('' = the source of its route to the first endpoint). */
+  vtep: string;
+}
+
 
 const LEVELS = ['error', 'warn', 'info', 'debug'] as const;
 
@@ -81,7 +121,44 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sysctlRoot: env.TSBRIDGE_SYSCTL_ROOT || '/proc/sys',
     iptables: iptablesSetting(env),
     metrics: metricsAddr(env.TSBRIDGE_METRICS_ADDR),
+    dockerSocket: dockerSocketSetting(env.TSBRIDGE_DOCKER_SOCKET),
+    gcGraceSec: nonNegativeInt(env, 'TSBRIDGE_GC_GRACE', 60),
+    fwmark: fwmarkSetting(env.TSBRIDGE_FWMARK),
+    firewallWatch: firewallWatchSetting(env.TSBRIDGE_FIREWALL_WATCH),
+    etcd: etcdConfig(env),
   };
+}
+
+/** TSBRIDGE_FWMARK: one bit, as hex (0x1000000) or decimal. */
+export function fwmarkSetting(raw: string | undefined): number {
+  const v = (raw ?? '').trim();
+  if (v === '') return DEFAULT_FWMARK;
+  const n = /^0x[0-9a-fA-F]{1,8}$/.test(v) ? parseInt(v.slice(2), 16) : /^\d{1,10}$/.test(v) ? Number(v) : NaN;
+  if (!Number.isInteger(n) || n <= 0 || n > 0xffffffff || (n & (n - 1)) !== 0) {
+    throw new Error(`TSBRIDGE_FWMARK must be a single bit of the packet mark, e.g. 0x1000000 (got "${raw}")`);
+  }
+  return n >>> 0;
+}
+
+export function firewallWatchSetting(raw: string | undefined): 'monitor' | 'sweep' {
+  const v = (raw ?? '').trim() || 'monitor';
+  if (v !== 'monitor' && v !== 'sweep') throw new Error(`TSBRIDGE_FIREWALL_WATCH must be monitor or sweep (got "${raw}")`);
+  return v;
+}
+
+/**
+ * TSBRIDGE_DOCKER_SOCKET: the Docker API socket the sweep asks, or empty / `off` for none. Not
+ * detected: asking another Docker than the one using the plugin (a second dockerd on the host,
+ * a test run) would make every network look removed, so the socket is named where it is known
+ * — the systemd unit names /var/run/docker.sock. A path that is not a socket when a sweep runs
+ * (dockerd not started yet, a managed plugin without the mount) makes that sweep skip Docker.
+ */
+export function dockerSocketSetting(raw: string | undefined): string | null {
+  const v = (raw ?? '').trim();
+  if (v === '' || v === 'off') return null;
+  const p = v.startsWith('unix://') ? v.slice('unix://'.length) : v;
+  if (!path.isAbsolute(p)) throw new Error(`TSBRIDGE_DOCKER_SOCKET must be the absolute path of Docker's API socket (e.g. /var/run/docker.sock), or off (got "${raw}")`);
+  return path.normalize(p);
 }
 
 function stateDirSetting(raw: string | undefined, instance: string): string {
@@ -104,6 +181,37 @@ export function metricsAddr(raw: string | undefined): MetricsAddr | null {
     throw new Error(`TSBRIDGE_METRICS_ADDR must be IPv4:PORT or [IPv6]:PORT, such as 127.0.0.1:9477 (got "${raw}")`);
   }
   return { host, port };
+}
+
+function etcdConfig(env: NodeJS.ProcessEnv): EtcdConfig {
+  const endpoints = (env.TSBRIDGE_ETCD_ENDPOINTS ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+  for (const e of endpoints) {
+    let u: URL;
+    try {
+      u = new URL(e);
+    } catch {
+      throw new Error(`TSBRIDGE_ETCD_ENDPOINTS: "${e}" is not a URL (e.g. http://10.0.0.5:2379)`);
+    }
+    if ((u.protocol !== 'http:' && u.protocol !== 'https:') || !u.hostname || u.pathname.length > 1) {
+      throw new Error(`TSBRIDGE_ETCD_ENDPOINTS: "${e}" must be http://HOST:PORT or https://HOST:PORT`);
+    }
+  }
+  const ca = env.TSBRIDGE_ETCD_CA ?? '';
+  const cert = env.TSBRIDGE_ETCD_CERT ?? '';
+  const key = env.TSBRIDGE_ETCD_KEY ?? '';
+  if (Boolean(cert) !== Boolean(key)) throw new Error('TSBRIDGE_ETCD_CERT and TSBRIDGE_ETCD_KEY go together (a client certificate and its key)');
+  if ((cert || endpoints.some((e) => e.startsWith('https:'))) && !ca) {
+    throw new Error('TLS to etcd (https:// endpoints, or a client certificate) needs TSBRIDGE_ETCD_CA, the CA of the servers\' certificates');
+  }
+  if (ca && endpoints.some((e) => e.startsWith('http:'))) throw new Error('TSBRIDGE_ETCD_CA is set but an endpoint is http://: use https:// for every endpoint');
+  let prefix = env.TSBRIDGE_ETCD_PREFIX || '/tsbridge/';
+  if (!prefix.endsWith('/')) prefix += '/';
+  if (!/^\/[\x21-\x7e]*$/.test(prefix)) throw new Error(`TSBRIDGE_ETCD_PREFIX must start with / and hold printable characters only (got "${prefix}")`);
+  const leaseTtlSec = positiveInt(env, 'TSBRIDGE_ETCD_LEASE_TTL', 15);
+  if (leaseTtlSec < 2) throw new Error('TSBRIDGE_ETCD_LEASE_TTL must be at least 2 seconds');
+  const vtep = env.TSBRIDGE_VTEP_ADDRESS ?? '';
+  if (vtep && !isIP(vtep)) throw new Error(`TSBRIDGE_VTEP_ADDRESS must be an IPv4 or IPv6 address (got "${vtep}")`);
+  return { endpoints, ca, cert, key, prefix, leaseTtlSec, timeoutMs: positiveInt(env, 'TSBRIDGE_ETCD_TIMEOUT_MS', 3000), vtep };
 }
 
 function positiveInt(env: NodeJS.ProcessEnv, key: string, dflt: number): number {

@@ -17,6 +17,9 @@ import { Metrics } from './metrics/metrics.js';
 import { lockStateDir } from './server/lock.js';
 import { IpLinks } from './kernel/real/links.js';
 import { NftFirewall } from './kernel/real/firewall.js';
+import { NftMonitor } from './kernel/real/nft-monitor.js';
+import { IpInspect } from './kernel/real/inspect.js';
+import { Doctor } from './driver/doctor.js';
 import { detectIptables } from './kernel/real/iptables-variant.js';
 import { ProcSysctl } from './kernel/real/sysctl.js';
 import { ProcHost } from './kernel/real/host.js';
@@ -25,9 +28,14 @@ import { ownerFor } from './kernel/owner.js';
 import { DriverService, kindsRuntime } from './driver/service.js';
 import { KINDS } from './kinds/registry.js';
 import { Reconciler } from './driver/reconcile.js';
+import { Convergence, convergeOnce, DEFAULT_CONFIRM_MS, isEmpty } from './driver/converge.js';
+import { DockerClient } from './docker/client.js';
 import { IpamService } from './ipam/service.js';
 import { DEFAULT_POOLS, parseDefaultPools } from './ipam/pools.js';
 import { createApp, jsonClientErrors } from './server/app.js';
+import { startCluster } from './cluster/start.js';
+import { clusterReport } from './cluster/report.js';
+import { overlayClaims } from './kinds/overlay/claims.js';
 
 export async function start(config: Config, log: Logger): Promise<{ stop: (signal: string) => Promise<void>; metricsAddress: string | null }> {
   // Before anything touches the kernel: another tsbridge on this state directory, or another
@@ -61,16 +69,26 @@ async function startLocked(config: Config, log: Logger, releaseLock: () => Promi
   log.info('iptables variant', { variant: iptables.variant, commands: [iptables.v4, iptables.v6], why: iptables.why });
   const kernel: Kernel = {
     links: new IpLinks(runner, '/sys/class/net', owner.linkAlias),
-    firewall: new NftFirewall(runner, log, { v4: iptables.v4, v6: iptables.v6 }, owner),
+    firewall: new NftFirewall(runner, log, { v4: iptables.v4, v6: iptables.v6 }, owner, {
+      mark: config.fwmark,
+      onReapply: (reason) => metrics.rulesReapplied(reason),
+    }),
     sysctl: new ProcSysctl(config.sysctlRoot),
+    inspect: new IpInspect(runner, config.sysctlRoot, owner.linkAlias),
   };
   const host = new ProcHost();
   const pools = config.defaultPools.trim() ? parseDefaultPools(config.defaultPools) : DEFAULT_POOLS;
-  const ipam = new IpamService(db, host, () => pools);
+  // Overlays: this host in the etcd cluster (registering and watching in the background).
+  const cluster = config.etcd.endpoints.length ? await startCluster(config.etcd, config.stateDir, runner, log, () => overlayClaims(db.state)) : undefined;
+  const ipam = new IpamService(db, host, () => pools, undefined, undefined, cluster ? { cluster, log } : undefined);
   // The kinds of network, and the long-running work of networks: one for the driver and the reconciler.
-  const runtime = kindsRuntime(kernel, log, KINDS);
+  const runtime = kindsRuntime(kernel, log, KINDS, { db, cluster });
   const driver = new DriverService(db, kernel, host, log, runtime);
   const reconciler = new Reconciler(db, kernel, log, runtime);
+  // Convergence with Docker: the sweep asks Docker when TSBRIDGE_DOCKER_SOCKET names its socket;
+  // `tsbridge gc` brings Docker's answer through the admin call either way.
+  const convergence = new Convergence(driver, log, { graceMs: config.gcGraceSec * 1000, confirmMs: DEFAULT_CONFIRM_MS });
+  const dockerEngine = config.dockerSocket ? new DockerClient(config.dockerSocket, 5000) : null;
 
   const t0 = Date.now();
   let report;
@@ -88,7 +106,10 @@ async function startLocked(config: Config, log: Logger, releaseLock: () => Promi
   // Before the socket: a metrics address that cannot be served fails the start before Docker sees the plugin.
   const metricsServer = config.metrics ? await serveMetrics(config.metrics, metrics, log) : null;
   await fs.mkdir(path.dirname(config.socket), { recursive: true });
-  const app = createApp({ driver, ipam, log, metrics, health: () => health.report() });
+  const overlaysHere = () => Object.values(db.state.pools).flatMap((p) => (p.overlay ? [p.overlay.name] : []));
+  const healthReport = () => ({ ...health.report(), ...(cluster ? { cluster: clusterReport(cluster, overlaysHere()) } : {}) });
+  const doctor = new Doctor(db, kernel, runtime.kinds, config.instance, convergence);
+  const app = createApp({ driver, ipam, log, metrics, health: healthReport, convergence, doctor, repair: () => reconciler.startup() });
   const server: Server = await new Promise((resolve, reject) => {
     const s = app.listen(config.socket, () => resolve(s));
     s.on('error', reject);
@@ -97,9 +118,21 @@ async function startLocked(config: Config, log: Logger, releaseLock: () => Promi
   await fs.chmod(config.socket, 0o660);
   log.info('listening', { socket: config.socket, stateDir: config.stateDir, instance: owner.instance, table: owner.table });
 
+  let dockerWhy: string | null = null; // why Docker did not answer the last sweep (logged when it changes)
+  const withDocker = async () => {
+    if (!dockerEngine) return;
+    const { report, unreachable } = await convergeOnce(dockerEngine, convergence);
+    if (unreachable !== dockerWhy) {
+      if (unreachable) log.warn('sweep: Docker did not answer, convergence skipped', { dockerSocket: config.dockerSocket, error: unreachable });
+      else log.info('sweep: Docker answers, converging', { dockerSocket: config.dockerSocket });
+      dockerWhy = unreachable;
+    }
+    if (report && !isEmpty(report.confirming)) log.debug('convergence: waiting to confirm', { confirming: report.confirming });
+  };
   const sweep = async () => {
     const t = Date.now();
     try {
+      await withDocker();
       const endpointsRemoved = await reconciler.sweep();
       const r = { ok: true, seconds: (Date.now() - t) / 1000, endpointsRemoved };
       metrics.sweep(r);
@@ -114,6 +147,31 @@ async function startLocked(config: Config, log: Logger, releaseLock: () => Promi
   const timer = config.gcIntervalSec > 0 ? setInterval(() => void sweep(), config.gcIntervalSec * 1000) : null;
   timer?.unref();
 
+  // Someone else's hands on the rules: noticed at once by `nft monitor` (the sweep checks as well).
+  let checking: Promise<void> | null = null;
+  let again = false;
+  const check = (why: string) => {
+    if (checking) {
+      again = true;
+      return;
+    }
+    log.debug('nft monitor: rules touched by a transaction, checking', { why });
+    checking = reconciler
+      .checkFirewall()
+      .catch((e: unknown) => {
+        log.warn('firewall check failed', { error: e instanceof Error ? e.message : String(e) });
+      })
+      .finally(() => {
+        checking = null;
+        if (again) {
+          again = false;
+          check('more changes meanwhile');
+        }
+      });
+  };
+  const monitor = config.firewallWatch === 'monitor' ? new NftMonitor({ table: owner.table, forwardChain: owner.forwardChain, log, onChange: check }) : null;
+  monitor?.start();
+
   let stopping = false;
   return {
     stop: async (signal: string) => {
@@ -121,6 +179,7 @@ async function startLocked(config: Config, log: Logger, releaseLock: () => Promi
       stopping = true;
       log.info('stopping', { signal, inFlight: db.busy });
       if (timer) clearInterval(timer);
+      await monitor?.stop();
       // Stop accepting, let calls in flight finish (each rolls back on its own failure).
       const closed = new Promise<void>((r) => server.close(() => r()));
       server.closeIdleConnections?.();
@@ -129,6 +188,8 @@ async function startLocked(config: Config, log: Logger, releaseLock: () => Promi
       await db.settle(); // a snapshot being written
       runner.close(); // the long-lived ip and nft
       await driver.shutdown();
+      // The lease is not revoked: peers keep this host's endpoints through a restart within its TTL.
+      await cluster?.stop().catch((e: unknown) => log.warn('stopping the cluster client failed', { error: String(e) }));
       await Promise.race([closed, new Promise((r) => setTimeout(r, 2000))]);
       await fs.rm(config.socket, { force: true });
       if (metricsServer) await new Promise<void>((r) => metricsServer.server.close(() => r()));

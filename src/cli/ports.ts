@@ -9,7 +9,7 @@
  */
 import { KINDS } from '../kinds/registry.js';
 import type { Proto, State } from '../state/types.js';
-import type { Names } from './docker.js';
+import type { Names } from '../docker/client.js';
 import { shortOr, table } from './table.js';
 
 /** One forwarding the kernel does: a (published mapping, address family) pair — one map element. */
@@ -76,8 +76,13 @@ function addrPort(ip: string, port: number): string {
   return `${ip.includes(':') ? `[${ip}]` : ip}:${port}`;
 }
 
-/** The host side as a user would type it: every address of the family is 0.0.0.0 / [::]. */
+/**
+ * The host side as a user would type it: every address of the family is 0.0.0.0 / [::]. A
+ * mapping without a host port (routed gateway mode: the container port opened on the container's
+ * own address) is `(routed)`.
+ */
 export function hostSide(r: PortRow): string {
+  if (r.hostPort === 0) return '(routed)';
   const ip = r.hostIp !== '' ? r.hostIp : r.family === 6 ? '::' : '0.0.0.0';
   return addrPort(ip, r.hostPort);
 }

@@ -4,10 +4,11 @@
  * and the last sweep from the plugin's health call.
  */
 import type { HealthReport } from '../metrics/health.js';
+import type { ClusterReport } from '../cluster/report.js';
 import type { PoolRecord } from '../ipam/types.js';
 import { KINDS } from '../kinds/registry.js';
 import type { Network, PortMapping, State } from '../state/types.js';
-import type { Names } from './docker.js';
+import type { Names } from '../docker/client.js';
 import { duration, shortOr, table } from './table.js';
 
 export interface NetworkStatus {
@@ -134,7 +135,7 @@ export function statusProblems(st: Status): string[] {
 
 function ports(ps: PortMapping[]): string {
   if (ps.length === 0) return '-';
-  const one = (m: PortMapping) => `${m.hostIp ? (m.hostIp.includes(':') ? `[${m.hostIp}]` : m.hostIp) + ':' : ''}${m.hostPort}->${m.containerPort}/${m.proto}`;
+  const one = (m: PortMapping) => m.hostPort === 0 ? `routed ${m.hostIp.includes(':') ? 'IPv6' : 'IPv4'} ${m.containerPort}/${m.proto}` : `${m.hostIp ? (m.hostIp.includes(':') ? `[${m.hostIp}]` : m.hostIp) + ':' : ''}${m.hostPort}->${m.containerPort}/${m.proto}`;
   return ps.length <= 3 ? ps.map(one).join(', ') : `${ps.slice(0, 2).map(one).join(', ')}, … (${ps.length}; tsbridge ports)`;
 }
 
@@ -153,6 +154,49 @@ function pluginLine(p: PluginStatus, now: number): string[] {
     `last sweep  ${sweep ? `${duration((now - Date.parse(sweep.at)) / 1000)} ago, ${sweep.ok ? `ok, ${sweep.endpointsRemoved} endpoints of dead containers removed` : `FAILED: ${sweep.error}`}` : p.sweepIntervalSeconds > 0 ? `none yet (every ${p.sweepIntervalSeconds} s)` : 'off (TSBRIDGE_GC_INTERVAL=0)'}`,
   );
   return lines;
+}
+
+/**
+ * The cluster section: this host in etcd, then per overlay it has, the overlay's hosts and
+ * endpoints as the plugin's etcd watch last saw them. Empty without TSBRIDGE_ETCD_ENDPOINTS.
+ */
+export function formatCluster(c: ClusterReport | undefined, opts: { full?: boolean } = {}): string {
+  if (!c) return '';
+  const lines = [
+    `\nCLUSTER     host ${c.hostId}, VTEP ${c.vtep}, ${c.registered ? 'registered in etcd' : 'NOT registered in etcd (unreachable?): existing endpoints work, new overlay endpoints fail'}${c.loaded ? '' : '; no view of the cluster yet'}`,
+    ...c.conflicts.map((x) => `            ! ${x}`),
+  ];
+  const parts = [lines.join('\n') + '\n'];
+  parts.push(
+    `\nOVERLAYS (${c.overlays.length})\n` +
+      (c.overlays.length
+        ? table(
+            ['OVERLAY', 'VNI', 'SUBNET', 'GATEWAY', 'HOSTS', 'ENDPOINTS'],
+            c.overlays.map((o) => [o.name, o.config ? String(o.config.vni) : '?', o.config?.subnet ?? '(gone from etcd)', o.config?.gateway ?? '-', String(o.hosts.length), String(o.endpoints.length)]),
+          )
+        : ''),
+  );
+  const hosts = c.overlays.flatMap((o) => o.hosts.map((h) => ({ o: o.name, ...h })));
+  if (hosts.length) {
+    parts.push(
+      `\nOVERLAY HOSTS (${hosts.length})\n` +
+        table(
+          ['OVERLAY', 'HOST', 'HOSTNAME', 'VTEP', 'STATE', 'ENDPOINTS'],
+          hosts.map((h) => [h.o, h.id === c.hostId ? `${h.id} (this host)` : h.id, h.hostname || '-', h.vtep || '-', h.registered ? (h.member ? 'member' : 'leaving') : 'lease gone', String(h.endpoints)]),
+        ),
+    );
+  }
+  const eps = c.overlays.flatMap((o) => o.endpoints.map((e) => ({ o: o.name, ...e })));
+  if (eps.length) {
+    parts.push(
+      `\nOVERLAY ENDPOINTS (${eps.length})\n` +
+        table(
+          ['OVERLAY', 'ADDRESS', 'HOST', 'MAC', 'ENDPOINT'],
+          eps.map((e) => [e.o, e.address, e.host === c.hostId ? 'this host' : e.host, e.mac || '(reserved)', e.endpoint ? shortOr(e.endpoint, opts.full) : '-']),
+        ),
+    );
+  }
+  return parts.join('');
 }
 
 /** The human form: a header of facts, then one table per kind of object. */
@@ -194,5 +238,6 @@ export function formatStatus(st: Status, opts: { full?: boolean; now?: number } 
           )
         : ''),
   );
+  if (st.plugin.serving) parts.push(formatCluster(st.plugin.cluster, opts));
   return parts.join('');
 }

@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 export const BRIDGE_PREFIX = 'tsb-';
 export const HOST_VETH_PREFIX = 'tsv';
 export const PEER_VETH_PREFIX = 'tsc';
+export const VXLAN_PREFIX = 'tsx';
 
 /** tsb- + 11 hex of the network ID = 15 characters (IFNAMSIZ - 1). */
 export function bridgeName(networkId: string): string {
@@ -22,6 +23,11 @@ export function peerVethName(endpointId: string): string {
   return PEER_VETH_PREFIX + endpointId.slice(0, 12);
 }
 
+/** An overlay network's VXLAN device: tsx + 12 hex of the network ID. */
+export function vxlanName(networkId: string): string {
+  return VXLAN_PREFIX + networkId.slice(0, 12);
+}
+
 /** A stable, locally administered unicast MAC derived from an ID. */
 export function macFromId(id: string, salt = ''): string {
   const h = createHash('sha256').update(salt + id).digest();
@@ -33,6 +39,6 @@ export function macFromId(id: string, salt = ''): string {
 export function isOurLinkName(name: string): boolean {
   return (
     (name.startsWith(BRIDGE_PREFIX) && name.length === 15) ||
-    ((name.startsWith(HOST_VETH_PREFIX) || name.startsWith(PEER_VETH_PREFIX)) && name.length === 15 && /^[a-z]{3}[0-9a-f]{12}$/.test(name))
+    ((name.startsWith(HOST_VETH_PREFIX) || name.startsWith(PEER_VETH_PREFIX) || name.startsWith(VXLAN_PREFIX)) && name.length === 15 && /^[a-z]{3}[0-9a-f]{12}$/.test(name))
   );
 }

@@ -47,6 +47,17 @@ export interface NetworkSpec {
 /** A network tsbridge holds. */
 export interface Network extends NetworkSpec {
   phase: Phase;
+  /**
+   * When CreateNetwork made it (ms since the epoch); absent on records of an older tsbridge.
+   * Convergence with Docker leaves a network Docker is still creating alone (src/driver/converge.ts).
+   */
+  created?: number;
+  /**
+   * What its kind took over from the host, as it was before (an uplink interface's addresses,
+   * routes, MTU): recorded before the kernel is changed, so it can be given back. Absent for
+   * kinds that take nothing.
+   */
+  adopted?: KindSettings;
 }
 
 /** CreateEndpoint, validated. Addresses carry the pool's prefix length. */
@@ -76,6 +87,8 @@ export interface Endpoint {
   joined: boolean;
   /** Published ports, programmed by ProgramExternalConnectivity. */
   ports: PortMapping[];
+  /** When CreateEndpoint made it (ms since the epoch); absent on records of an older tsbridge. */
+  created?: number;
 }
 
 /** A port binding as Docker sends it; HostPort 0 means "pick one". Ranges arrive one binding per port. */

@@ -18,6 +18,12 @@ export interface PortContext {
   defaultHostIp: string;
   /** Address families the endpoint has (default both): a host address of a family it lacks is refused. */
   families?: { v4: boolean; v6: boolean };
+  /**
+   * Families published on the container's own address (Docker's routed gateway mode): a request
+   * takes no host port there, and becomes a mapping with host port 0 and the family's wildcard
+   * address ('0.0.0.0' / '::') for each such family the endpoint has.
+   */
+  routed?: { v4: boolean; v6: boolean };
 }
 
 function fam(ip: string): 0 | 4 | 6 {
@@ -215,9 +221,36 @@ export function allocatePorts(reqs: PortRequest[], ctx: PortContext): PortMappin
   };
 
   const out: PortMapping[] = [];
+  const families = ctx.families ?? { v4: true, v6: true };
+  const routed = ctx.routed ?? { v4: false, v6: false };
+  const isRouted = (f: 4 | 6) => (f === 4 ? routed.v4 : routed.v6);
+  const has = (f: 4 | 6) => (f === 4 ? families.v4 : families.v6);
+  /** Routed mappings made so far (proto, family, container port): each once. */
+  const direct = new Set<string>();
   for (const r of reqs) {
-    const hostIp = r.hostIp === '' ? ctx.defaultHostIp : r.hostIp;
-    checkHostIp(hostIp, ctx.families ?? { v4: true, v6: true });
+    let hostIp = r.hostIp === '' ? ctx.defaultHostIp : r.hostIp;
+    checkHostIp(hostIp, families);
+    // The families this request publishes in: routed ones open the container port alone.
+    const fams: (4 | 6)[] = hostIp === '' ? [4, 6] : hostIp === '0.0.0.0' ? [4] : hostIp === '::' ? [6] : [fam(hostIp) as 4 | 6];
+    const routedFams = fams.filter(isRouted);
+    if (routedFams.length > 0 && !WILDCARD.has(hostIp)) {
+      // Docker ignores the address then (and logs it): a port meant for one host address would
+      // open on the container's address to every host that routes to it.
+      fail('BAD_ADDRESS', {
+        value: hostIp,
+        detail: 'the network publishes this family in routed mode, on the container\'s own address: a host address has no effect there (use 0.0.0.0 or ::, or none)',
+      });
+    }
+    for (const f of routedFams.filter(has)) {
+      const key = `${r.proto} ${f} ${r.containerPort}`;
+      if (direct.has(key)) continue;
+      direct.add(key);
+      out.push({ proto: r.proto, hostIp: f === 4 ? '0.0.0.0' : '::', hostPort: 0, containerPort: r.containerPort });
+    }
+    const nat = fams.filter((f) => !isRouted(f));
+    // Nothing left to publish on a host port: no NAT family, or (beside a routed one) none the container has.
+    if (nat.length === 0 || (routedFams.length > 0 && !nat.some(has))) continue;
+    if (nat.length < fams.length) hostIp = nat[0] === 4 ? '0.0.0.0' : '::'; // the other family is routed
     let lo: number;
     let hi: number;
     if (r.hostPort === 0) [lo, hi] = ctx.ephemeral;

@@ -3,18 +3,58 @@
  * kind: CreateNetwork / CreateEndpoint and start-up reconciliation both come through here. The
  * kind says what is needed (src/kinds); this file makes it so, idempotently.
  */
+import { fail } from '../errors.js';
 import type { Endpoint, Network } from '../domain/types.js';
 import type { EndpointElements, FirewallView, Kernel, LinkInfo } from '../kernel/types.js';
 import type { Logger } from '../logging.js';
+import type { ClusterService } from '../cluster/service.js';
+import { plainCopy, type Db } from '../state/db.js';
 import type { State } from '../state/types.js';
 import { KINDS } from '../kinds/registry.js';
 import type { EndpointPlan, KindContext, KindRegistry, NetworkPlan, Running } from '../kinds/types.js';
 
-/** Makes the kernel hold what the network's plan says: its links, routes and sysctls (not its rules). */
-export async function realizeNetwork(kernel: Kernel, plan: NetworkPlan): Promise<void> {
+/**
+ * Makes the kernel hold what the network's plan says: its links, routes and sysctls, then the
+ * uplinks it takes over (not its rules). An uplink that does not exist fails the call, unless
+ * `missingUplink` is given (start-up: the network comes back without it, and that is said).
+ */
+export async function realizeNetwork(kernel: Kernel, plan: NetworkPlan, missingUplink?: (name: string) => void): Promise<void> {
   if (plan.bridge) await kernel.links.ensureBridge(plan.bridge);
+  if (plan.vxlan) await kernel.links.ensureVxlan(plan.vxlan);
   if (plan.routes.length) await kernel.links.ensureRoutes(plan.routes);
-  for (const s of plan.sysctls) await kernel.sysctl.ensure(s.key, s.value);
+  for (const s of plan.sysctls) {
+    if (s.optional) await kernel.sysctl.ensure(s.key, s.value).catch(() => undefined);
+    else await kernel.sysctl.ensure(s.key, s.value);
+  }
+  for (const u of plan.uplinks ?? []) {
+    if ((await kernel.links.adoptUplink(u)) === 'missing') {
+      if (!missingUplink) fail('KERNEL', { op: `taking ${u.name} as a port of ${u.bridge}`, detail: `there is no interface named ${u.name}` });
+      missingUplink(u.name);
+    }
+  }
+}
+
+/**
+ * Gives back what the network took over from the host (its uplinks, as they were), before its
+ * links are deleted. An uplink that is gone is fine: there is nothing left to give back.
+ */
+export async function releaseNetwork(kernel: Kernel, plan: NetworkPlan): Promise<void> {
+  for (const u of plan.uplinks ?? []) await kernel.links.releaseUplink(u);
+}
+
+/** Interface names a network's plan claims: the links it makes and the uplinks it takes over. */
+export function claimedNames(plan: NetworkPlan): string[] {
+  return [...plan.links, ...(plan.uplinks ?? []).map((u) => u.name)];
+}
+
+/**
+ * Removes what realizeNetwork made of the network's plan — its routes (those through no link do
+ * not go by themselves), then its links — and `links` besides (its endpoints' veths). Sysctls stay:
+ * they are host-wide switches other networks (and Docker) rely on, or went with their link.
+ */
+export async function unrealizeNetwork(kernel: Kernel, plan: NetworkPlan, links: string[] = []): Promise<void> {
+  if (plan.routes.length) await kernel.links.deleteRoutes(plan.routes);
+  await kernel.links.deleteLinks([...links, ...plan.links]);
 }
 
 /**
@@ -99,9 +139,32 @@ export class Lifecycles {
 export interface KindsRuntime {
   kinds: KindRegistry;
   lifecycles: Lifecycles;
+  /** What kinds' hooks get. */
+  ctx: KindContext;
 }
 
-export function kindsRuntime(kernel: Kernel, log: Logger, kinds: KindRegistry = KINDS): KindsRuntime {
-  const ctx: KindContext = { kernel, log };
-  return { kinds, lifecycles: new Lifecycles(kinds, ctx) };
+/** What a runtime may add to the kinds' context: the state (for running networks to update) and the cluster. */
+export interface RuntimeExtras {
+  db?: Db;
+  cluster?: ClusterService;
+}
+
+export function kindsRuntime(kernel: Kernel, log: Logger, kinds: KindRegistry = KINDS, extras: RuntimeExtras = {}): KindsRuntime {
+  const { db, cluster } = extras;
+  const ctx: KindContext = { kernel, log, cluster };
+  if (db) {
+    ctx.state = () => db.state;
+    ctx.updateSettings = (networkId, change) =>
+      db.tx(async (s) => {
+        const n = s.networks[networkId];
+        if (!n || n.phase !== 'ready') return;
+        const next = change(plainCopy(n.settings));
+        if (!next) return;
+        n.settings = next;
+        // Kernel first: a failure leaves the saved state as it was (and memory too: Db puts it back).
+        await kernel.firewall.apply(firewallView(s, kinds));
+        await db.save();
+      });
+  }
+  return { kinds, lifecycles: new Lifecycles(kinds, ctx), ctx };
 }

@@ -8,7 +8,7 @@ import type { Logger } from '../logging.js';
 import type { Kernel } from '../kernel/types.js';
 import type { Db } from '../state/db.js';
 import { isOurLinkName } from '../domain/names.js';
-import { firewallView, kindsRuntime, realizeEndpoint, realizeNetwork, type KindsRuntime } from './realize.js';
+import { claimedNames, firewallView, kindsRuntime, realizeEndpoint, realizeNetwork, releaseNetwork, type KindsRuntime } from './realize.js';
 
 export interface ReconcileReport {
   networksRestored: number;
@@ -19,6 +19,9 @@ export interface ReconcileReport {
 }
 
 export class Reconciler {
+  /** Joined endpoints whose container end the last sweep found back in the host namespace. */
+  private peerBack = new Set<string>();
+
   constructor(
     private readonly db: Db,
     private readonly kernel: Kernel,
@@ -29,9 +32,9 @@ export class Reconciler {
   async startup(): Promise<ReconcileReport> {
     const { kinds, lifecycles } = this.runtime;
     return this.db.tx(async (s) => {
-      // A network of a kind this version does not know (a newer one wrote the state): refuse
-      // before anything is changed.
-      for (const n of Object.values(s.networks)) kinds.get(n.kind);
+      // A network of a kind this version does not know (a newer one wrote the state), or a
+      // record its kind cannot read: refuse before anything is changed.
+      for (const n of Object.values(s.networks)) kinds.get(n.kind).network(n);
       const report: ReconcileReport = { networksRestored: 0, networksDropped: 0, endpointsDropped: 0, vethsRecreated: 0, staleLinksRemoved: [] };
       const links = new Map((await this.kernel.links.list()).map((l) => [l.name, l]));
       const toDelete: string[] = [];
@@ -39,15 +42,31 @@ export class Reconciler {
       for (const n of Object.values(s.networks)) {
         if (n.phase !== 'ready') {
           // creating: never answered to Docker (it retries); deleting: Docker already forgot it.
-          toDelete.push(...kinds.get(n.kind).network(n).links);
+          // What it took over from the host (an uplink and the addresses moved with it) is
+          // given back first; when that fails the record stays, for the next start.
+          const plan = kinds.get(n.kind).network(n);
+          try {
+            await releaseNetwork(this.kernel, plan);
+          } catch (e) {
+            this.log.error('could not give back what a half-made or half-deleted network took over from the host; its record is kept for the next start', {
+              networkId: n.id.slice(0, 12), kind: n.kind, adopted: JSON.stringify(n.adopted ?? null), error: String(e),
+            });
+            n.phase = 'deleting';
+            continue;
+          }
+          if (plan.routes.length) await this.kernel.links.deleteRoutes(plan.routes);
+          toDelete.push(...plan.links);
           delete s.networks[n.id];
           report.networksDropped++;
         }
       }
       for (const e of Object.values(s.endpoints)) {
         const net = s.networks[e.networkId];
-        const gone = e.joined && !links.has(e.hostVeth); // its container's namespace died with the veth
-        if (!net || e.phase !== 'ready' || gone) {
+        // Its container is gone: the veth died with the container's namespace, or Docker removed
+        // the container while the plugin was down and moved the container's end back to the host
+        // (as it does when tearing a sandbox down). No Join is in flight: the socket is not open yet.
+        const gone = e.joined && (!links.has(e.hostVeth) || links.has(e.peerVeth));
+        if (!net || net.phase !== 'ready' || e.phase !== 'ready' || gone) {
           toDelete.push(e.hostVeth, e.peerVeth);
           delete s.endpoints[e.id];
           report.endpointsDropped++;
@@ -59,15 +78,19 @@ export class Reconciler {
       const known = new Set<string>();
       for (const n of Object.values(s.networks)) {
         const plan = kinds.get(n.kind).network(n);
-        await realizeNetwork(this.kernel, plan);
-        for (const l of plan.links) known.add(l);
+        for (const l of claimedNames(plan)) known.add(l);
+        if (n.phase !== 'ready') continue; // kept above: its uplink is still to be given back
+        // An uplink that is gone (unplugged, renamed) does not keep the others down.
+        await realizeNetwork(this.kernel, plan, (name) =>
+          this.log.error('uplink missing: the network comes back without its way to the LAN; restart tsbridge once the interface is back', { networkId: n.id.slice(0, 12), uplink: name }),
+        );
         report.networksRestored++;
       }
       for (const e of Object.values(s.endpoints)) {
         const net = s.networks[e.networkId]!;
         known.add(e.hostVeth).add(e.peerVeth);
         const have = links.get(e.hostVeth) ?? null;
-        if (!have && e.joined) continue; // dropped above: its container is gone
+        if (!have && e.joined) continue; // dropped above: its container is gone (not reached: dropped endpoints are no longer in the state)
         const done = await realizeEndpoint(this.kernel, kinds.get(net.kind).endpoint(e, net), have);
         if (done === 'created') report.vethsRecreated++;
       }
@@ -78,11 +101,23 @@ export class Reconciler {
       await this.kernel.links.deleteLinks(stale);
       report.staleLinksRemoved = stale;
       await this.kernel.firewall.apply(firewallView(s, kinds));
-      for (const n of Object.values(s.networks)) {
+      for (const n of Object.values(s.networks).filter((x) => x.phase === 'ready')) {
         // A network's work failing to start does not keep the others (or the socket) down.
         await lifecycles.start(n).catch((e: unknown) => this.log.error('a network\'s work did not start', { networkId: n.id.slice(0, 12), kind: n.kind, error: String(e) }));
       }
       return report;
+    });
+  }
+
+  /**
+   * Checks tsbridge's rules against the state now (the firewall's refresh, under the state
+   * lock): a table, chain, rule or set element someone else removed is applied again, and so is
+   * a removed forward shim. What the nft monitor calls when another program touched them.
+   */
+  async checkFirewall(): Promise<void> {
+    const { kinds } = this.runtime;
+    await this.db.tx(async (s) => {
+      await this.kernel.firewall.refresh(firewallView(s, kinds));
     });
   }
 
@@ -94,15 +129,36 @@ export class Reconciler {
   async sweep(): Promise<number> {
     const { kinds } = this.runtime;
     return this.db.tx(async (s) => {
+      // Also what someone else did to tsbridge's rules: re-applied in full when they are gone or altered.
       if (Object.keys(s.networks).length > 0) await this.kernel.firewall.refresh(firewallView(s, kinds));
       const joined = Object.values(s.endpoints).filter((e) => e.joined && e.phase === 'ready');
-      if (joined.length === 0) return 0;
+      if (joined.length === 0) {
+        this.peerBack.clear();
+        return 0;
+      }
       const links = new Set((await this.kernel.links.list()).map((l) => l.name));
-      const dead = joined.filter((e) => !links.has(e.hostVeth));
+      // A joined endpoint whose container end is in the host namespace: Docker moved it back when
+      // it removed the container while the plugin was down — or Docker has not moved it into the
+      // container yet, for the few milliseconds after Join. Only the second sweep in a row that
+      // sees it so counts it dead.
+      const back = new Set(joined.filter((e) => links.has(e.hostVeth) && links.has(e.peerVeth)).map((e) => e.id));
+      const dead = joined.filter((e) => !links.has(e.hostVeth) || (back.has(e.id) && this.peerBack.has(e.id)));
+      this.peerBack = new Set([...back].filter((id) => !dead.some((e) => e.id === id)));
       if (dead.length === 0) return 0;
       for (const e of dead) delete s.endpoints[e.id];
-      await this.kernel.firewall.apply(firewallView(s, kinds));
-      await this.db.save();
+      try {
+        await this.kernel.firewall.apply(firewallView(s, kinds));
+        await this.db.save();
+      } catch (err) {
+        // Db puts the records back in memory; the kernel gets their elements back too.
+        for (const e of dead) s.endpoints[e.id] = e;
+        await this.kernel.firewall.apply(firewallView(s, kinds)).catch((x: unknown) => this.log.warn('rollback step failed', { op: 'sweep', error: String(x) }));
+        throw err;
+      }
+      // Their veths, where Docker left them in the host: no state names them any more (a failure
+      // here leaves links that start-up removes).
+      const leftover = dead.filter((e) => links.has(e.hostVeth)).flatMap((e) => [e.hostVeth, e.peerVeth]);
+      if (leftover.length) await this.kernel.links.deleteLinks(leftover).catch((x: unknown) => this.log.warn('removing the veths of dead containers failed', { error: String(x) }));
       this.log.info('swept endpoints of dead containers', { endpoints: dead.map((e) => e.id.slice(0, 12)) });
       return dead.length;
     });

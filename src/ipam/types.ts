@@ -22,6 +22,30 @@ export interface PoolRecord {
   allocated: Record<string, AllocKind>;
   /** The last address handed out dynamically (round robin continues after it), or null. */
   cursor: string | null;
+  /**
+   * RequestPool calls answered with this pool and not released yet (absent: 1). A retried
+   * RequestPool for the same subnet gets the same pool while nothing uses it; each ReleasePool
+   * takes one claim back, the last one removes the pool.
+   */
+  claims?: number;
+  /** When it was (last) requested, ms since the epoch; absent on records of an older tsbridge. */
+  created?: number;
+  /** When each held address was allocated, ms since the epoch (convergence spares young ones). */
+  since?: Record<string, number>;
+  /**
+   * Set for the pool of an overlay (`--ipam-opt io.tsbridge.overlay=NAME`): its addresses are
+   * allocated cluster-wide in etcd and only recorded here; the config is the overlay's as joined.
+   */
+  overlay?: OverlayPool;
+}
+
+/** An overlay's config as this host joined it (src/cluster). */
+export interface OverlayPool {
+  name: string;
+  vni: number;
+  /** The anycast gateway (no prefix length) and its MAC. */
+  gateway: string;
+  gatewayMac: string;
 }
 
 /** A default pool: carve `base` into subnets of prefix length `size`. */

@@ -11,7 +11,9 @@
  */
 import type { Logger } from '../logging.js';
 import type { Endpoint, JoinInfo, KindSettings, Network, NetworkSpec, PortMapping } from '../domain/types.js';
-import type { BridgeSpec, Element, Kernel, NetworkRules, RouteSpec, SysctlSetting, VethSpec } from '../kernel/types.js';
+import type { BridgeSpec, Element, Kernel, NetworkRules, RouteSpec, SysctlSetting, UplinkSpec, VethSpec, VxlanSpec } from '../kernel/types.js';
+import type { ClusterService } from '../cluster/service.js';
+import type { State } from '../state/types.js';
 
 /** A network's common fields, parsed by the protocol edge before its kind parses its own options. */
 export type CommonNetwork = Omit<NetworkSpec, 'kind' | 'settings'>;
@@ -19,10 +21,12 @@ export type CommonNetwork = Omit<NetworkSpec, 'kind' | 'settings'>;
 /** `-o` options as the user gave them: strings. */
 export type KindOptions = Readonly<Record<string, string>>;
 
-/** What a network needs from the kernel, made in this order: links, then routes, then sysctls. */
+/** What a network needs from the kernel, made in this order: links, then routes, then sysctls, then uplinks. */
 export interface NetworkPlan {
   /** Its bridge, created or brought to spec; null for a kind without one. */
   bridge: BridgeSpec | null;
+  /** A VXLAN device on that bridge (an overlay's tunnel end), made after the bridge; absent for most kinds. */
+  vxlan?: VxlanSpec;
   /**
    * Links the network makes and removes with it: they must be free when it is created, and
    * start-up keeps them (and removes those of networks that are gone).
@@ -30,6 +34,12 @@ export interface NetworkPlan {
   links: string[];
   routes: RouteSpec[];
   sysctls: SysctlSetting[];
+  /**
+   * Existing host interfaces it takes over as ports of its bridge (a LAN uplink): no other
+   * network may take them or name a link after them; given back as they were (`was`) when the
+   * network goes. Absent or empty for a kind that takes none.
+   */
+  uplinks?: UplinkSpec[];
 }
 
 /** What an endpoint needs from the kernel, made in this order: the veth pair, routes, sysctls. */
@@ -43,12 +53,28 @@ export interface EndpointPlan {
 export interface Publishing {
   /** Host address of ports requested without one ('' = every address). */
   defaultHostIp: string;
+  /**
+   * Families whose ports are published on the container's own address instead of a host port
+   * (Docker's routed gateway mode): no host port is taken, the host address of a request only
+   * says which family (src/driver/ports.ts). None when absent.
+   */
+  routed?: { v4: boolean; v6: boolean };
 }
 
 /** What a kind's lifecycle hooks may use. */
 export interface KindContext {
   kernel: Kernel;
   log: Logger;
+  /** The cluster this host is in (etcd); undefined unless TSBRIDGE_ETCD_ENDPOINTS is set. */
+  cluster?: ClusterService;
+  /** The state as it is now, read only (absent where no state is kept, e.g. some unit tests). */
+  state?: () => Readonly<State>;
+  /**
+   * Changes a running network's settings (what its long-running work learned, e.g. an overlay's
+   * peers): the firewall is re-applied with them, then they are saved — in one state transaction.
+   * `change` returns null to change nothing.
+   */
+  updateSettings?(networkId: string, change: (settings: KindSettings) => KindSettings | null): Promise<void>;
 }
 
 /** Long-running work a kind does for a network (an etcd watch programming FDB entries, …). */
@@ -57,16 +83,33 @@ export interface Running {
 }
 
 /** Optional hooks, for kinds that do more than what their plans and rules say. */
+/** What a kind's beforeCreate found (KindLifecycle.beforeCreate). */
+export interface BeforeCreateResult {
+  settings?: KindSettings;
+  adopted?: KindSettings;
+}
+
 export interface KindLifecycle {
   /**
    * Checks against the host that parsing options cannot make (an uplink interface exists, holds
-   * no address). Runs before anything of the network is saved or made; a throw refuses it.
+   * no address; an overlay's cluster). Runs before anything of the network is saved or made; a
+   * throw refuses it. May return
+   * - `settings`: the settings completed with what only the host or the cluster knows (an
+   *   overlay's VNI and gateway MAC, this host's underlay address); they are what gets saved;
+   * - `adopted`: what the network takes over from the host as it is now (an uplink's addresses
+   *   and routes), stored with the network before anything is changed, so the plans (and a
+   *   restart after a crash) can give it back.
    */
-  beforeCreate?(net: Network, ctx: KindContext): Promise<void>;
+  beforeCreate?(net: Network, ctx: KindContext): Promise<BeforeCreateResult | void>;
   /** Starts the network's long-running work: after it was created, and at every start-up. */
   start?(net: Network, ctx: KindContext): Promise<Running>;
   /** After the network's links and rules are gone (its work already stopped). */
   afterDelete?(net: Network, ctx: KindContext): Promise<void>;
+  /**
+   * After an endpoint's links and elements are made, before it is saved (an overlay records its
+   * MAC in etcd); a throw undoes the endpoint.
+   */
+  endpointCreated?(ep: Endpoint, net: Network, ctx: KindContext): Promise<void>;
 }
 
 export interface Kind {
@@ -74,6 +117,13 @@ export interface Kind {
   readonly name: string;
   /** The `-o` keys it accepts besides the common ones (docs/options.md lists them). */
   readonly options: readonly string[];
+  /**
+   * True for a kind whose subnets are those of a host link (a LAN uplink: its subnet is the LAN's,
+   * its gateway the LAN's router). A new network of such a kind skips the checks that keep other
+   * networks off the host's default route, its uplink subnet and its nameservers
+   * (src/driver/subnets.ts, checkAgainstHost); its own `beforeCreate` checks the host instead.
+   */
+  readonly sharesHostSubnet?: boolean;
   /** True when these options ask for this kind without naming a mode (e.g. an uplink interface given). */
   claims?(options: KindOptions): boolean;
   /**
@@ -95,7 +145,11 @@ export interface Kind {
   members(ep: Endpoint, net: Network): Element[];
   /** The elements that publish these ports of an endpoint. */
   ports(ep: Endpoint, net: Network, ports: PortMapping[]): Element[];
-  /** How it publishes ports; null when it publishes none (an internal network never does). */
+  /**
+   * How it publishes ports; null when it publishes none (an internal network never does). Asked
+   * only when ports are requested: a kind on which publishing makes no sense throws a clear
+   * error (NO_PUBLISHING) rather than let `-p` look applied.
+   */
   publishing(net: Network): Publishing | null;
 
   /** What Join answers for an endpoint. */

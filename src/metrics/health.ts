@@ -5,6 +5,7 @@
  * sweeps stop finishing.
  */
 import type { ReconcileResult, SweepResult } from './metrics.js';
+import type { ClusterReport } from '../cluster/report.js';
 
 export interface Outcome {
   /** ISO time it ended. */
@@ -37,6 +38,8 @@ export interface HealthReport {
   callsInFlight: number;
   networks: number;
   endpoints: number;
+  /** With TSBRIDGE_ETCD_ENDPOINTS: this host in the cluster and its overlays (src/cluster/report.ts). */
+  cluster?: ClusterReport;
 }
 
 export interface HealthInfo {

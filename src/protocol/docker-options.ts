@@ -18,20 +18,6 @@ export const DOCKER_APPLIED_OPTIONS = {
   ENABLE_IPV6: 'com.docker.network.enable_ipv6',
 } as const;
 
-/** Gateway modes (`gateway_mode_ipv4` / `gateway_mode_ipv6`, Docker 27+). */
-export const GATEWAY_MODE_OPTIONS = {
-  IPV4: 'com.docker.network.bridge.gateway_mode_ipv4',
-  IPV6: 'com.docker.network.bridge.gateway_mode_ipv6',
-} as const;
-
-/** What tsbridge says about each gateway mode Docker knows: undefined = supported (tsbridge's behaviour). */
-export const GATEWAY_MODES: Record<string, string | undefined> = {
-  nat: undefined,
-  'nat-unprotected': 'tsbridge does not support gateway mode nat-unprotected: it always drops direct access to unpublished container ports',
-  routed: 'tsbridge does not support gateway mode routed yet (routed gateways are planned)',
-  isolated: 'tsbridge does not support gateway mode isolated (an internal network without a gateway address); use --internal',
-};
-
 /** Options of Docker's bridge tsbridge refuses by name, with what Docker's bridge does with them. */
 export const REFUSED_OPTIONS: Record<string, string> = {
   'com.docker.network.bridge.trusted_host_interfaces': 'host interfaces allowed direct access to container addresses and unpublished ports',
@@ -40,24 +26,14 @@ export const REFUSED_OPTIONS: Record<string, string> = {
 };
 
 const DOCKER_APPLIED = new Set<string>(Object.values(DOCKER_APPLIED_OPTIONS));
-const GATEWAY = new Set<string>(Object.values(GATEWAY_MODE_OPTIONS));
 
 /**
  * Checks one user `-o` option of CreateNetwork that tsbridge does not implement itself.
- * Docker-applied options and a supported gateway mode pass; everything else is refused: known
- * options of Docker's bridge with a message saying tsbridge does not support them, unknown ones
- * by name.
+ * Docker-applied options pass; everything else is refused: known options of Docker's bridge with
+ * a message saying tsbridge does not support them, unknown ones by name. (The gateway modes,
+ * `gateway_mode_ipv4` / `_ipv6`, are the bridge kind's own options: src/kinds/bridge/settings.ts.)
  */
-export function checkDockerOption(key: string, value: unknown): void {
+export function checkDockerOption(key: string): void {
   if (DOCKER_APPLIED.has(key)) return;
-  if (GATEWAY.has(key)) {
-    const mode = String(value);
-    if (!(mode in GATEWAY_MODES)) {
-      fail('BAD_OPTION', { option: key, value: mode, detail: `unknown gateway mode (Docker's are ${Object.keys(GATEWAY_MODES).join(', ')})` });
-    }
-    const refusal = GATEWAY_MODES[mode];
-    if (refusal !== undefined) fail('BAD_OPTION', { option: key, value: mode, detail: refusal });
-    return;
-  }
   fail('UNSUPPORTED_OPTION', { option: key });
 }

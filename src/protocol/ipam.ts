@@ -13,6 +13,8 @@ import { fail } from '../errors.js';
 import type { AllocKind } from '../ipam/types.js';
 import { optionalString, requireObject } from './validate.js';
 import { GATEWAY_REQUEST } from './wire.js';
+import { OVERLAY_NAME } from '../cluster/keys.js';
+import { OVERLAY_OPTION } from '../kinds/overlay/settings.js';
 
 /** A tsbridge IPAM option: which calls take it, and how its value is checked. */
 export interface IpamOption {
@@ -21,11 +23,17 @@ export interface IpamOption {
   parse(value: string, key: string): string;
 }
 
-/**
- * tsbridge's own IPAM options, `io.tsbridge.…`: none yet. (The overlay will declare
- * `io.tsbridge.overlay` here.) A key under the prefix that is not in this table is refused.
- */
-export const IPAM_OPTIONS: Record<string, IpamOption> = {};
+/** tsbridge's own IPAM options, `io.tsbridge.…`. A key under the prefix that is not in this table is refused. */
+export const IPAM_OPTIONS: Record<string, IpamOption> = {
+  // The pool of an overlay: its addresses are allocated across hosts in etcd (docs/overlay.md).
+  [OVERLAY_OPTION]: {
+    calls: ['RequestPool'],
+    parse(value, key) {
+      if (!OVERLAY_NAME.test(value)) fail('BAD_OPTION', { option: key, value, detail: 'an overlay name is 1-63 of letters, digits, ".", "_", "-", starting with a letter or digit' });
+      return value;
+    },
+  },
+};
 
 /** Key Docker puts in RequestAddress's options to ask for the gateway's address. */
 export const REQUEST_ADDRESS_TYPE = 'RequestAddressType';
@@ -70,7 +78,7 @@ export interface PoolRequestSpec {
   pool: string;
   subPool: string;
   v6: boolean;
-  /** tsbridge's own options given (none exist yet). */
+  /** tsbridge's own options given (io.tsbridge.overlay). */
   options: Record<string, string>;
 }
 

@@ -59,7 +59,7 @@ export function parseCreateNetwork(body: unknown, kinds: KindRegistry = KINDS): 
   for (const [key, value] of Object.entries(generic)) {
     if (!known.has(key)) {
       // Refused, or one tsbridge need not act on (Docker applies it, or it names the default).
-      checkDockerOption(key, value);
+      checkDockerOption(key);
       continue;
     }
     if (typeof value !== 'string') fail('BAD_OPTION', { option: key, value: JSON.stringify(value), detail: 'expected a string' });

@@ -33,6 +33,29 @@ export function interfaceName(v: string, option: string): string {
   return v;
 }
 
+/**
+ * Names the kernel or tsbridge give a meaning of their own, refused for a link tsbridge makes:
+ * `all` and `default` are the sysctl directories net.ipv4.conf.{all,default} (a bridge named
+ * `all` would turn route_localnet on for every interface), `lo` the loopback.
+ */
+const RESERVED_LINK_NAMES = new Set(['all', 'default', 'lo']);
+
+/**
+ * The name of a link tsbridge makes at the user's request (a bridge): an interface name, not a
+ * reserved one, not starting with `-` (read as an option by `ip`), and not of the forms tsbridge
+ * gives its own links (`tsb-…`, `tsv…`, `tsc…`: a later network or endpoint would be given the
+ * same name, and start-up takes such names for its own leftovers). An existing interface of that
+ * name is refused when the network is created (BRIDGE_NAME_IN_USE).
+ */
+export function ownLinkName(v: string, option: string, generatedPrefixes: readonly string[]): string {
+  if (v.startsWith('-')) fail('BAD_OPTION', { option, value: v, detail: 'an interface name must not start with "-"' });
+  interfaceName(v, option);
+  if (RESERVED_LINK_NAMES.has(v)) fail('BAD_OPTION', { option, value: v, detail: `"${v}" is reserved (${v === 'lo' ? 'the loopback interface' : `net.ipv4.conf.${v} is not an interface's sysctls`})` });
+  const own = generatedPrefixes.find((p) => v.startsWith(p));
+  if (own) fail('BAD_OPTION', { option, value: v, detail: `names starting with "${own}" are those tsbridge gives its own links` });
+  return v;
+}
+
 /** Parses like Go's strconv.ParseBool, which is what Docker users are used to. */
 export function goBool(v: unknown, option: string): boolean {
   if (typeof v === 'boolean') return v;

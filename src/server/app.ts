@@ -19,7 +19,11 @@ import type { Metrics } from '../metrics/metrics.js';
 import { parseRequestAddress, parseReleaseAddress, parseReleasePool, parseRequestPool } from '../protocol/ipam.js';
 import { parseCreateEndpoint, parseCreateNetwork, parseIds, parsePortBindings } from '../protocol/network.js';
 import { dockerId, requireObject } from '../protocol/validate.js';
+import { OVERLAY_OPTION } from '../kinds/overlay/settings.js';
 import { errorReply } from './reply.js';
+import { adminRoutes } from './admin.js';
+import type { Convergence } from '../driver/converge.js';
+import type { Doctor } from '../driver/doctor.js';
 
 type Handler = (body: Record<string, unknown>) => Promise<unknown>;
 
@@ -41,6 +45,11 @@ export interface AppDeps {
   implements?: string[];
   metrics?: Metrics;
   health?: () => HealthReport;
+  /** Convergence with Docker, fed by `tsbridge gc` through the admin call (src/server/admin.ts). */
+  convergence?: Convergence;
+  /** `tsbridge doctor` and its `--fix` (src/server/admin.ts). */
+  doctor?: Doctor;
+  repair?: () => Promise<unknown>;
 }
 
 /** Largest body accepted: 10,000 port bindings (the most one call may carry) take under 1 MiB. */
@@ -113,8 +122,8 @@ export function routes(d: AppDeps): Map<string, Route> {
     ['/IpamDriver.GetCapabilities', none(async () => ({ RequiresMACAddress: false, RequiresRequestReplay: false }))],
     ['/IpamDriver.GetDefaultAddressSpaces', none(async () => ({ LocalDefaultAddressSpace: 'local', GlobalDefaultAddressSpace: 'global' }))],
     ['/IpamDriver.RequestPool', withArgs(async (b) => {
-      const { pool, subPool, v6 } = parseRequestPool(b);
-      const r = await d.ipam.requestPool({ pool, subPool, v6 });
+      const { pool, subPool, v6, options } = parseRequestPool(b);
+      const r = await d.ipam.requestPool({ pool, subPool, v6, overlay: options[OVERLAY_OPTION] ?? '' });
       return { PoolID: r.poolId, Pool: r.pool, Data: {} };
     })],
     ['/IpamDriver.ReleasePool', withArgs(async (b) => {
@@ -130,6 +139,8 @@ export function routes(d: AppDeps): Map<string, Route> {
       await d.ipam.releaseAddress(poolId, address);
       return {};
     })],
+    // tsbridge's own calls on the same socket (Docker never makes them): src/server/admin.ts.
+    ...adminRoutes(d).map(([path, handler]) => [path, withArgs(handler)] as [string, Route]),
   ]);
 }
 

@@ -1,6 +1,6 @@
 import { Mutex } from './mutex.js';
 import { encodeEndpoint, encodeNetwork } from './disk.js';
-import type { Change } from './journal.js';
+import { applyAddresses, type Change } from './journal.js';
 import { isCompacting, type StateStore } from './store.js';
 import type { State } from './types.js';
 import type { AllocKind, PoolRecord } from '../ipam/types.js';
@@ -45,6 +45,19 @@ function unwrap<T>(v: T, seen = new Set<object>()): T {
     }
   }
   return v;
+}
+
+/**
+ * A deep copy of state data (plain JSON-like values) — also of what an operation read through
+ * its tracked state, which structuredClone refuses (proxies).
+ */
+export function plainCopy<T>(v: T): T {
+  if (!isObject(v)) return v;
+  const t = targets.get(v) ?? v;
+  if (Array.isArray(t)) return t.map((x: unknown) => plainCopy(x)) as T;
+  const o: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(t)) o[k] = plainCopy(x);
+  return o as T;
 }
 
 function clone<T>(v: T): T {
@@ -163,17 +176,31 @@ export class Db {
     return ops;
   }
 
-  /** A pool's change: its addresses taken and released when only those (and the cursor) changed. */
+  /**
+   * A pool's change: its addresses taken and released (with their allocation times and the
+   * cursor) when only those changed; the whole pool otherwise (a claim, its creation time).
+   */
   private poolChange(id: string, now: PoolRecord | null): Change {
     const was = this.committedPools.get(id);
-    if (!now || !was) return { t: 'pool', id, v: clone(now) };
-    const same = was.id === now.id && was.family === now.family && was.pool === now.pool && was.subPool === now.subPool && was.auto === now.auto;
-    if (!same) return { t: 'pool', id, v: clone(now) };
+    const whole: Change = { t: 'pool', id, v: clone(now) };
+    if (!now || !was) return whole;
+    const { allocated: wa, cursor: _wc, since: ws, ...wrest } = was;
+    const { allocated: na, cursor: _nc, since: ns, ...nrest } = now;
+    if (JSON.stringify(wrest) !== JSON.stringify(nrest)) return whole;
     const set: Record<string, AllocKind> = {};
     const del: string[] = [];
-    for (const [a, k] of Object.entries(now.allocated)) if (was.allocated[a] !== k) set[a] = k;
-    for (const a of Object.keys(was.allocated)) if (!Object.hasOwn(now.allocated, a)) del.push(a);
-    return { t: 'addr', id, set, del, cursor: now.cursor };
+    for (const [a, k] of Object.entries(na)) if (wa[a] !== k) set[a] = k;
+    for (const a of Object.keys(wa)) if (!Object.hasOwn(na, a)) del.push(a);
+    const op: Change = { t: 'addr', id, set, del, cursor: now.cursor };
+    if (ns === undefined) return ws === undefined ? op : whole;
+    // Allocation times: those set or changed go along; one that went must be of a released address.
+    const sinceSet: Record<string, number> = {};
+    for (const [a, t] of Object.entries(ns)) if (ws?.[a] !== t) sinceSet[a] = t;
+    const released = new Set(del);
+    for (const a of Object.keys(ws ?? {})) if (!Object.hasOwn(ns, a) && !released.has(a)) return whole;
+    for (const a of del) if (Object.hasOwn(ns, a)) return whole;
+    if (ws === undefined || Object.keys(sinceSet).length > 0) op.since = sinceSet;
+    return op;
   }
 
   /** Keeps the committed pools in step with what was just committed. */
@@ -183,10 +210,7 @@ export class Db {
         if (op.v) this.committedPools.set(op.id, clone(op.v));
         else this.committedPools.delete(op.id);
       } else if (op.t === 'addr') {
-        const p = this.committedPools.get(op.id)!;
-        for (const a of op.del) delete p.allocated[a];
-        Object.assign(p.allocated, op.set);
-        p.cursor = op.cursor;
+        applyAddresses(this.committedPools.get(op.id)!, op);
       }
     }
   }

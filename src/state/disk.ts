@@ -4,6 +4,8 @@
  *
  *   v1  networks were all NAT bridges: their bridge options sat on the network record.
  *   v2  a network has a kind; what only its kind reads sits in `settings`. IPv4 may be absent.
+ *       Optional `adopted`: what its kind took over from the host (an uplink's addresses), kept
+ *       so it can be given back; a reader that knows the kind knows the field.
  *   v3  the records of v2, as a snapshot (`seq`: the last journal entry it holds) followed by an
  *       append-only journal, state.journal (src/state/journal.ts): a call writes only what it
  *       changed. A v2 tsbridge refuses a v3 file rather than miss what the journal holds.
@@ -30,6 +32,10 @@ export interface NetworkRecordV2 {
   mtu: number;
   ifacePrefix: string;
   settings: KindSettings;
+  /** Added within version 2 (optional, older v2 files lack it): when it was created, ms since the epoch. */
+  created?: number;
+  /** What its kind took over from the host (Network.adopted); absent when nothing. */
+  adopted?: KindSettings;
 }
 
 export interface EndpointRecordV2 {
@@ -43,6 +49,8 @@ export interface EndpointRecordV2 {
   ipv6: string | null;
   joined: boolean;
   ports: PortMapping[];
+  /** Added within version 2 (optional): when it was created, ms since the epoch. */
+  created?: number;
 }
 
 export interface StateFileV2 {
@@ -142,6 +150,7 @@ function checkNetwork(n: unknown, key: string, where: string): NetworkRecordV2 {
   check(typeof r.enableIpv6 === 'boolean' && typeof r.internal === 'boolean', at, 'enableIpv6/internal are not booleans');
   check(typeof r.mtu === 'number' && typeof r.ifacePrefix === 'string', at, 'no mtu or ifacePrefix');
   check(isObject(r.settings), at, 'settings is not an object');
+  check(r.adopted === undefined || isObject(r.adopted), at, 'adopted is not an object');
   return r as unknown as NetworkRecordV2;
 }
 
@@ -191,6 +200,8 @@ export function decodeRecords(v2: StateFileV3, where = 'state'): State {
     networks[key] = {
       id: r.id, kind: r.kind, phase: r.phase, ipv4: r.ipv4, ipv6: r.ipv6, enableIpv6: r.enableIpv6,
       internal: r.internal, mtu: r.mtu, ifacePrefix: r.ifacePrefix, settings: r.settings,
+      ...createdOf(r),
+      ...(r.adopted ? { adopted: r.adopted } : {}),
     };
   }
   const endpoints: Record<string, Endpoint> = {};
@@ -199,6 +210,7 @@ export function decodeRecords(v2: StateFileV3, where = 'state'): State {
     endpoints[key] = {
       id: r.id, networkId: r.networkId, phase: r.phase, hostVeth: r.hostVeth, peerVeth: r.peerVeth, mac: r.mac,
       ipv4: r.ipv4 ?? null, ipv6: r.ipv6 ?? null, joined: r.joined, ports: r.ports,
+      ...createdOf(r),
     };
   }
   return { networks, endpoints, pools: v2.pools, ulaBase: typeof v2.ulaBase === 'string' ? v2.ulaBase : null };
@@ -209,7 +221,14 @@ export function encodeNetwork(n: Network): NetworkRecordV2 {
   return {
     id: n.id, kind: n.kind, phase: n.phase, ipv4: n.ipv4, ipv6: n.ipv6, enableIpv6: n.enableIpv6,
     internal: n.internal, mtu: n.mtu, ifacePrefix: n.ifacePrefix, settings: n.settings,
+    ...createdOf(n),
+    ...(n.adopted ? { adopted: n.adopted } : {}),
   };
+}
+
+/** `created` when the record has a usable one (a number), nothing otherwise. */
+function createdOf(r: { created?: unknown }): { created?: number } {
+  return typeof r.created === 'number' && Number.isFinite(r.created) ? { created: r.created } : {};
 }
 
 /** An endpoint as its record on disk. */
@@ -217,6 +236,7 @@ export function encodeEndpoint(e: Endpoint): EndpointRecordV2 {
   return {
     id: e.id, networkId: e.networkId, phase: e.phase, hostVeth: e.hostVeth, peerVeth: e.peerVeth, mac: e.mac,
     ipv4: e.ipv4, ipv6: e.ipv6, joined: e.joined, ports: e.ports,
+    ...createdOf(e),
   };
 }
 

@@ -7,8 +7,10 @@
  *   {"t":"net","id":ID,"v":RECORD|null}    a network record (null: removed)
  *   {"t":"ep","id":ID,"v":RECORD|null}     an endpoint record
  *   {"t":"pool","id":ID,"v":RECORD|null}   a whole pool record
- *   {"t":"addr","id":ID,"set":{ADDR:KIND},"del":[ADDR],"cursor":ADDR|null}
- *                                          addresses taken and released in a pool (the rest of it unchanged)
+ *   {"t":"addr","id":ID,"set":{ADDR:KIND},"del":[ADDR],"cursor":ADDR|null,"since":{ADDR:MS}}
+ *                                          addresses taken and released in a pool (the rest of it
+ *                                          unchanged); `since` (optional): allocation times set;
+ *                                          a released address's time goes with it
  *   {"t":"ula","v":PREFIX|null}            the IPv6 unique-local /48
  *
  * Every op sets a value outright, so replaying an entry twice changes nothing. Only the last line
@@ -26,8 +28,29 @@ export type Change =
   | { t: 'net'; id: string; v: NetworkRecordV2 | null }
   | { t: 'ep'; id: string; v: EndpointRecordV2 | null }
   | { t: 'pool'; id: string; v: PoolRecord | null }
-  | { t: 'addr'; id: string; set: Record<string, AllocKind>; del: string[]; cursor: string | null }
+  | AddrChange
   | { t: 'ula'; v: string | null };
+
+export interface AddrChange {
+  t: 'addr';
+  id: string;
+  set: Record<string, AllocKind>;
+  del: string[];
+  cursor: string | null;
+  since?: Record<string, number>;
+}
+
+/** A pool after an `addr` change (in place). */
+export function applyAddresses(pool: PoolRecord, op: AddrChange): void {
+  for (const a of op.del) delete pool.allocated[a];
+  Object.assign(pool.allocated, op.set);
+  pool.cursor = op.cursor;
+  if (pool.since || op.since) {
+    const since = (pool.since ??= {});
+    for (const a of op.del) delete since[a];
+    Object.assign(since, op.since ?? {});
+  }
+}
 
 export interface JournalEntry {
   seq: number;
@@ -61,11 +84,12 @@ export function applyChanges(doc: StateFileV3, ops: Change[], where: string): vo
         break;
       case 'addr': {
         const pool = Object.hasOwn(doc.pools, op.id) ? doc.pools[op.id] : undefined;
-        if (!pool || !isObject(op.set) || !Array.isArray(op.del)) bad(`a journal change of addresses in pool ${op.id}, which it does not hold`);
-        const allocated = { ...pool!.allocated };
-        for (const a of op.del) delete allocated[a];
-        Object.assign(allocated, op.set);
-        doc.pools[op.id] = { ...pool!, allocated, cursor: op.cursor };
+        if (!pool || !isObject(op.set) || !Array.isArray(op.del) || (op.since !== undefined && !isObject(op.since))) {
+          bad(`a journal change of addresses in pool ${op.id}, which it does not hold`);
+        }
+        const next: PoolRecord = { ...pool!, allocated: { ...pool!.allocated }, ...(pool!.since ? { since: { ...pool!.since } } : {}) };
+        applyAddresses(next, op);
+        doc.pools[op.id] = next;
         break;
       }
       case 'ula':

@@ -18,8 +18,25 @@ export function tableOf(driver: string): string {
   return ownerFor(driver).table;
 }
 
-/** Everything on the host that tsbridge could have made: links, nft tables, iptables chains. */
-export async function footprint(): Promise<{ links: string[]; nft: string[]; iptables: string[] }> {
+/**
+ * Routes tsbridge could have made: unreachable routes (a point-to-point network's subnets) and
+ * routes through its links (which go with them), both families, every table.
+ */
+export async function tsbridgeRoutes(): Promise<string[]> {
+  const out: string[] = [];
+  for (const family of ['-4', '-6']) {
+    const lines = (await sh('ip', [family, 'route', 'show', 'table', 'all'])).split('\n');
+    out.push(...lines.filter((l) => /^unreachable /.test(l) || / dev (tsb-|tsv|tsc)[0-9a-f]/.test(l)).map((l) => l.trim()));
+  }
+  return out;
+}
+
+/**
+ * Everything on the host that tsbridge could have made: links, nft tables, iptables chains — and
+ * `routes` (tsbridgeRoutes), present only when there are some, so that a clean host is still
+ * `{ links: [], nft: [], iptables: [] }`.
+ */
+export async function footprint(): Promise<{ links: string[]; nft: string[]; iptables: string[]; routes?: string[] }> {
   const links = (await sh('ip', ['-o', 'link', 'show']))
     .split('\n')
     .map((l) => l.split(':')[1]?.trim().split('@')[0] ?? '')
@@ -30,7 +47,8 @@ export async function footprint(): Promise<{ links: string[]; nft: string[]; ipt
     const r = await shOk(bin, ['-S']);
     iptables.push(...r.stdout.split('\n').filter((l) => l.includes('TSBRIDGE')).map((l) => `${bin} ${l}`));
   }
-  return { links, nft, iptables };
+  const routes = await tsbridgeRoutes();
+  return { links, nft, iptables, ...(routes.length ? { routes } : {}) };
 }
 
 /** The host's firewall outside tsbridge's own tables and chains, without counters. */

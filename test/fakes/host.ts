@@ -4,9 +4,12 @@
  * and the ephemeral port range for HostPort 0.
  */
 import type { Listener } from '../../src/driver/ports.js';
-import type { HostPorts, HostView } from '../../src/kernel/types.js';
+import type { HostPorts, HostRoute, HostRoutes, HostView } from '../../src/kernel/types.js';
 
-export class FakeHost implements HostView, HostPorts {
+export class FakeHost implements HostView, HostPorts, HostRoutes {
+  /** The main routing table (default routes included), for the checks of a new network's subnets. */
+  table: HostRoute[];
+  resolvers: string[];
   /** Route destinations, interface addresses and nameservers (CIDRs or plain addresses). */
   routes: string[];
   listeners: Listener[];
@@ -14,7 +17,9 @@ export class FakeHost implements HostView, HostPorts {
   /** How often each view was read. */
   readonly reads = { takenPrefixes: 0, listening: 0, ephemeralRange: 0 };
 
-  constructor(init: { routes?: string[]; listeners?: Listener[]; ephemeral?: [number, number] } = {}) {
+  constructor(init: { routes?: string[]; listeners?: Listener[]; ephemeral?: [number, number]; table?: HostRoute[]; resolvers?: string[] } = {}) {
+    this.table = init.table ?? [];
+    this.resolvers = init.resolvers ?? [];
     this.routes = init.routes ?? [];
     this.listeners = init.listeners ?? [];
     this.ephemeral = init.ephemeral ?? [49152, 49159];
@@ -23,6 +28,14 @@ export class FakeHost implements HostView, HostPorts {
   async takenPrefixes(): Promise<string[]> {
     this.reads.takenPrefixes++;
     return [...this.routes];
+  }
+
+  async routeTable(): Promise<HostRoute[]> {
+    return this.table.map((r) => ({ ...r }));
+  }
+
+  async nameservers(): Promise<string[]> {
+    return [...this.resolvers];
   }
 
   async listening(): Promise<Listener[]> {

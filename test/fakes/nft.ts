@@ -170,6 +170,41 @@ export class NftModel {
     return s ? dumpElements(s) : [];
   }
 
+  /**
+   * `nft -j list table FAMILY NAME` as JSON, in nft's shape where the firewall reads it (one
+   * object per table, set or map — with `elem` when it has elements —, chain and rule, each with
+   * a handle); null when the table does not exist. A rule's expression is its text.
+   */
+  listJson(family: string, name: string): string | null {
+    const t = this.tables.get(`${family} ${name}`);
+    if (!t) return null;
+    let handle = 1;
+    const out: Record<string, unknown>[] = [{ metainfo: { version: 'fake', json_schema_version: 1 } }, { table: { family, name, handle: handle++ } }];
+    for (const [set, s] of t.sets) {
+      const elem = dumpElements(s);
+      out.push({ [s.kind]: { family, name: set, table: name, type: s.declared, handle: handle++, ...(elem.length ? { elem } : {}) } });
+    }
+    for (const [chain, c] of t.chains) {
+      out.push({ chain: { family, table: name, name: chain, handle: handle++, ...(c.base ?? {}) } });
+      for (const r of c.rules) out.push({ rule: { family, table: name, chain, handle: handle++, expr: r } });
+    }
+    return JSON.stringify({ nftables: out });
+  }
+
+  /** Another program's hands: removes a rule of a chain (by its index), as `nft delete rule … handle N` does. */
+  deleteRule(table: string, chain: string, index: number): void {
+    const c = this.tables.get(table)?.chains.get(chain);
+    if (!c || index >= c.rules.length) throw new Error(`no rule ${index} in ${table} ${chain}`);
+    c.rules.splice(index, 1);
+  }
+
+  /** Another program's hands: empties a set or map (`nft flush set …`). */
+  flushSet(table: string, set: string): void {
+    const s = this.tables.get(table)?.sets.get(set);
+    if (!s) throw new Error(`no set ${set} in ${table}`);
+    s.elements.clear();
+  }
+
   dump(): NftDump {
     const out: NftDump = {};
     for (const key of [...this.tables.keys()].sort()) {
@@ -231,6 +266,8 @@ class Transaction {
         const key = this.tableKey(m[1]!, m[2]!);
         if (!this.tables.has(key)) this.tables.set(key, { sets: new Map(), chains: new Map() });
         if (m[3]) this.tableBlock(key, next);
+      } else if (line === 'flush ruleset') {
+        this.tables.clear();
       } else if ((m = /^delete table (\w+) ([\w-]+)$/.exec(line))) {
         const key = this.tableKey(m[1]!, m[2]!);
         if (!this.tables.delete(key)) this.fail(`Could not process rule: No such file or directory (table ${key})`);
@@ -355,7 +392,7 @@ class Transaction {
   }
 
   private baseChain(family: string, line: string): BaseChain {
-    const m = /^type (\w+) hook (\w+) priority ([\w -]+?|-?\d+); policy (accept|drop);$/.exec(line);
+    const m = /^type (\w+) hook (\w+) priority ([\w +-]+?|-?\d+); policy (accept|drop);$/.exec(line);
     if (!m) this.fail(`syntax error in base chain declaration: ${line}`);
     const [, type, hook, priority, policy] = m as unknown as [string, string, string, string, string];
     if (!['filter', 'nat', 'route'].includes(type)) this.fail(`unknown chain type ${type}`);

@@ -70,12 +70,20 @@ export function makeWorld(opts: { pools?: DefaultPool[]; host?: FakeHost; kernel
   const pools = opts.pools ?? [{ base: '10.210.0.0/16', size: 24 }];
   const log = silentLogger();
   const runtime = kindsRuntime(kernel, log, opts.kinds ?? KINDS);
+  const driver = new DriverService(db, kernel, host, log, runtime);
+  // Docker's part after a successful Join: the container end of the veth goes into the container.
+  const join = driver.join.bind(driver);
+  driver.join = async (networkId, endpointId) => {
+    const info = await join(networkId, endpointId);
+    kernel.peerIntoContainer(info.srcName);
+    return info;
+  };
   return {
     store,
     db,
     kernel,
     host,
-    driver: new DriverService(db, kernel, host, log, runtime),
+    driver,
     ipam: new IpamService(db, host, () => pools),
     runtime,
   };
@@ -132,6 +140,8 @@ export function networkSpec(over: Partial<BridgeNetworkFields> = {}): NetworkSpe
       hostBindingIpv4: f.hostBindingIpv4,
       snatIpv4: f.snatIpv4,
       inhibitIpv4: f.inhibitIpv4,
+      ...(f.gatewayModeIpv4 ? { gatewayModeIpv4: f.gatewayModeIpv4 } : {}),
+      ...(f.gatewayModeIpv6 ? { gatewayModeIpv6: f.gatewayModeIpv6 } : {}),
     },
   };
 }

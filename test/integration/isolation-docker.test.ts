@@ -148,7 +148,13 @@ describe('boot order', () => {
     before = lab.runner.log.length;
     await lab.reconciler().sweep();
     const firewallCommands = lab.runner.log.slice(before).filter((c) => c.cmd !== 'ip');
-    expect(firewallCommands.map((c) => `${c.cmd} ${c.args.join(' ')}`)).toEqual(['iptables-nft-save ', 'ip6tables-nft-save ']);
+    // only reads: tsbridge's two tables (are they as applied?) and both filter tables
+    expect(firewallCommands.map((c) => `${c.cmd} ${c.args.join(' ')}`)).toEqual([
+      'nft -j list table inet tsbridge',
+      'nft -j list table bridge tsbridge',
+      'iptables-nft-save ',
+      'ip6tables-nft-save ',
+    ]);
   }, T);
 });
 

@@ -8,7 +8,7 @@ import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { runCli, type CliIo } from '../../src/cli.js';
-import { DockerClient, DockerUnreachable, dockerSocket } from '../../src/cli/docker.js';
+import { DockerClient, DockerUnreachable, dockerSocket } from '../../src/docker/client.js';
 import { PluginClient, PluginUnreachable, type PluginApi } from '../../src/cli/plugin.js';
 import type { HealthReport } from '../../src/metrics/health.js';
 import { silentLogger } from '../../src/logging.js';

@@ -14,6 +14,11 @@ describe('loadConfig', () => {
       sysctlRoot: '/proc/sys',
       iptables: 'auto',
       metrics: null,
+      dockerSocket: null,
+      gcGraceSec: 60,
+      fwmark: 0x1000000,
+      firewallWatch: 'monitor',
+      etcd: { endpoints: [], ca: '', cert: '', key: '', prefix: '/tsbridge/', leaseTtlSec: 15, timeoutMs: 3000, vtep: '' },
     });
   });
 
@@ -29,6 +34,18 @@ describe('loadConfig', () => {
         TSBRIDGE_SYSCTL_ROOT: '/host/proc/sys',
         TSBRIDGE_IPTABLES: 'legacy',
         TSBRIDGE_METRICS_ADDR: '127.0.0.1:9477',
+        TSBRIDGE_DOCKER_SOCKET: 'unix:///var/run/docker.sock',
+        TSBRIDGE_GC_GRACE: '5',
+        TSBRIDGE_FWMARK: '0x200000',
+        TSBRIDGE_FIREWALL_WATCH: 'sweep',
+        TSBRIDGE_ETCD_ENDPOINTS: 'https://10.0.0.5:2379, https://etcd2.example:2379',
+        TSBRIDGE_ETCD_CA: '/etc/tsbridge/ca.pem',
+        TSBRIDGE_ETCD_CERT: '/etc/tsbridge/host.pem',
+        TSBRIDGE_ETCD_KEY: '/etc/tsbridge/host-key.pem',
+        TSBRIDGE_ETCD_PREFIX: '/prod',
+        TSBRIDGE_ETCD_LEASE_TTL: '5',
+        TSBRIDGE_ETCD_TIMEOUT_MS: '1500',
+        TSBRIDGE_VTEP_ADDRESS: '10.0.0.9',
       }),
     ).toEqual({
       socket: '/tmp/x/tsb.sock',
@@ -41,7 +58,52 @@ describe('loadConfig', () => {
       sysctlRoot: '/host/proc/sys',
       iptables: 'legacy',
       metrics: { host: '127.0.0.1', port: 9477 },
+      dockerSocket: '/var/run/docker.sock',
+      gcGraceSec: 5,
+      fwmark: 0x200000,
+      firewallWatch: 'sweep',
+      etcd: {
+        endpoints: ['https://10.0.0.5:2379', 'https://etcd2.example:2379'],
+        ca: '/etc/tsbridge/ca.pem',
+        cert: '/etc/tsbridge/host.pem',
+        key: '/etc/tsbridge/host-key.pem',
+        prefix: '/prod/',
+        leaseTtlSec: 5,
+        timeoutMs: 1500,
+        vtep: '10.0.0.9',
+      },
     });
+  });
+
+  test.each([
+    ['TSBRIDGE_DOCKER_SOCKET', 'docker.sock', /absolute path of Docker's API socket/],
+    ['TSBRIDGE_FWMARK', '0x3', /a single bit/],
+    ['TSBRIDGE_FWMARK', '0', /a single bit/],
+    ['TSBRIDGE_FWMARK', 'mark', /a single bit/],
+    ['TSBRIDGE_FIREWALL_WATCH', 'inotify', /monitor or sweep/],
+    ['TSBRIDGE_GC_GRACE', '-1', /whole number/],
+  ])('%s=%s is refused', (key, value, why) => {
+    expect(() => loadConfig({ [key]: value })).toThrow(why);
+  });
+
+  test('TSBRIDGE_DOCKER_SOCKET off or empty: the plugin never asks Docker; a decimal mark bit is fine', () => {
+    expect(loadConfig({ TSBRIDGE_DOCKER_SOCKET: 'off' }).dockerSocket).toBeNull();
+    expect(loadConfig({ TSBRIDGE_DOCKER_SOCKET: '' }).dockerSocket).toBeNull();
+    expect(loadConfig({ TSBRIDGE_FWMARK: '16777216' }).fwmark).toBe(0x1000000);
+  });
+
+  test.each([
+    [{ TSBRIDGE_ETCD_ENDPOINTS: '10.0.0.5:2379' }, /not a URL|must be http/],
+    [{ TSBRIDGE_ETCD_ENDPOINTS: 'unix:///run/etcd.sock' }, /must be http:\/\/HOST:PORT or https/],
+    [{ TSBRIDGE_ETCD_ENDPOINTS: 'https://10.0.0.5:2379' }, /needs TSBRIDGE_ETCD_CA/],
+    [{ TSBRIDGE_ETCD_ENDPOINTS: 'http://10.0.0.5:2379', TSBRIDGE_ETCD_CA: '/ca.pem' }, /use https:\/\/ for every endpoint/],
+    [{ TSBRIDGE_ETCD_CERT: '/c.pem' }, /go together/],
+    [{ TSBRIDGE_ETCD_LEASE_TTL: '1' }, /at least 2 seconds/],
+    [{ TSBRIDGE_ETCD_TIMEOUT_MS: '0' }, /TSBRIDGE_ETCD_TIMEOUT_MS must be a positive integer/],
+    [{ TSBRIDGE_VTEP_ADDRESS: 'eth1' }, /TSBRIDGE_VTEP_ADDRESS must be an IPv4 or IPv6 address/],
+    [{ TSBRIDGE_ETCD_PREFIX: 'tsbridge' }, /must start with \//],
+  ])('the etcd settings %j are refused', (env, why) => {
+    expect(() => loadConfig(env)).toThrow(why);
   });
 
   test('empty strings mean the default', () => {

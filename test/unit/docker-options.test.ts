@@ -4,7 +4,7 @@
  * (src/protocol/docker-options.ts, consulted by parseCreateNetwork for each user `-o` option).
  */
 import { parseCreateNetwork } from '../../src/protocol/network.js';
-import { DOCKER_APPLIED_OPTIONS, GATEWAY_MODE_OPTIONS, GATEWAY_MODES, REFUSED_OPTIONS } from '../../src/protocol/docker-options.js';
+import { DOCKER_APPLIED_OPTIONS, REFUSED_OPTIONS } from '../../src/protocol/docker-options.js';
 import { errorOf } from '../fakes/world.js';
 
 const NET = 'b428f65ce838648217a3c236a05ad428b2174f664bf9170615a85731a589d16f';
@@ -26,30 +26,10 @@ describe("Docker 28's bridge options", () => {
     expect(e.message).toBe(`option ${option} is not supported by tsbridge`);
   });
 
-  test.each(Object.values(GATEWAY_MODE_OPTIONS))('%s=nat is what tsbridge does anyway: accepted', (option) => {
-    const spec = parseCreateNetwork(createNetwork({ [option]: 'nat' }));
-    expect(spec).toMatchObject({ kind: 'bridge', internal: false, settings: { masquerade: true } });
-  });
-
-  test.each(Object.values(GATEWAY_MODE_OPTIONS).flatMap((o) => ['nat-unprotected', 'routed', 'isolated'].map((m) => [o, m] as const)))(
-    '%s=%s is refused, saying tsbridge does not support that mode',
-    (option, mode) => {
-      const e = errorOf(() => parseCreateNetwork(createNetwork({ [option]: mode }, { 'com.docker.network.internal': mode === 'isolated' })));
-      expect(e.code).toBe('BAD_OPTION');
-      expect(e.message).toContain(`${option}=${mode}`);
-      expect(e.message).toContain(`tsbridge does not support gateway mode ${mode}`);
-    },
-  );
-
-  test('routed is refused for now, saying it is planned', () => {
-    const e = errorOf(() => parseCreateNetwork(createNetwork({ 'com.docker.network.bridge.gateway_mode_ipv4': 'routed' })));
-    expect(e.message).toContain('not support gateway mode routed yet');
-  });
-
-  test('an unknown gateway mode is BAD_OPTION naming the modes Docker knows', () => {
-    const e = errorOf(() => parseCreateNetwork(createNetwork({ 'com.docker.network.bridge.gateway_mode_ipv6': 'bridged' })));
-    expect(e.code).toBe('BAD_OPTION');
-    expect(e.message).toContain(Object.keys(GATEWAY_MODES).join(', '));
+  // The gateway modes are options of the bridge kind (routed implemented, nat-unprotected and
+  // isolated refused): test/unit/kinds-routed.test.ts.
+  test.each(['com.docker.network.bridge.gateway_mode_ipv4', 'com.docker.network.bridge.gateway_mode_ipv6'])('%s=nat is the default: accepted, the same network as without it', (option) => {
+    expect(parseCreateNetwork(createNetwork({ [option]: 'nat' }))).toEqual(parseCreateNetwork(createNetwork({})));
   });
 
   test('-o com.docker.network.enable_ipv4 / enable_ipv6 are applied by Docker (its top-level values): accepted, the top level wins', () => {

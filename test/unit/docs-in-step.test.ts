@@ -119,7 +119,7 @@ describe('flags', () => {
   // definition (test/unit/docs-ops.test.ts).
 
   test('npm run bench: docs/scripts.md names each flag of each bench script', () => {
-    const text = ['npm run bench', 'npm run bench:ports'].map((s) => section(s) ?? '').join('\n');
+    const text = ['npm run bench', 'npm run bench:calls', 'npm run bench:ports', 'npm run bench:kinds', 'npm run bench:overlay'].map((s) => section(s) ?? '').join('\n');
     expect(tsFlags(filesUnder('bench').filter((f) => f.endsWith('.ts'))).filter((f) => !mentions(text, f))).toEqual([]);
   });
 });

@@ -23,7 +23,7 @@ test('docs/operations.md describes every tsbridge_ metric, and no other', async 
 test('docs/operations.md names every subcommand and each of its options', () => {
   const doc = read('docs/operations.md');
   const program = buildProgram({ io: { out: () => undefined, err: () => undefined, env: {} }, code: 0 });
-  expect(program.commands.map((c) => c.name()).sort()).toEqual(['health', 'ports', 'status']);
+  expect(program.commands.map((c) => c.name()).sort()).toEqual(['doctor', 'gc', 'health', 'ports', 'status']);
   for (const c of program.commands) {
     expect({ command: c.name(), documented: doc.includes(`\`tsbridge ${c.name()}\``) }).toEqual({ command: c.name(), documented: true });
     for (const o of c.options) {

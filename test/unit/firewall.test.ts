@@ -64,6 +64,9 @@ describe('forward shim', () => {
         '*filter',
         ':TSBRIDGE-FORWARD - [0:0]',
         '-F TSBRIDGE-FORWARD',
+        // fail closed: without tsbridge's nftables mark, nothing to or from the bridge passes
+        '-A TSBRIDGE-FORWARD -o tsb-a -m mark ! --mark 0x1000000/0x1000000 -j DROP',
+        '-A TSBRIDGE-FORWARD -i tsb-a -m mark ! --mark 0x1000000/0x1000000 -j DROP',
         '-A TSBRIDGE-FORWARD -o tsb-a -j ACCEPT',
         '-A TSBRIDGE-FORWARD -i tsb-a -m conntrack --ctstate DNAT -j ACCEPT',
         '-A TSBRIDGE-FORWARD -i tsb-a -j DOCKER-ISOLATION-STAGE-1',
@@ -88,6 +91,8 @@ describe('forward shim', () => {
       [
         '-A DOCKER-USER -j TSBRIDGE-FORWARD',
         '-A DOCKER-USER -j RETURN',
+        '-A TSBRIDGE-FORWARD -o tsb-a -m mark ! --mark 0x1000000/0x1000000 -j DROP',
+        '-A TSBRIDGE-FORWARD -i tsb-a -m mark ! --mark 0x1000000/0x1000000 -j DROP',
         '-A TSBRIDGE-FORWARD -o tsb-a -j ACCEPT',
         '-A TSBRIDGE-FORWARD -i tsb-a -m conntrack --ctstate DNAT -j ACCEPT',
         '-A TSBRIDGE-FORWARD -i tsb-a -j DOCKER-ISOLATION-STAGE-1',
@@ -97,7 +102,7 @@ describe('forward shim', () => {
     );
     const r = new ScriptedRunner({ v4: placed, v6: '' });
     await firewall(r).refresh(view);
-    expect(r.calls).toEqual(['iptables-save', 'ip6tables-save']);
+    expect(r.calls.filter((c) => !c.startsWith('nft -j list'))).toEqual(['iptables-save', 'ip6tables-save']);
   });
 
   test('a jump left in FORWARD (from before dockerd made DOCKER-USER) moves to DOCKER-USER', async () => {

@@ -75,7 +75,7 @@ describe('scripts/install-deps.sh', () => {
     const r = await run('scripts/install-deps.sh', [], { asUser: true });
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toContain(`this host has its own Docker engine (${fake}/dockerd (not from any package)): Debian's docker.io is not installed over it`);
-    expect(r.stderr).toMatch(/packages are missing \(iptables nftables iproute2 busybox-static conntrack gcc libc6-dev docker-compose python3\)/);
+    expect(r.stderr).toMatch(/packages are missing \(iptables nftables iproute2 busybox-static conntrack gcc libc6-dev docker-compose python3 etcd-server iperf3 openssl\)/);
     expect(await recorded()).toBe('');
   });
 

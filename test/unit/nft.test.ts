@@ -246,6 +246,9 @@ describe('fullRuleset', () => {
   });
 
   test('every base chain is declared with the hook and priority BASE_CHAINS documents', () => {
+    // The optional chains appear once a network contributes to them (here an anti-spoofing line in `guard`).
+    const guarded = { id: 'ffff09', rules: { chains: { 'inet guard': ['iifname "tsvffff09" ip saddr != 10.9.0.2 drop'] }, elements: [], sets: [], shim: [] } };
+    const script = fullRuleset({ ...view, networks: [...view.networks, guarded] });
     for (const c of BASE_CHAINS) {
       const table = script.slice(script.indexOf(`table ${c.family} tsbridge {`));
       const body = table.slice(table.indexOf(`  chain ${c.chain} {`));

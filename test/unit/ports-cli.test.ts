@@ -6,7 +6,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { runCli } from '../../src/cli.js';
-import { DockerUnreachable, type DockerApi, type DockerNetwork } from '../../src/cli/docker.js';
+import { DockerUnreachable, type DockerApi, type DockerNetwork } from '../../src/docker/client.js';
 import { formatTable, portRows } from '../../src/cli/ports.js';
 import { encodeState } from '../../src/state/disk.js';
 import { emptyState, type Endpoint, type Network, type State } from '../../src/state/types.js';

@@ -101,11 +101,53 @@ test("links with tsbridge names made by another instance (not ours by alias) are
 
 test('a network of a kind this version does not know stops start-up before anything is changed', async () => {
   const saved = structuredClone(w.store.saved!);
-  saved.networks[NET_B] = { ...networkSpec({ id: NET_B, bridge: 'tsb-bbbb0000000', ipv4: [{ subnet: '10.20.0.0/24', gateway: '10.20.0.1/24' }] }), kind: 'overlay', phase: 'ready' };
+  saved.networks[NET_B] = { ...networkSpec({ id: NET_B, bridge: 'tsb-bbbb0000000', ipv4: [{ subnet: '10.20.0.0/24', gateway: '10.20.0.1/24' }] }), kind: 'meshnet', phase: 'ready' };
   w.store.saved = saved;
   w.kernel.removeVethBehindOurBack(hostVethName(EP_1)); // something start-up would otherwise clean up
   const before = { kernel: w.kernel.snapshot(), saved: structuredClone(w.store.saved) };
   const db = new Db(w.store, await w.store.load());
-  await expect(new Reconciler(db, w.kernel, silentLogger()).startup()).rejects.toThrow(/state store: a network of kind "overlay"/);
+  await expect(new Reconciler(db, w.kernel, silentLogger()).startup()).rejects.toThrow(/state store: a network of kind "meshnet"/);
   expect({ kernel: w.kernel.snapshot(), saved: w.store.saved }).toEqual(before);
+});
+
+describe("a container removed while the plugin was down: Docker moved the container's end of the veth back to the host", () => {
+  /** What Docker leaves: both ends in the host namespace (renamed back), the endpoint still joined in the state. */
+  async function peerBack(): Promise<void> {
+    w.kernel.peerBackToHost(peerVethName(EP_1));
+  }
+
+  test('start-up drops the endpoint, its veth and its published port at once (no Join can be in flight)', async () => {
+    await peerBack();
+    const db = new Db(w.store, await w.store.load());
+    const report = await new Reconciler(db, w.kernel, silentLogger()).startup();
+    expect(report.endpointsDropped).toBe(1);
+    expect(Object.keys(db.state.endpoints)).toEqual([EP_2]);
+    expect(w.kernel.snapshot().veths.map((v) => v.host)).toEqual([hostVethName(EP_2)]);
+    expect(w.kernel.publishedPorts()).toEqual([]);
+  });
+
+  test('the sweep drops it at the second sweep in a row that finds it so (the first may be the moment after Join)', async () => {
+    const r = new Reconciler(w.db, w.kernel, silentLogger());
+    // just after Join, Docker has not moved the peer yet: one sweep sees it in the host
+    await peerBack();
+    expect(await r.sweep()).toBe(0);
+    expect(w.db.state.endpoints[EP_1]).toBeDefined();
+    // still there a sweep later: Docker moved it back, the container is gone
+    expect(await r.sweep()).toBe(1);
+    expect(Object.keys(w.db.state.endpoints)).toEqual([EP_2]);
+    expect(w.kernel.snapshot().veths.map((v) => v.host)).toEqual([hostVethName(EP_2)]);
+    expect(w.kernel.publishedPorts()).toEqual([]);
+    expect(w.kernel.nft.dump()).toEqual(rulesOf(w.db.state));
+  });
+
+  test('a peer seen in the host once, then gone into the container, is not counted', async () => {
+    const r = new Reconciler(w.db, w.kernel, silentLogger());
+    await peerBack();
+    expect(await r.sweep()).toBe(0);
+    w.kernel.peerIntoContainer(peerVethName(EP_1)); // Docker moved it into the container after all
+    expect(await r.sweep()).toBe(0);
+    w.kernel.peerBackToHost(peerVethName(EP_1));
+    expect(await r.sweep()).toBe(0); // seen again: the first time in a row
+    expect(w.db.state.endpoints[EP_1]).toBeDefined();
+  });
 });

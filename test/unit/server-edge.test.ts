@@ -120,7 +120,9 @@ describe('IPAM options (--ipam-opt)', () => {
 
   test('an unknown key is refused by name and no pool is made', async () => {
     expectJsonError(await post('/IpamDriver.RequestPool', pool({ foo: 'bar' })), 500, 'option foo is not supported by tsbridge');
-    expectJsonError(await post('/IpamDriver.RequestPool', pool({ 'io.tsbridge.overlay': 'x' })), 500, 'option io.tsbridge.overlay is not supported by tsbridge');
+    expectJsonError(await post('/IpamDriver.RequestPool', pool({ 'io.tsbridge.flavour': 'x' })), 500, 'option io.tsbridge.flavour is not supported by tsbridge');
+    // A known one this plugin cannot serve (no etcd configured) is refused as such.
+    expectJsonError(await post('/IpamDriver.RequestPool', pool({ 'io.tsbridge.overlay': 'x' })), 500, 'option io.tsbridge.overlay needs a cluster store: set TSBRIDGE_ETCD_ENDPOINTS');
     expectJsonError(await post('/IpamDriver.RequestPool', pool({ RequestAddressType: 'com.docker.network.gateway' })), 500, 'option RequestAddressType is not supported');
     expect(w.db.state.pools).toEqual({});
   });

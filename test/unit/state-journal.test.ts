@@ -273,13 +273,17 @@ describe('SIGKILL while saving', () => {
       const state = path.join(dir, `s${round}`);
       const p = fork(child, [state], { stdio: 'ignore' });
       let acked = -1;
+      const first = new Promise((r) => p.once('message', r));
       p.on('message', (m) => (acked = m as number));
-      await new Promise((r) => setTimeout(r, 150 + round * 70));
+      // The kill comes at a different moment each round, once saves are under way (a loaded
+      // machine may take a while to start node).
+      await first;
+      await new Promise((r) => setTimeout(r, 30 + round * 70));
       p.kill('SIGKILL');
       await new Promise((r) => p.once('exit', r));
       const s = await new FileStore(state).load();
       const last = Math.max(...Object.keys(s.pools).map((k) => Number(k.slice(1))));
-      expect(acked).toBeGreaterThan(0);
+      expect(acked).toBeGreaterThanOrEqual(0);
       expect(last).toBeGreaterThanOrEqual(acked); // nothing acknowledged is lost (one more may have made it)
       expect(s.ulaBase).toBe(`fd00:${last.toString(16)}::/48`);
     }

@@ -67,9 +67,21 @@ test('every v1 network becomes a NAT bridge whose settings are its bridge option
   expect(s.ulaBase).toBe(V1.ulaBase);
 });
 
-test('the migrated state renders the very ruleset version 1 rendered for it', async () => {
+/**
+ * A ruleset without the fail-closed mark lines (the head of `forward` and the `forward_done`
+ * chain) that tsbridge has added to its skeleton since version 1 (issue 11).
+ */
+function withoutFailClosed(script: string): string {
+  return script
+    .replace(/\n {4}[io]ifname [^\n]* meta mark set meta mark [|&] 0x[0-9a-f]+/g, '')
+    .replace(/\n {2}chain forward_done \{\n[^}]*\n {2}\}/g, '');
+}
+
+test('the migrated state renders the very ruleset version 1 rendered for it (and the fail-closed mark lines added since)', async () => {
   const s = await new FileStore(dir).load();
-  expect(fullRuleset(firewallView(s, KINDS))).toBe(V1_RULES);
+  const now = fullRuleset(firewallView(s, KINDS));
+  expect(withoutFailClosed(now)).toBe(V1_RULES);
+  expect(now).toContain('    iifname { "mybr0", "tsb-aaaa0000000" } meta mark set meta mark | 0x01000000\n');
 });
 
 test('loading only reads; the first save writes the current version and keeps the original as state.json.v1, once', async () => {
@@ -101,12 +113,15 @@ test('upgrading without a reboot: start-up over the kernel version 1 left keeps 
   }
   for (const e of Object.values(V1.endpoints)) {
     await kernel.links.ensureVeth({ hostName: e.hostVeth, peerName: e.peerVeth, master: V1.networks[e.networkId]!.bridge, mtu: 1500, mac: e.mac, hostAddresses: [] });
+    if (e.joined) kernel.peerIntoContainer(e.peerVeth); // in its container, as Docker left it
   }
   const store = new FileStore(dir);
   const db = new Db(store, await store.load());
   const report = await new Reconciler(db, kernel, silentLogger()).startup();
   expect(report).toEqual({ networksRestored: 2, networksDropped: 0, endpointsDropped: 0, vethsRecreated: 0, staleLinksRemoved: [] });
-  expect(kernel.nft.dump()).toEqual(modelOf(V1_RULES));
+  // every rule version 1 had, and the fail-closed marks applied over them
+  expect(kernel.nft.dump()).toEqual(modelOf(fullRuleset(firewallView(db.state, KINDS))));
+  expect(modelOf(withoutFailClosed(fullRuleset(firewallView(db.state, KINDS))))).toEqual(modelOf(V1_RULES));
   expect(Object.keys(db.state.endpoints).sort()).toEqual(Object.keys(V1.endpoints).sort());
   expect(existsSync(path.join(dir, `${STATE_FILE}.v1`))).toBe(true);
 });

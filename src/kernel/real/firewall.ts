@@ -1,9 +1,9 @@
 import type { Logger } from '../../logging.js';
 import type { Proto } from '../../domain/types.js';
-import { addElements, deleteElements, fullRuleset } from '../rules/nft.js';
+import { addElements, deleteElements, DEFAULT_MARK, fullRuleset } from '../rules/nft.js';
 import { DOCKER_ISOLATION_CHAINS, forwardChainRestore, forwardChainRules, jumpPosition, parseFilterSave, shimParent, type FilterView, type ShimBridge } from '../rules/iptables.js';
 import { DEFAULT_INSTANCE, ownerFor, type Owner } from '../owner.js';
-import type { Element, EndpointElements, Firewall, FirewallView } from '../types.js';
+import type { Element, EndpointElements, Firewall, FirewallFinding, FirewallView } from '../types.js';
 import { runBatch, type Runner } from './exec.js';
 
 /**
@@ -16,13 +16,44 @@ import { runBatch, type Runner } from './exec.js';
  * thing tsbridge ever writes is the one jump to that chain, present while it
  * has networks. It never changes a policy, and never another program's rule.
  */
+export interface FirewallOptions {
+  /** The fail-closed mark bit (TSBRIDGE_FWMARK); default DEFAULT_MARK. */
+  mark?: number;
+  /**
+   * Called each time tsbridge's rules were found missing or altered by someone else and applied
+   * again, with what was found: `table_missing`, `chain_altered`, `elements_altered`,
+   * `shim_missing` (the metrics count them).
+   */
+  onReapply?: (reason: ReapplyReason) => void;
+}
+
+export type ReapplyReason = 'table_missing' | 'chain_altered' | 'elements_altered' | 'shim_missing';
+
 export class NftFirewall implements Firewall {
+  private readonly mark: number;
+  private readonly onReapply: (reason: ReapplyReason) => void;
+
   constructor(
     private readonly runner: Runner,
     private readonly log: Logger,
     private readonly iptables: { v4: string; v6: string } = { v4: 'iptables', v6: 'ip6tables' },
     private readonly owner: Owner = ownerFor(DEFAULT_INSTANCE),
-  ) {}
+    opts: FirewallOptions = {},
+  ) {
+    this.mark = opts.mark ?? DEFAULT_MARK;
+    this.onReapply = opts.onReapply ?? (() => undefined);
+  }
+
+  /** Re-applications after outside changes, by reason, since start (the metrics hook counts them too). */
+  readonly reapplied: Record<ReapplyReason, number> = { table_missing: 0, chain_altered: 0, elements_altered: 0, shim_missing: 0 };
+  /**
+   * The structure of tsbridge's two tables right after the last full apply, as nft lists it
+   * (elements counted, not listed): what a later check compares with. null: none taken (no
+   * networks, or nft could not list it).
+   */
+  private baseline: string | null = null;
+  /** The iptables binaries whose shim was written (a shim found missing later was removed by someone). */
+  private readonly shimWritten = new Set<string>();
 
   /** The bridges the shim was last brought to (the live networks of the last full view). */
   private shimBridges: ShimBridge[] = [];
@@ -31,8 +62,56 @@ export class NftFirewall implements Firewall {
 
   async apply(view: FirewallView): Promise<void> {
     // The whole ruleset (blocks, many lines): a process of its own.
-    await this.runner.run('nft', ['-f', '-'], { input: fullRuleset(view, this.owner.table) });
-    await this.refresh(view);
+    await this.runner.run('nft', ['-f', '-'], { input: fullRuleset(view, this.owner.table, this.mark) });
+    this.baseline = null;
+    if (view.networks.length > 0) {
+      // What a later check compares with; a listing that fails only costs that check.
+      this.baseline = await this.listing().then((l) => (l.missing ? null : l.structure), () => null);
+    }
+    await this.applyShims(view.networks.flatMap((n) => n.rules.shim));
+  }
+
+  /**
+   * Both tables as nft lists them now (`nft -j list table …`): their structure without handles,
+   * and each set's element count. `missing` when either table is gone.
+   */
+  private async listing(): Promise<{ missing: boolean; structure: string; counts: Map<string, number> }> {
+    // The inet table first: when it is gone (the usual outside hand), one command tells.
+    const items: unknown[] = [];
+    const counts = new Map<string, number>();
+    for (const family of ['inet', 'bridge']) {
+      const r = await this.runner.run('nft', ['-j', 'list', 'table', family, this.owner.table], { allowFail: true });
+      if (r.exitCode !== 0) {
+        if (/No such file or directory/i.test(r.stderr)) return { missing: true, structure: '', counts };
+        throw new Error(`nft -j list table ${family} ${this.owner.table}: ${r.stderr.trim() || `exit ${r.exitCode}`}`);
+      }
+      const doc = JSON.parse(r.stdout) as { nftables?: Record<string, Record<string, unknown>>[] };
+      for (const o of doc.nftables ?? []) {
+        const [kind, body] = Object.entries(o)[0] ?? [];
+        if (!kind || kind === 'metainfo' || !body) continue;
+        const { handle: _h, elem, ...rest } = body as Record<string, unknown>;
+        if (kind === 'set' || kind === 'map') counts.set(`${family} ${String(rest.name)}`, Array.isArray(elem) ? elem.length : 0);
+        items.push({ [kind]: stripHandles(rest) });
+      }
+    }
+    return { missing: false, structure: JSON.stringify(items), counts };
+  }
+
+  /**
+   * Whether tsbridge's tables are as the last full apply left them, their sets holding as many
+   * elements as the view calls for. null: they are; otherwise what was found.
+   */
+  private async check(view: FirewallView): Promise<ReapplyReason | null> {
+    if (view.networks.length === 0) return null;
+    const now = await this.listing();
+    if (now.missing) return 'table_missing';
+    if (this.baseline !== null && now.structure !== this.baseline) return 'chain_altered';
+    const want = new Map<string, Set<string>>();
+    for (const e of [...view.networks.flatMap((n) => n.rules.elements), ...view.endpoints.flatMap((x) => x.elements)]) {
+      want.set(e.set, (want.get(e.set) ?? new Set()).add(e.key));
+    }
+    for (const [set, have] of now.counts) if (have !== (want.get(set)?.size ?? 0)) return 'elements_altered';
+    return null;
   }
 
   /** Element statements: one transaction, through a long-lived nft where the runner has one. */
@@ -47,7 +126,7 @@ export class NftFirewall implements Firewall {
     // just before it starts its containers — which must not wait for the next sweep.
     // A failure here is not the endpoint's: it is logged, and the next sweep tries again.
     if (!this.dockerSettled && this.shimBridges.length > 0) {
-      await this.applyShims().catch((e: unknown) => this.log.warn('forward shim re-check failed', { error: e instanceof Error ? e.message : String(e) }));
+      await this.applyShims(this.shimBridges).catch((e: unknown) => this.log.warn('forward shim re-check failed', { error: e instanceof Error ? e.message : String(e) }));
     }
   }
 
@@ -70,11 +149,76 @@ export class NftFirewall implements Firewall {
    * jump lost to someone's flush.
    */
   async refresh(view: FirewallView): Promise<void> {
-    this.shimBridges = view.networks.flatMap((n) => n.rules.shim);
-    await this.applyShims();
+    // Someone else's hands on tsbridge's tables (`nft flush ruleset`, a firewalld reload,
+    // Debian's nftables service, a deleted rule or element): everything applied again.
+    let reason: ReapplyReason | null;
+    try {
+      reason = await this.check(view);
+    } catch (e) {
+      this.log.warn("cannot check tsbridge's nftables tables", { error: e instanceof Error ? e.message : String(e) });
+      reason = null;
+    }
+    if (reason) {
+      this.log.warn("tsbridge's rules were changed by someone else: applying them again", { reason, table: this.owner.table });
+      this.reapplied[reason]++;
+      this.onReapply(reason);
+      await this.apply(view);
+      return;
+    }
+    await this.applyShims(view.networks.flatMap((n) => n.rules.shim));
   }
 
-  private async applyShims(): Promise<void> {
+  /**
+   * Read-only: what of the rules this view calls for is missing or altered now — tsbridge's
+   * tables (as a check finds them) and, per iptables family, the shim's chain, its rules and its
+   * jump. Changes nothing (`tsbridge doctor`; `--fix` goes through a full apply).
+   */
+  async diagnose(view: FirewallView): Promise<FirewallFinding[]> {
+    const out: FirewallFinding[] = [];
+    const tables = `nftables (tables inet/bridge ${this.owner.table})`;
+    if (view.networks.length === 0) {
+      const l = await this.listing().catch(() => null);
+      if (l && !l.missing) out.push({ what: tables, problem: 'present although no network needs them' });
+    } else {
+      try {
+        const reason = await this.check(view);
+        const words: Record<ReapplyReason, string> = {
+          table_missing: 'a table is missing',
+          chain_altered: 'a chain, rule or set is not as last applied',
+          elements_altered: 'set or map elements are missing or extra (published ports, anti-spoofing, isolation)',
+          shim_missing: '',
+        };
+        if (reason) out.push({ what: tables, problem: words[reason] });
+      } catch (e) {
+        out.push({ what: tables, problem: `cannot be listed: ${e instanceof Error ? e.message : String(e)}` });
+      }
+    }
+    const bridges = view.networks.flatMap((n) => n.rules.shim);
+    for (const bin of [this.iptables.v4, this.iptables.v6]) {
+      const probe = await this.runner.run(`${bin}-save`, [], { allowFail: true }).catch(() => null);
+      if (!probe || probe.exitCode !== 0) continue;
+      const fv = parseFilterSave(probe.stdout);
+      if (fv === null) continue; // no filter table: nothing to get past
+      const chain = this.owner.forwardChain;
+      const what = `iptables shim (${bin}, chain ${chain})`;
+      const jumps = fv.rules.filter((r) => r.endsWith(` -j ${chain}`)).map((r) => r.split(' ')[1]!);
+      if (bridges.length === 0) {
+        if (fv.chains.has(chain) || jumps.length) out.push({ what, problem: 'present although no network needs it' });
+        continue;
+      }
+      const isolation = DOCKER_ISOLATION_CHAINS.filter((c) => fv.chains.has(c));
+      const want = forwardChainRules(bridges, chain, isolation, this.mark);
+      const have = fv.rules.filter((r) => r.startsWith(`-A ${chain} `));
+      const parent = shimParent(fv);
+      if (!fv.chains.has(chain)) out.push({ what, problem: 'the chain is missing' });
+      else if (want.join('\n') !== have.join('\n')) out.push({ what, problem: 'its rules are not the ones the networks need' });
+      if (!jumps.includes(parent)) out.push({ what, problem: `no jump to it from ${parent}${jumps.length ? ` (only from ${jumps.join(', ')})` : ''}` });
+    }
+    return out;
+  }
+
+  private async applyShims(bridges: ShimBridge[]): Promise<void> {
+    this.shimBridges = bridges;
     const v4 = await this.applyShim(this.iptables.v4, this.shimBridges);
     await this.applyShim(this.iptables.v6, this.shimBridges);
     this.dockerSettled = v4 !== null && v4.chains.has('DOCKER-USER') && DOCKER_ISOLATION_CHAINS.every((c) => v4.chains.has(c));
@@ -125,6 +269,7 @@ export class NftFirewall implements Firewall {
     if (view === null) return null; // no filter table: nothing blocks forwarding here, nothing of ours can be left
     const jumps = view.rules.filter((r) => r.endsWith(` -j ${chain}`)).map((r) => r.split(' ')[1]!);
     if (bridges.length === 0) {
+      this.shimWritten.delete(bin);
       for (const p of jumps) await this.runner.run(bin, ['-w', '5', '-t', 'filter', '-D', p, '-j', chain], { allowFail: true });
       if (view.chains.has(chain)) {
         await this.runner.run(bin, ['-w', '5', '-t', 'filter', '-F', chain], { allowFail: true });
@@ -133,11 +278,21 @@ export class NftFirewall implements Firewall {
       return view;
     }
     const isolation = DOCKER_ISOLATION_CHAINS.filter((c) => view.chains.has(c));
-    const want = forwardChainRules(bridges, chain, isolation);
+    const want = forwardChainRules(bridges, chain, isolation, this.mark);
     const have = view.rules.filter((r) => r.startsWith(`-A ${chain} `));
-    if (!view.chains.has(chain) || want.join('\n') !== have.join('\n')) {
-      await this.runner.run(`${bin}-restore`, ['-w', '5', '--noflush'], { input: forwardChainRestore(bridges, chain, isolation) });
+    // Written before and now without its chain, its rules or any jump: someone removed it
+    // (`iptables -F`, a flushed DOCKER-USER). Docker's isolation chains appearing, or a jump
+    // moving from FORWARD to DOCKER-USER once dockerd made it, are not that.
+    const lost = this.shimWritten.has(bin) && (!view.chains.has(chain) || have.length === 0 || jumps.length === 0);
+    if (lost) {
+      this.log.warn("tsbridge's forward shim was removed by someone else: writing it again", { iptables: bin });
+      this.reapplied.shim_missing++;
+      this.onReapply('shim_missing');
     }
+    if (!view.chains.has(chain) || want.join('\n') !== have.join('\n')) {
+      await this.runner.run(`${bin}-restore`, ['-w', '5', '--noflush'], { input: forwardChainRestore(bridges, chain, isolation, this.mark) });
+    }
+    this.shimWritten.add(bin);
     const parent = shimParent(view);
     for (const p of jumps.filter((j) => j !== parent)) await ipt(['-D', p, '-j', chain]); // FORWARD, before dockerd made DOCKER-USER
     if (!jumps.includes(parent)) await ipt(['-I', parent, String(jumpPosition(view, parent)), '-j', chain]);
@@ -154,4 +309,11 @@ export function conntrackDestPorts(listing: string, proto: string): number[] {
     if (m) out.add(Number(m[1]));
   }
   return [...out].sort((a, b) => a - b);
+}
+
+/** A value with every `handle` key removed (nft's handles change with every re-creation). */
+function stripHandles(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(stripHandles);
+  if (typeof v !== 'object' || v === null) return v;
+  return Object.fromEntries(Object.entries(v).filter(([k]) => k !== 'handle').map(([k, x]) => [k, stripHandles(x)]));
 }

@@ -5,7 +5,7 @@
  */
 import { promises as fs } from 'node:fs';
 import type { Listener } from '../../driver/ports.js';
-import type { HostPorts, HostView } from '../types.js';
+import type { HostPorts, HostRoute, HostRoutes, HostView } from '../types.js';
 import type { Proto } from '../../state/types.js';
 import { formatAddress } from '../../net/addr.js';
 
@@ -56,6 +56,29 @@ export function parseRoutes(route4: string, route6: string): string[] {
   return out;
 }
 
+/** Every route of the main table (default routes included), with next hop and device. */
+export function parseRouteTable(route4: string, route6: string): HostRoute[] {
+  const out: HostRoute[] = [];
+  for (const line of route4.split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 8) continue;
+    if (parseInt(f[3]!, 16) & 0x200) continue; // RTF_REJECT
+    const gw = hexToIpv4LE(f[2]!);
+    out.push({ to: `${hexToIpv4LE(f[1]!)}/${maskLength(f[7]!)}`, via: gw === '0.0.0.0' ? null : gw, dev: f[0]! });
+  }
+  for (const line of route6.split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 10) continue;
+    const flags = parseInt(f[8]!, 16);
+    if (flags & 0x200) continue; // RTF_REJECT: unreachable routes, not the host's way anywhere
+    const dev = f[9]!;
+    if (dev === 'lo') continue; // local and multicast entries
+    const hop = formatAddress(6, BigInt(`0x${f[4]!}`));
+    out.push({ to: `${formatAddress(6, BigInt(`0x${f[0]!}`))}/${parseInt(f[1]!, 16)}`, via: hop === '::' ? null : hop, dev });
+  }
+  return out;
+}
+
 export function parseNameservers(resolvConf: string): string[] {
   return resolvConf
     .split('\n')
@@ -88,8 +111,17 @@ export function parseSockets(text: string, proto: Proto, v6: boolean): Listener[
   return out;
 }
 
-export class ProcHost implements HostView, HostPorts {
+export class ProcHost implements HostView, HostPorts, HostRoutes {
   constructor(private readonly proc = '/proc', private readonly resolv = '/etc/resolv.conf') {}
+
+  async routeTable(): Promise<HostRoute[]> {
+    const [r4, r6] = await Promise.all([readOr(`${this.proc}/net/route`), readOr(`${this.proc}/net/ipv6_route`)]);
+    return parseRouteTable(r4, r6);
+  }
+
+  async nameservers(): Promise<string[]> {
+    return parseNameservers(await readOr(this.resolv));
+  }
 
   async takenPrefixes(): Promise<string[]> {
     const [r4, r6, resolv] = await Promise.all([

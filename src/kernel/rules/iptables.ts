@@ -28,10 +28,22 @@ export const DOCKER_ISOLATION_CHAINS = ['DOCKER-ISOLATION-STAGE-1', 'DOCKER-ISOL
 
 export type { ShimBridge };
 
-/** The rules of TSBRIDGE-FORWARD, as `iptables -S` prints them. */
-export function forwardChainRules(bridges: ShimBridge[], chain: string = FORWARD_CHAIN, isolation: readonly string[] = []): string[] {
+/**
+ * The rules of TSBRIDGE-FORWARD, as `iptables -S` prints them. With `mark` (fail closed), a
+ * packet into or out of a bridge without that bit — which tsbridge's nftables forward chain sets
+ * on every packet it let through (rules/nft.ts) — is dropped first: without tsbridge's nftables
+ * tables, nothing of its networks is forwarded, whatever the FORWARD policy.
+ */
+export function forwardChainRules(bridges: ShimBridge[], chain: string = FORWARD_CHAIN, isolation: readonly string[] = [], mark: number | null = null): string[] {
   const L: string[] = [];
-  for (const b of [...bridges].sort((x, y) => x.name.localeCompare(y.name))) {
+  const unmarked = mark === null ? '' : `-m mark ! --mark 0x${(mark >>> 0).toString(16)}/0x${(mark >>> 0).toString(16)}`;
+  // Several networks may name the same interfaces (a wildcard such as `tsv+`): each once.
+  const unique = [...new Map(bridges.map((b) => [`${b.name} ${b.internal}`, b])).values()];
+  for (const b of unique.sort((x, y) => x.name.localeCompare(y.name) || Number(y.internal) - Number(x.internal))) {
+    if (unmarked) {
+      L.push(`-A ${chain} -o ${b.name} ${unmarked} -j DROP`);
+      L.push(`-A ${chain} -i ${b.name} ${unmarked} -j DROP`);
+    }
     if (b.internal) {
       L.push(`-A ${chain} -i ${b.name} -o ${b.name} -j ACCEPT`);
       continue;
@@ -48,8 +60,8 @@ export function forwardChainRules(bridges: ShimBridge[], chain: string = FORWARD
 }
 
 /** iptables-restore input (use with --noflush) that rewrites TSBRIDGE-FORWARD and nothing else. */
-export function forwardChainRestore(bridges: ShimBridge[], chain: string = FORWARD_CHAIN, isolation: readonly string[] = []): string {
-  const L = ['*filter', `:${chain} - [0:0]`, `-F ${chain}`, ...forwardChainRules(bridges, chain, isolation), 'COMMIT'];
+export function forwardChainRestore(bridges: ShimBridge[], chain: string = FORWARD_CHAIN, isolation: readonly string[] = [], mark: number | null = null): string {
+  const L = ['*filter', `:${chain} - [0:0]`, `-F ${chain}`, ...forwardChainRules(bridges, chain, isolation, mark), 'COMMIT'];
   return L.join('\n') + '\n';
 }
 
@@ -88,9 +100,13 @@ export function parseFilterSave(save: string): FilterView | null {
   return found ? { chains, rules } : null;
 }
 
-/** Where the jump to the shim goes: DOCKER-USER when Docker made it, else FORWARD. */
+/**
+ * Where the jump to the shim goes: DOCKER-USER when Docker made it and FORWARD leads there, else
+ * FORWARD. (After an `iptables -F`, DOCKER-USER is still there but nothing jumps to it until
+ * dockerd restarts: a jump left in it would never be reached.)
+ */
 export function shimParent(view: FilterView): 'DOCKER-USER' | 'FORWARD' {
-  return view.chains.has('DOCKER-USER') ? 'DOCKER-USER' : 'FORWARD';
+  return view.chains.has('DOCKER-USER') && view.rules.includes('-A FORWARD -j DOCKER-USER') ? 'DOCKER-USER' : 'FORWARD';
 }
 
 /**

@@ -17,13 +17,23 @@
  * a chain on the same hook and a lower priority is evaluated before tsbridge's — docs/options.md,
  * "Firewall and the operator's own rules":
  *   inet   prerouting  raw (-300)       localnet     127.0.0.0/8 from the wire dropped
+ *   inet   prerouting  raw (-300)       guard        (kinds: anti-spoofing on routed links, e.g. point-to-point)
  *   inet   prerouting  dstnat (-100)    prerouting   published ports: DNAT
  *   inet   output      -100             output       published ports from the host: DNAT
  *   inet   input       filter - 1       input        (kinds: e.g. internal networks reach nothing of the host)
  *   inet   forward     filter - 1       forward      (kinds: isolation between networks, inbound filter)
  *   inet   postrouting srcnat (100)     postrouting  (kinds: masquerade / SNAT, hairpin); loopback-sourced DNAT
  *   bridge prerouting  filter (-200)    prerouting   anti-spoofing (MAC, IPv4, ARP, IPv6, ND)
+ *   inet   forward     filter + 1       forward_done clears the fail-closed mark (below)
  *   bridge forward     filter (-200)    forward      enable_icc=false
+ *
+ * Fail closed. The first lines of `forward` mark every packet to or from an interface the
+ * iptables forward shim lets through (the kinds' `shim` entries) with one bit (`mark`, default
+ * DEFAULT_MARK); the shim drops such packets without the bit (rules/iptables.ts). So when
+ * someone removes tsbridge's tables (`nft flush ruleset`, a firewalld reload) and the shim
+ * survives, nothing of tsbridge's networks is forwarded — not isolation-free — until the rules
+ * are back. `forward_done`, right after iptables' filter FORWARD (priority 0), clears the bit
+ * again: no other program sees it after that hook.
  *
  * 127.0.0.0/8 from the wire is dropped in `localnet` before DNAT: a port bound to 127.0.0.1 must
  * not be reachable from other hosts, and route_localnet must not open the host's loopback to
@@ -36,15 +46,25 @@ import type { Element, FirewallView, SetDecl } from '../types.js';
 
 export const DEFAULT_TABLE = 'tsbridge';
 
+/**
+ * The packet-mark bit of fail-closed forwarding (TSBRIDGE_FWMARK). Bit 24: clear of the marks
+ * Kubernetes' kube-proxy (0x4000, 0x8000), CNI portmap and netavark (0x2000), Cilium (0x0f00),
+ * Istio (0x539), AWS VPC CNI (0x80), Tailscale (0xff0000), Weave and kube-router (0x10000–
+ * 0x40000) use; Calico's default mask (0xffff0000) covers it: set another bit there.
+ */
+export const DEFAULT_MARK = 0x1000000;
+
 type Family = 'inet' | 'bridge';
 
 /** tsbridge's base chains (see the header): an operator's chain on the same hook with a lower priority runs first. */
 export const BASE_CHAINS = [
   { family: 'inet', hook: 'prerouting', priority: -300, spelled: 'raw', chain: 'localnet' },
+  { family: 'inet', hook: 'prerouting', priority: -300, spelled: 'raw', chain: 'guard' },
   { family: 'inet', hook: 'prerouting', priority: -100, spelled: 'dstnat', chain: 'prerouting' },
   { family: 'inet', hook: 'output', priority: -100, spelled: '-100', chain: 'output' },
   { family: 'inet', hook: 'input', priority: -1, spelled: 'filter - 1', chain: 'input' },
   { family: 'inet', hook: 'forward', priority: -1, spelled: 'filter - 1', chain: 'forward' },
+  { family: 'inet', hook: 'forward', priority: 1, spelled: 'filter + 1', chain: 'forward_done' },
   { family: 'inet', hook: 'postrouting', priority: 100, spelled: 'srcnat', chain: 'postrouting' },
   { family: 'bridge', hook: 'prerouting', priority: -200, spelled: 'filter', chain: 'prerouting' },
   { family: 'bridge', hook: 'forward', priority: -200, spelled: 'filter', chain: 'forward' },
@@ -112,6 +132,9 @@ const CHAINS: ChainDef[] = [
   // kernel drops such martians itself, but only until DNAT has rewritten them — and
   // route_localnet=1 on bridges would otherwise let containers reach the host's loopback.
   { family: 'inet', name: 'localnet', type: 'filter', head: ['iifname != "lo" ip daddr 127.0.0.0/8 drop'] },
+  // Anti-spoofing where no bridge sees the frames (a kind's links routed by the host): before
+  // conntrack, so a forged source creates no state.
+  { family: 'inet', name: 'guard', type: 'filter', optional: true },
   { family: 'inet', name: 'prerouting', type: 'nat', head: ['fib daddr type local jump publish'] },
   { family: 'inet', name: 'output', type: 'nat', head: ['ip6 daddr ::1 return', 'fib daddr type local jump publish'] },
   {
@@ -128,12 +151,34 @@ const CHAINS: ChainDef[] = [
   // Published ports reached from the host's loopback: the source must become a bridge address.
   { family: 'inet', name: 'postrouting', type: 'nat', tail: ['oifname @bridges ip saddr 127.0.0.0/8 ct status dnat masquerade'] },
   { family: 'inet', name: 'forward', type: 'filter' },
+  { family: 'inet', name: 'forward_done', type: 'filter', optional: true },
   { family: 'bridge', name: 'prerouting', type: 'filter', tail: ANTI_SPOOF },
   { family: 'bridge', name: 'forward', type: 'filter', head: ['iifname @no_icc drop'] },
 ];
 
 /** Chains a network may contribute lines to ("inet forward", …). */
-export const CHAIN_NAMES: readonly string[] = CHAINS.map((c) => `${c.family} ${c.name}`);
+export const CHAIN_NAMES: readonly string[] = CHAINS.filter((c) => c.name !== 'forward_done').map((c) => `${c.family} ${c.name}`);
+
+const hex = (n: number) => `0x${(n >>> 0).toString(16).padStart(8, '0')}`;
+
+/**
+ * The fail-closed mark lines for the shim's interfaces: set at the head of `forward`, cleared in
+ * `forward_done`. An iptables wildcard (`tsv+`) becomes nft's (`"tsv*"`).
+ */
+export function markLines(names: string[], mark: number): { set: string[]; clear: string[] } {
+  const exact = [...new Set(names.filter((n) => !n.endsWith('+')))].sort();
+  const wild = [...new Set(names.filter((n) => n.endsWith('+')))].sort().map((n) => `"${n.slice(0, -1)}*"`);
+  const matches = [...(exact.length ? [`{ ${exact.map((n) => `"${n}"`).join(', ')} }`] : []), ...wild];
+  const set: string[] = [];
+  const clear: string[] = [];
+  for (const m of matches) {
+    for (const dir of ['iifname', 'oifname']) {
+      set.push(`${dir} ${m} meta mark set meta mark | ${hex(mark)}`);
+      clear.push(`${dir} ${m} meta mark set meta mark & ${hex(~mark)}`);
+    }
+  }
+  return { set, clear };
+}
 
 function header(c: ChainDef): string {
   const b = BASE_CHAINS.find((x) => x.family === c.family && x.chain === c.name)!;
@@ -163,7 +208,7 @@ function setBlock(decl: SetDecl, elements: string[]): string[] {
  * Networks are written in ID order, endpoints in ID order; a map key twice (never by
  * reservation) is written once, the first by endpoint ID winning, so start-up cannot fail on it.
  */
-export function fullRuleset(view: FirewallView, TABLE: string = DEFAULT_TABLE): string {
+export function fullRuleset(view: FirewallView, TABLE: string = DEFAULT_TABLE, mark: number = DEFAULT_MARK): string {
   const nets = [...view.networks].sort((a, b) => a.id.localeCompare(b.id));
   const eps = [...view.endpoints].sort((a, b) => a.id.localeCompare(b.id));
   const L: string[] = [];
@@ -187,15 +232,18 @@ export function fullRuleset(view: FirewallView, TABLE: string = DEFAULT_TABLE): 
     if (!CHAIN_NAMES.includes(c)) fail('INTERNAL', { detail: `no chain "${c}" in tsbridge's tables` });
   }
 
+  const marks = markLines(nets.flatMap((n) => n.rules.shim.map((x) => x.name)), mark);
   for (const family of ['inet', 'bridge'] as const) {
     L.push(`table ${family} ${TABLE} {`);
     for (const d of decls) if (splitRef(d.set).family === family) L.push(...setBlock(d, elements.get(d.set)!));
     for (const c of CHAINS.filter((x) => x.family === family)) {
-      const added = nets.flatMap((n) => n.rules.chains[`${c.family} ${c.name}`] ?? []);
+      const key = `${c.family} ${c.name}`;
+      const added = key === 'inet forward_done' ? marks.clear : nets.flatMap((n) => n.rules.chains[key] ?? []);
       if (c.optional && added.length === 0) continue;
+      const first = key === 'inet forward' ? marks.set : [];
       L.push(`  chain ${c.name} {`);
       if (c.type) L.push(header(c));
-      for (const line of [...(c.head ?? []), ...added, ...(c.tail ?? [])]) L.push(`    ${line}`);
+      for (const line of [...first, ...(c.head ?? []), ...added, ...(c.tail ?? [])]) L.push(`    ${line}`);
       L.push('  }');
     }
     L.push('}');

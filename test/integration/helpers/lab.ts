@@ -16,7 +16,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { DriverService } from '../../../src/driver/service.js';
 import { Reconciler } from '../../../src/driver/reconcile.js';
 import { bridgeName } from '../../../src/domain/names.js';
-import { NftFirewall } from '../../../src/kernel/real/firewall.js';
+import { NftFirewall, type FirewallOptions } from '../../../src/kernel/real/firewall.js';
 import { IpLinks } from '../../../src/kernel/real/links.js';
 import type { HostPorts, Kernel } from '../../../src/kernel/types.js';
 import { silentLogger } from '../../../src/logging.js';
@@ -33,6 +33,8 @@ import { NetnsRunner, NetnsSysctl } from './netns-runner.js';
 export interface LabOptions {
   /** iptables binaries for the forward shim (default: iptables / ip6tables, which are iptables-nft here). */
   iptables?: { v4: string; v6: string };
+  /** The firewall's options (re-application hook, mark bit). */
+  firewall?: FirewallOptions;
 }
 
 export interface NetworkOpts extends Partial<Omit<BridgeNetworkFields, 'ipv4' | 'ipv6'>> {
@@ -40,6 +42,8 @@ export interface NetworkOpts extends Partial<Omit<BridgeNetworkFields, 'ipv4' | 
   v6?: boolean;
   /** false: no IPv4 subnet (an IPv6-only network; needs v6). */
   v4?: boolean;
+  /** 'p2p': a point-to-point network (its settings from icc, masquerade, hostBindingIpv4, snatIpv4). */
+  mode?: 'p2p';
 }
 
 export interface LabNetwork {
@@ -188,7 +192,7 @@ export class Lab {
     this.sysctl = new NetnsSysctl(this.runner);
     this.kernel = {
       links: new IpLinks(this.runner, sysfs),
-      firewall: new NftFirewall(this.runner, this.log, opts.iptables),
+      firewall: new NftFirewall(this.runner, this.log, opts.iptables, undefined, opts.firewall),
       sysctl: this.sysctl,
     };
     this.driver = new DriverService(this.db, this.kernel, quietHostPorts, this.log);
@@ -253,9 +257,9 @@ export class Lab {
     const id = opts.id ?? dockerId();
     const net4 = `10.213.${(this.netBase + n) % 256}`;
     const net6 = opts.v6 ? `fd5e:${this.v6Base}:${n + 1}` : null;
-    const { v6: _v6, v4: _v4, ...rest } = opts;
+    const { v6: _v6, v4: _v4, mode, ...rest } = opts;
     const v4 = opts.v4 !== false;
-    const spec: NetworkSpec = networkSpec({
+    const bridged: NetworkSpec = networkSpec({
       id,
       bridge: bridgeName(id),
       enableIpv6: !!opts.v6,
@@ -263,6 +267,8 @@ export class Lab {
       ipv4: v4 ? [{ subnet: `${net4}.0/24`, gateway: `${net4}.1/24` }] : [],
       ipv6: net6 ? [{ subnet: `${net6}::/64`, gateway: `${net6}::1/64` }] : [],
     });
+    const { icc, masquerade, hostBindingIpv4, snatIpv4 } = bridged.settings;
+    const spec: NetworkSpec = mode === 'p2p' ? { ...bridged, kind: 'p2p', settings: { icc, masquerade, hostBindingIpv4, snatIpv4 } } : bridged;
     return { spec, id, bridge: String(spec.settings.bridge), net4: v4 ? net4 : '', net6, gateway4: v4 ? `${net4}.1` : '', gateway6: net6 ? `${net6}::1` : null, next: 2 };
   }
 
@@ -305,6 +311,10 @@ export class Lab {
     if (ep.ipv4) await C(['addr', 'add', `${ep.ipv4}/24`, 'dev', ifname]);
     if (ep.ipv6) await C(['-6', 'addr', 'add', `${ep.ipv6}/64`, 'dev', ifname, 'nodad']);
     await C(['link', 'set', 'dev', ifname, 'up']);
+    // Join's static routes as Docker adds them: routes on the link first, then those via a next hop.
+    const fam = (dst: string) => (dst.includes(':') ? '-6' : '-4');
+    for (const r of join.staticRoutes.filter((x) => x.type === 'connected')) await C([fam(r.destination), 'route', 'add', r.destination, 'dev', ifname]);
+    for (const r of join.staticRoutes.filter((x) => x.type === 'via')) await C([fam(r.destination), 'route', 'add', r.destination, 'via', r.nextHop]);
     const gw4 = join.gateway || (opts.forceGateway ? net.gateway4 : '');
     if (gw4) await C(['route', 'add', 'default', 'via', gw4]);
     const gw6 = join.gatewayIpv6 || (opts.forceGateway && ep.ipv6 ? net.gateway6 : '');
@@ -400,7 +410,8 @@ export interface LinkJson {
   master?: string;
   operstate: string;
   flags: string[];
-  linkinfo?: { info_kind?: string; info_slave_kind?: string; info_slave_data?: { hairpin?: boolean } };
+  ifindex?: number;
+  linkinfo?: { info_kind?: string; info_data?: Record<string, unknown>; info_slave_kind?: string; info_slave_data?: { hairpin?: boolean; learning?: boolean } };
 }
 
 /** One ICMP echo from `ns` (busybox ping, 1 s). */

@@ -1,9 +1,10 @@
 /**
- * A small client of Docker's Engine API for the `tsbridge` command: names of networks and of the
- * containers on them. Node's http over Docker's Unix socket (/var/run/docker.sock, or DOCKER_HOST
- * when it is unix://…), a deadline on every request, nothing else. Only the command asks Docker;
- * the plugin's handlers never do (dockerd waits for the plugin while it starts: asking it back
- * from a handler could deadlock).
+ * A small client of Docker's Engine API: names of networks and of the containers on them (the
+ * `tsbridge` command), and Docker's networks as they are (convergence: `tsbridge gc`, and the
+ * plugin's optional sweep, src/docker/observe.ts). Node's http over Docker's Unix socket
+ * (/var/run/docker.sock, or DOCKER_HOST when it is unix://…), a deadline on every request, GET
+ * only. The plugin's request handlers never ask Docker (dockerd waits for the plugin while it
+ * starts: asking it back from a handler could deadlock); its sweep does, off the state lock.
  */
 import http from 'node:http';
 
@@ -44,9 +45,32 @@ export function dockerSocket(env: NodeJS.ProcessEnv): { socket: string } | { err
   return { error: `DOCKER_HOST=${host} is not a unix:// socket; tsbridge asks Docker only over its Unix socket` };
 }
 
+/** Docker's networks as the Engine API returns them (JSON, unchecked: observe.ts reads them). */
+export interface DockerEngine {
+  /** `GET /networks`: every network, without its containers. Throws DockerUnreachable. */
+  listNetworks(): Promise<unknown[]>;
+  /** `GET /networks/ID`: one network with its endpoints; null when Docker does not have it. */
+  inspectNetwork(id: string): Promise<unknown | null>;
+}
+
 /** Engine API over a Unix socket, each request bounded by `timeoutMs`. */
-export class DockerClient implements DockerApi {
+export class DockerClient implements DockerApi, DockerEngine {
   constructor(private readonly socket: string, private readonly timeoutMs = 3000) {}
+
+  async listNetworks(): Promise<unknown[]> {
+    const r = await this.get('/networks');
+    if (r.status !== 200) throw new DockerUnreachable(`Docker answered ${r.status} to GET /networks: ${r.text.slice(0, 200)}`);
+    const list = parseJson(r.text, 'GET /networks');
+    if (!Array.isArray(list)) throw new DockerUnreachable("Docker's answer to GET /networks is not a list");
+    return list;
+  }
+
+  async inspectNetwork(id: string): Promise<unknown | null> {
+    const r = await this.get(`/networks/${encodeURIComponent(id)}`);
+    if (r.status === 404) return null;
+    if (r.status !== 200) throw new DockerUnreachable(`Docker answered ${r.status} to GET /networks/${id.slice(0, 12)}: ${r.text.slice(0, 200)}`);
+    return parseJson(r.text, `GET /networks/${id.slice(0, 12)}`);
+  }
 
   async networks(ids: string[]): Promise<Map<string, DockerNetwork | null>> {
     const out = new Map<string, DockerNetwork | null>();
@@ -84,6 +108,14 @@ export class DockerClient implements DockerApi {
       req.on('error', fail);
       req.end();
     });
+  }
+}
+
+function parseJson(text: string, what: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new DockerUnreachable(`Docker's answer to ${what} is not JSON`);
   }
 }
 
