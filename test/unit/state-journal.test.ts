@@ -106,6 +106,51 @@ describe('FileStore with the journal', () => {
     expect(await new FileStore(dir).load()).toEqual(db.state);
   });
 
+  test("records' creation times, an uplink's adopted record, pool claims, allocation times and overlays survive the journal and a reload", async () => {
+    const s0 = stateWith(3);
+    s0.networks[NET]!.created = 1_700_000_000_000;
+    s0.pools['tsb-v4-10.9.0.0/16']!.since = { '10.9.0.1': 1_700_000_000_001 };
+    const { db } = await fileDb(s0);
+    const pid = 'tsb-v4-10.9.0.0/16';
+    // an address with its allocation time: an addr entry carrying it
+    await db.tx(async (s) => {
+      const p = s.pools[pid]!;
+      s.pools[pid] = { ...p, allocated: { ...p.allocated, '10.9.9.9': 'endpoint' }, cursor: '10.9.9.9', since: { ...p.since, '10.9.9.9': 1_700_000_000_002 } };
+      await db.save();
+    });
+    expect((JSON.parse(lines()[0]!) as { ops: Change[] }).ops).toEqual([
+      { t: 'addr', id: pid, set: { '10.9.9.9': 'endpoint' }, del: [], cursor: '10.9.9.9', since: { '10.9.9.9': 1_700_000_000_002 } },
+    ]);
+    // its release takes its time with it
+    await db.tx(async (s) => {
+      const p = s.pools[pid]!;
+      const { '10.9.9.9': _a, ...allocated } = p.allocated;
+      const { '10.9.9.9': _t, ...since } = p.since!;
+      s.pools[pid] = { ...p, allocated, since };
+      await db.save();
+    });
+    expect((JSON.parse(lines()[1]!) as { ops: Change[] }).ops).toEqual([{ t: 'addr', id: pid, set: {}, del: ['10.9.9.9'], cursor: '10.9.9.9' }]);
+    // a second claim, an overlay pool, a network with what it adopted, an endpoint's creation time
+    await db.tx(async (s) => {
+      s.pools[pid]!.claims = 2;
+      s.pools['tsb-v4-10.8.0.0/24'] = {
+        id: 'tsb-v4-10.8.0.0/24', family: 4, pool: '10.8.0.0/24', subPool: null, auto: false, allocated: {}, cursor: null, created: 5,
+        overlay: { name: 'ov', vni: 4097, gateway: '10.8.0.1', gatewayMac: '02:00:00:00:00:09' },
+      };
+      s.networks['m'.repeat(64)] = { ...s.networks[NET]!, id: 'm'.repeat(64), created: 7, adopted: { mac: '02:00:00:00:00:0a', mtu: 1500, up: true, addresses: [], routes: [] } };
+      s.endpoints[endpoint(2).id]!.created = 8;
+      await db.save();
+    });
+    const ops = (JSON.parse(lines()[2]!) as { ops: Change[] }).ops;
+    expect(ops.find((o) => o.t === 'pool' && o.id === pid)).toMatchObject({ v: { claims: 2 } });
+    const loaded = await new FileStore(dir).load();
+    expect(loaded).toEqual(db.state);
+    expect(loaded.networks['m'.repeat(64)]).toMatchObject({ created: 7, adopted: { mac: '02:00:00:00:00:0a' } });
+    expect(loaded.endpoints[endpoint(2).id]!.created).toBe(8);
+    expect(loaded.pools['tsb-v4-10.8.0.0/24']!.overlay!.vni).toBe(4097);
+    expect(loaded.pools[pid]).toMatchObject({ claims: 2, since: { '10.9.0.1': 1_700_000_000_001 } });
+  });
+
   test('a torn last line (a crash in the middle of a write) is ignored, and cut off before the next append', async () => {
     const { db } = await fileDb(stateWith(3));
     await joinOne(db, 2);
