@@ -77,6 +77,8 @@ export interface PluginOptions {
   env?: Record<string, string>;
   /** Print the plugin's warnings and errors (default true). */
   echoProblems?: boolean;
+  /** Options for node itself (e.g. --cpu-prof when profiling by hand). */
+  nodeArgs?: string[];
 }
 
 /**
@@ -95,7 +97,7 @@ export class BenchPlugin {
   }
 
   async start(): Promise<void> {
-    const proc = execa(process.execPath, [path.join(ROOT, 'dist', 'src', 'main.js')], {
+    const proc = execa(process.execPath, [...(this.opts.nodeArgs ?? []), path.join(ROOT, 'dist', 'src', 'main.js')], {
       env: { TSBRIDGE_SOCKET: this.opts.socket, TSBRIDGE_STATE_DIR: this.opts.stateDir, TSBRIDGE_LOG_LEVEL: 'info', ...this.opts.env },
       stdin: 'ignore',
       stdout: 'pipe',

@@ -22,6 +22,13 @@ import { claimedNames, endpointElements, firewallView, kindsRuntime, realizeEndp
 
 export { kindsRuntime, type KindsRuntime };
 
+/** Waits for all; the first failure (by position) is thrown once every one has ended. */
+async function settleAll(work: Promise<unknown>[]): Promise<void> {
+  const r = await Promise.allSettled(work);
+  const failed = r.find((x): x is PromiseRejectedResult => x.status === 'rejected');
+  if (failed) throw failed.reason;
+}
+
 function specOf(n: Network): NetworkSpec {
   const { phase: _phase, created: _created, adopted: _adopted, ...spec } = n;
   return spec;
@@ -298,8 +305,8 @@ export class DriverService {
       // Kernel first, then one save: a crash in between leaves only links with
       // tsbridge's prefixes that no state names, which start-up removes.
       try {
-        await realizeEndpoint(this.kernel, kind.endpoint(rec, net), null);
-        await this.kernel.firewall.addEndpoint(elements);
+        // The links and the elements (keyed by interface name: they need no link) side by side.
+        await settleAll([realizeEndpoint(this.kernel, kind.endpoint(rec, net), null), this.kernel.firewall.addEndpoint(elements)]);
         await kind.lifecycle?.endpointCreated?.(rec, net, this.ctx);
         s.endpoints[rec.id] = rec;
         await this.db.save();

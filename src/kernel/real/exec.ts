@@ -19,13 +19,23 @@ export interface Runner {
    * statements (no blocks); for ip, its lines, all of them even after one failed (exit code 1
    * then). A runner without it is given the script as a command's input.
    */
-  batch?(program: ShellProgram, script: string, opts?: { allowFail?: boolean }): Promise<RunResult>;
+  batch?(program: ShellProgram, script: string, opts?: BatchOptions): Promise<RunResult>;
   /** The next batch of that program runs on a new long-lived process. */
   restartBatch?(program: ShellProgram): void;
 }
 
+export interface BatchOptions {
+  allowFail?: boolean;
+  /**
+   * Batches of one lane run in order, one at a time; another lane of the same program runs
+   * beside it (its own long-lived process): link deletions, slow in the kernel and made off the
+   * reply path, do not hold up link creations queued after them.
+   */
+  lane?: 'delete';
+}
+
 /** `runner.batch` where it has one, else the script as the input of `ip -force -batch -` / `nft -f -`. */
-export function runBatch(runner: Runner, program: ShellProgram, script: string, opts: { allowFail?: boolean } = {}): Promise<RunResult> {
+export function runBatch(runner: Runner, program: ShellProgram, script: string, opts: BatchOptions = {}): Promise<RunResult> {
   if (runner.batch) return runner.batch(program, script, opts);
   return runner.run(program, program === 'ip' ? ['-force', '-batch', '-'] : ['-f', '-'], { input: script, allowFail: opts.allowFail });
 }
@@ -38,7 +48,8 @@ export function runBatch(runner: Runner, program: ShellProgram, script: string, 
 export type CommandObserver = (e: { command: string; seconds: number; outcome: 'ok' | 'failed' | 'timeout'; spawned: boolean }) => void;
 
 export class ExecRunner implements Runner {
-  private readonly shells: Partial<Record<ShellProgram, LineShell>> = {};
+  /** Long-lived processes by program and lane. */
+  private readonly shells = new Map<string, LineShell>();
 
   constructor(
     private readonly timeoutMs: number,
@@ -50,21 +61,23 @@ export class ExecRunner implements Runner {
   /** Scripts larger than this go to a process of their own (a huge line gains nothing from a running nft). */
   static readonly LONG_LIVED_MAX_BYTES = 256 * 1024;
 
-  batch(program: ShellProgram, script: string, opts: { allowFail?: boolean } = {}): Promise<RunResult> {
+  batch(program: ShellProgram, script: string, opts: BatchOptions = {}): Promise<RunResult> {
     if (!this.longLived || script.length > ExecRunner.LONG_LIVED_MAX_BYTES) {
       return this.run(program, program === 'ip' ? ['-force', '-batch', '-'] : ['-f', '-'], { input: script, allowFail: opts.allowFail });
     }
-    const shell = (this.shells[program] ??= new LineShell(program, this.timeoutMs, this.observer));
+    const key = `${program}:${opts.lane ?? ''}`;
+    let shell = this.shells.get(key);
+    if (!shell) this.shells.set(key, (shell = new LineShell(program, this.timeoutMs, this.observer)));
     return shell.run(script, opts);
   }
 
   restartBatch(program: ShellProgram): void {
-    this.shells[program]?.close();
+    for (const [key, s] of this.shells) if (key.startsWith(`${program}:`)) s.close();
   }
 
   /** Ends the long-lived processes (shutdown). */
   close(): void {
-    for (const s of Object.values(this.shells)) s.close();
+    for (const s of this.shells.values()) s.close();
   }
 
   async run(cmd: string, args: string[], opts: { input?: string; allowFail?: boolean } = {}): Promise<RunResult> {

@@ -401,7 +401,7 @@ export class IpLinks implements Links {
     if (L.length === 0) return;
     // Deleting one end of a veth pair removes the other, so a later line may find
     // nothing to delete: run them all, then check that every name is really gone.
-    let r = await runBatch(this.runner, 'ip', L.join('\n') + '\n', { allowFail: true });
+    let r = await runBatch(this.runner, 'ip', L.join('\n') + '\n', { allowFail: true, lane: 'delete' });
     if (r.exitCode === 0) return;
     const left = async () => {
       const still: string[] = [];
@@ -413,7 +413,7 @@ export class IpLinks implements Links {
       // A long-lived ip may know a link by an index it no longer has (deleted and made again by
       // someone else): a new one looks the names up afresh.
       this.runner.restartBatch('ip');
-      r = await runBatch(this.runner, 'ip', still.map((n) => `link del dev ${n}`).join('\n') + '\n', { allowFail: true });
+      r = await runBatch(this.runner, 'ip', still.map((n) => `link del dev ${n}`).join('\n') + '\n', { allowFail: true, lane: 'delete' });
       still = await left();
     }
     if (still.length) throw new TsbridgeError('KERNEL', { op: 'delete links', detail: `${still.join(', ')} still present: ${r.stderr.trim()}` });

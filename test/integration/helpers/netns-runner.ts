@@ -8,7 +8,7 @@
  * procps is not installed.
  */
 import { existsSync } from 'node:fs';
-import { ExecRunner, type RunResult, type Runner, type ShellProgram } from '../../../src/kernel/real/exec.js';
+import { ExecRunner, type BatchOptions, type RunResult, type Runner, type ShellProgram } from '../../../src/kernel/real/exec.js';
 import { LineShell } from '../../../src/kernel/real/shell.js';
 import type { Sysctl } from '../../../src/kernel/types.js';
 
@@ -37,14 +37,15 @@ export class NetnsRunner implements Runner {
     return r;
   }
 
-  private readonly shells = new Map<ShellProgram, LineShell>();
+  private readonly shells = new Map<string, LineShell>();
 
   /** Batches through long-lived `ip` / `nft` inside the namespace, as the plugin runs them on the host. */
-  async batch(program: ShellProgram, script: string, opts: { allowFail?: boolean } = {}): Promise<RunResult> {
+  async batch(program: ShellProgram, script: string, opts: BatchOptions = {}): Promise<RunResult> {
     const entry: RecordedCommand = { cmd: program, args: ['(long-lived batch)'], input: script, exitCode: -1 };
     this.log.push(entry);
-    let shell = this.shells.get(program);
-    if (!shell) this.shells.set(program, (shell = new LineShell(program, this.timeoutMs, undefined, ['ip', 'netns', 'exec', this.netns])));
+    const key = `${program}:${opts.lane ?? ''}`;
+    let shell = this.shells.get(key);
+    if (!shell) this.shells.set(key, (shell = new LineShell(program, this.timeoutMs, undefined, ['ip', 'netns', 'exec', this.netns])));
     try {
       const r = await shell.run(script, opts);
       entry.exitCode = r.exitCode;
@@ -56,7 +57,7 @@ export class NetnsRunner implements Runner {
   }
 
   restartBatch(program: ShellProgram): void {
-    this.shells.get(program)?.close();
+    for (const [key, s] of this.shells) if (key.startsWith(`${program}:`)) s.close();
   }
 
   /** Ends the long-lived processes (before the namespace goes). */
