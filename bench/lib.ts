@@ -68,6 +68,8 @@ export interface LoggedCall {
   call: string;
   ms: number;
   ok: boolean;
+  /** When its log line arrived (ms since the epoch): about when the call ended. */
+  at: number;
 }
 
 export interface PluginOptions {
@@ -128,7 +130,7 @@ export class BenchPlugin {
       if (l.trim()) console.error(`[plugin] ${l}`);
       return;
     }
-    if (o.call && typeof o.ms === 'number') this.calls.push({ call: o.call, ms: o.ms, ok: o.level !== 'error' });
+    if (o.call && typeof o.ms === 'number') this.calls.push({ call: o.call, ms: o.ms, ok: o.level !== 'error', at: Date.now() });
     if (o.message === 'metrics listening' && o.address) this.metricsAddress = o.address;
     if ((o.level === 'error' || o.level === 'warn') && this.opts.echoProblems !== false) console.error(`[plugin] ${l}`);
   }
