@@ -94,7 +94,7 @@ describe('flags', () => {
    */
   function tsFlags(files: string[]): string[] {
     const flags = new Set<string>();
-    const re = /(?:===\s*|startsWith\(\s*|\barg\(\s*|includes\(\s*|indexOf\(\s*)['"`](--[a-z][a-z0-9-]*)=?['"`]/g;
+    const re = /(?:===\s*|startsWith\(\s*|\barg\(\s*|\bflag\(\s*|includes\(\s*|indexOf\(\s*)['"`](--[a-z][a-z0-9-]*)=?['"`]/g;
     for (const f of files) for (const m of read(f).matchAll(re)) flags.add(m[1]!);
     return [...flags].filter((f) => !HELP.has(f)).sort();
   }
@@ -104,7 +104,7 @@ describe('flags', () => {
   test('the flag scan finds what it must', () => {
     expect(shellFlags('scripts/plugin-build.sh')).toEqual(expect.arrayContaining(['--out', '--prebuilt', '--dockerfile', '--push']));
     expect(shellFlags('scripts/install-deps.sh')).toEqual(['--runtime']);
-    expect(tsFlags(['bench/run.ts'])).toEqual(['--port-runs', '--runs', '--scale-runs', '--skip-scale']);
+    expect(tsFlags(['bench/run.ts'])).toEqual(['--endpoints', '--parallel', '--port-runs', '--runs', '--scale-runs', '--seconds', '--skip-scale', '--transfer-runs']);
   });
 
   test.each(scripts)('%s: has a section in docs/scripts.md naming each of its flags', (file) => {
