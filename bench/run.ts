@@ -371,6 +371,7 @@ async function main(): Promise<void> {
   plugin = new BenchPlugin({ socket: SOCKET, stateDir });
   await plugin.start();
   const nets: string[] = [];
+  const failed: string[] = [];
   try {
     const ts = `${TAG}-ts`;
     const br = `${TAG}-br`;
@@ -387,17 +388,27 @@ async function main(): Promise<void> {
     printRuns('docker run --rm IMAGE true', plain.ts, plain.br);
     printCalls("The plugin's own time per call over those runs (from its log)", [{ label: 'median ms', calls: plain.calls }]);
 
-    await hundredPorts(portRuns, ts, br);
-    if (transferRuns > 0) await throughput(transferRuns, seconds, { ts, br });
-    if (par > 0) await parallel(par, { ts, br });
-    if (endpoints > 0) await liveEndpoints(endpoints, Math.min(runs, 10), { ts, br }, plain.calls);
-    if (!flag('--skip-scale')) await thousandPorts(ts, scaleRuns);
+    // A section that fails says so and the others still run (what they print stands alone).
+    const section = async (name: string, fn: () => Promise<void>) => {
+      try {
+        await fn();
+      } catch (e) {
+        failed.push(name);
+        console.log(`\n${name}: FAILED — ${e instanceof Error ? e.message : String(e)}`);
+      }
+    };
+    await section('100 ports', () => hundredPorts(portRuns, ts, br));
+    if (transferRuns > 0) await section('throughput', () => throughput(transferRuns, seconds, { ts, br }));
+    if (par > 0) await section('parallel runs', () => parallel(par, { ts, br }));
+    if (endpoints > 0) await section('live endpoints', () => liveEndpoints(endpoints, Math.min(runs, 10), { ts, br }, plain.calls));
+    if (!flag('--skip-scale')) await section('1,000 ports', () => thousandPorts(ts, scaleRuns));
     console.log(`\nplugin RSS (node itself) at the end: ${plugin.rssMiB().toFixed(0)} MiB; load ${machine().replace(/.*load ([^,]+),.*/, '$1')}`);
   } finally {
     for (const n of nets) await execa('docker', ['network', 'rm', n], { reject: false });
     await plugin.stop();
     await rm(stateDir, { recursive: true, force: true });
   }
+  if (failed.length) throw new Error(`sections that failed: ${failed.join(', ')}`);
 }
 
 main().catch((e) => {
