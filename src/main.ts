@@ -52,11 +52,12 @@ export async function start(config: Config, log: Logger): Promise<{ stop: (signa
 
 async function startLocked(config: Config, log: Logger, releaseLock: () => Promise<void>): Promise<{ stop: (signal: string) => Promise<void>; metricsAddress: string | null }> {
   await removeStaleSocket(config.socket, log);
-  const store = new FileStore(config.stateDir);
+  const version = packageVersion();
+  // The state's counts are read at scrape time, once `db` exists (the listener starts after it).
+  const metrics = new Metrics({ state: () => db.state, info: { instance: config.instance, version }, processMetrics: true });
+  const store = new FileStore(config.stateDir, (e) => metrics.stateWrite(e));
   const state = await store.load(); // a corrupt file throws: never start empty over it
   const db = new Db(store, state);
-  const version = packageVersion();
-  const metrics = new Metrics({ state: () => db.state, info: { instance: config.instance, version }, processMetrics: true });
   const health = new Health(
     { instance: config.instance, version, socket: config.socket, stateDir: config.stateDir, sweepIntervalSeconds: config.gcIntervalSec },
     () => ({ callsInFlight: db.busy, networks: Object.keys(db.state.networks).length, endpoints: Object.keys(db.state.endpoints).length }),
@@ -184,6 +185,8 @@ async function startLocked(config: Config, log: Logger, releaseLock: () => Promi
       server.closeIdleConnections?.();
       await db.drain();
       await driver.settle();
+      await db.settle(); // a snapshot being written
+      runner.close(); // the long-lived ip and nft
       await driver.shutdown();
       // The lease is not revoked: peers keep this host's endpoints through a restart within its TTL.
       await cluster?.stop().catch((e: unknown) => log.warn('stopping the cluster client failed', { error: String(e) }));

@@ -7,7 +7,6 @@ import { promises as fs } from 'node:fs';
 import type { EtcdConfig } from '../config.js';
 import type { Logger } from '../logging.js';
 import type { Runner } from '../kernel/real/exec.js';
-import { EtcdStore } from './etcd.js';
 import { findUnderlay, hostId, type RouteInfo } from './identity.js';
 import { ClusterService } from './service.js';
 import type { LocalClaims } from './session.js';
@@ -41,6 +40,8 @@ export async function startCluster(cfg: EtcdConfig, stateDir: string, runner: Ru
   const id = await hostId(stateDir);
   const p = underlayProbes(runner);
   const underlay = await findUnderlay(cfg.vtep, cfg.endpoints[0]!, p.route, p.mtuOf, p.devOf);
+  // The etcd client (and gRPC under it, ~30 MiB) is loaded only by a host that joins a cluster.
+  const { EtcdStore } = await import('./etcd.js');
   const store = new EtcdStore({ endpoints: cfg.endpoints, tls, callTimeoutMs: cfg.timeoutMs });
   const cluster = new ClusterService(store, {
     hostId: id,

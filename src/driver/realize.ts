@@ -8,7 +8,7 @@ import type { Endpoint, Network } from '../domain/types.js';
 import type { EndpointElements, FirewallView, Kernel, LinkInfo } from '../kernel/types.js';
 import type { Logger } from '../logging.js';
 import type { ClusterService } from '../cluster/service.js';
-import type { Db } from '../state/db.js';
+import { plainCopy, type Db } from '../state/db.js';
 import type { State } from '../state/types.js';
 import { KINDS } from '../kinds/registry.js';
 import type { EndpointPlan, KindContext, KindRegistry, NetworkPlan, Running } from '../kinds/types.js';
@@ -158,7 +158,7 @@ export function kindsRuntime(kernel: Kernel, log: Logger, kinds: KindRegistry = 
       db.tx(async (s) => {
         const n = s.networks[networkId];
         if (!n || n.phase !== 'ready') return;
-        const next = change(structuredClone(n.settings));
+        const next = change(plainCopy(n.settings));
         if (!next) return;
         n.settings = next;
         // Kernel first: a failure leaves the saved state as it was (and memory too: Db puts it back).

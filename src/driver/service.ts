@@ -11,7 +11,7 @@ import type { Logger } from '../logging.js';
 import type { HostPorts, HostRoutes, Kernel } from '../kernel/types.js';
 import type { EndpointSpec, JoinInfo, Network, NetworkSpec, PortMapping, PortRequest } from '../domain/types.js';
 import { hostVethName, macFromId, peerVethName } from '../domain/names.js';
-import type { Db } from '../state/db.js';
+import { plainCopy, type Db } from '../state/db.js';
 import type { Endpoint, State } from '../state/types.js';
 import type { KindContext, KindRegistry, NetworkPlan } from '../kinds/types.js';
 import { allocatePorts } from './ports.js';
@@ -21,6 +21,13 @@ import { forgetPools } from '../ipam/service.js';
 import { claimedNames, endpointElements, firewallView, kindsRuntime, realizeEndpoint, realizeNetwork, releaseNetwork, unrealizeNetwork, type KindsRuntime, type Lifecycles } from './realize.js';
 
 export { kindsRuntime, type KindsRuntime };
+
+/** Waits for all; the first failure (by position) is thrown once every one has ended. */
+async function settleAll(work: Promise<unknown>[]): Promise<void> {
+  const r = await Promise.allSettled(work);
+  const failed = r.find((x): x is PromiseRejectedResult => x.status === 'rejected');
+  if (failed) throw failed.reason;
+}
 
 function specOf(n: Network): NetworkSpec {
   const { phase: _phase, created: _created, adopted: _adopted, ...spec } = n;
@@ -159,7 +166,7 @@ export class DriverService {
       if (!net) return; // repeated or unknown: already gone
       const kind = this.kinds.get(net.kind);
       const eps = Object.values(s.endpoints).filter((e) => e.networkId === networkId);
-      const saved = structuredClone({ net, eps });
+      const saved = plainCopy({ net, eps });
       net.phase = 'deleting';
       await this.db.save();
       try {
@@ -222,7 +229,7 @@ export class DriverService {
         addresses: plan.addresses.filter((a) => Object.hasOwn(s.pools, a.pool) && Object.hasOwn(s.pools[a.pool]!.allocated, a.address)),
       };
       if (isEmpty(done)) return done;
-      const saved = structuredClone({ nets, eps, pools: s.pools });
+      const saved = plainCopy({ nets, eps, pools: s.pools });
       for (const e of eps) delete s.endpoints[e.id];
       for (const n of nets) delete s.networks[n.id];
       forgetPools(s, done.pools, done.addresses);
@@ -236,7 +243,9 @@ export class DriverService {
         await this.kernel.links.deleteLinks(links);
         await this.db.save();
       } catch (e) {
-        s.pools = saved.pools;
+        // The pools record by record (the state's collections are never replaced).
+        for (const id of Object.keys(s.pools)) if (!Object.hasOwn(saved.pools, id)) delete s.pools[id];
+        for (const [id, p] of Object.entries(saved.pools)) if (JSON.stringify(s.pools[id]) !== JSON.stringify(p)) s.pools[id] = p;
         for (const n of saved.nets) s.networks[n.id] = n;
         for (const ep of saved.eps) s.endpoints[ep.id] = ep;
         for (const n of saved.nets) await this.restoreNetwork(s, n, saved.eps.filter((x) => x.networkId === n.id), 'converge');
@@ -296,8 +305,8 @@ export class DriverService {
       // Kernel first, then one save: a crash in between leaves only links with
       // tsbridge's prefixes that no state names, which start-up removes.
       try {
-        await realizeEndpoint(this.kernel, kind.endpoint(rec, net), null);
-        await this.kernel.firewall.addEndpoint(elements);
+        // The links and the elements (keyed by interface name: they need no link) side by side.
+        await settleAll([realizeEndpoint(this.kernel, kind.endpoint(rec, net), null), this.kernel.firewall.addEndpoint(elements)]);
         await kind.lifecycle?.endpointCreated?.(rec, net, this.ctx);
         s.endpoints[rec.id] = rec;
         await this.db.save();

@@ -20,6 +20,16 @@ export interface CommandEvent {
   command: string;
   seconds: number;
   outcome: CommandOutcome;
+  /** It started a process (false: a line handed to a long-lived one). */
+  spawned?: boolean;
+}
+
+/** One write of the state to disk (src/state/store.ts): a journal append or a full snapshot. */
+export interface StateWriteEvent {
+  kind: 'journal' | 'snapshot';
+  bytes: number;
+  /** fsync/fdatasync calls it made. */
+  syncs: number;
 }
 
 export interface SweepResult {
@@ -42,6 +52,10 @@ export class Metrics {
   private readonly callSeconds: Histogram<'method'>;
   private readonly commandSeconds: Histogram<'command'>;
   private readonly commandFailures: Counter<'command' | 'reason'>;
+  private readonly processes: Counter<'command'>;
+  private readonly stateWrites: Counter<'kind'>;
+  private readonly stateBytes: Counter<'kind'>;
+  private readonly stateSyncs: Counter;
   private readonly sweeps: Counter<'outcome'>;
   private readonly sweptEndpoints: Counter;
   private readonly lastSweep: Gauge;
@@ -85,6 +99,25 @@ export class Metrics {
       labelNames: ['command', 'reason'],
       registers,
     });
+    this.processes = new Counter({
+      name: 'tsbridge_processes_started_total',
+      help: 'Processes tsbridge started (ip, nft, iptables-nft, conntrack, …), by program',
+      labelNames: ['command'],
+      registers,
+    });
+    this.stateWrites = new Counter({
+      name: 'tsbridge_state_writes_total',
+      help: 'Writes of the state to disk, by kind (journal: a record appended; snapshot: the whole state)',
+      labelNames: ['kind'],
+      registers,
+    });
+    this.stateBytes = new Counter({
+      name: 'tsbridge_state_written_bytes_total',
+      help: 'Bytes of state written to disk, by kind (journal, snapshot)',
+      labelNames: ['kind'],
+      registers,
+    });
+    this.stateSyncs = new Counter({ name: 'tsbridge_state_syncs_total', help: 'fsync and fdatasync calls made to keep the state on disk', registers });
     const state = opts.state;
     new Gauge({
       name: 'tsbridge_networks',
@@ -154,6 +187,13 @@ export class Metrics {
   command(e: CommandEvent): void {
     this.commandSeconds.observe({ command: e.command }, e.seconds);
     if (e.outcome !== 'ok') this.commandFailures.inc({ command: e.command, reason: e.outcome });
+    if (e.spawned ?? true) this.processes.inc({ command: e.command });
+  }
+
+  stateWrite(e: StateWriteEvent): void {
+    this.stateWrites.inc({ kind: e.kind });
+    this.stateBytes.inc({ kind: e.kind }, e.bytes);
+    if (e.syncs > 0) this.stateSyncs.inc(e.syncs);
   }
 
   sweep(r: SweepResult): void {

@@ -6,6 +6,9 @@
  *   v2  a network has a kind; what only its kind reads sits in `settings`. IPv4 may be absent.
  *       Optional `adopted`: what its kind took over from the host (an uplink's addresses), kept
  *       so it can be given back; a reader that knows the kind knows the field.
+ *   v3  the records of v2, as a snapshot (`seq`: the last journal entry it holds) followed by an
+ *       append-only journal, state.journal (src/state/journal.ts): a call writes only what it
+ *       changed. A v2 tsbridge refuses a v3 file rather than miss what the journal holds.
  *
  * Records carry a `phase` so a crash at any point can be finished or undone at the next start.
  * Kernel object names are stored, never recomputed, so a later version that names things
@@ -16,7 +19,7 @@ import type { Endpoint, KindSettings, Network, Phase, PortMapping, Subnet } from
 import type { PoolRecord } from '../ipam/types.js';
 import type { State } from './types.js';
 
-export const STATE_VERSION = 2;
+export const STATE_VERSION = 3;
 
 export interface NetworkRecordV2 {
   id: string;
@@ -52,6 +55,17 @@ export interface EndpointRecordV2 {
 
 export interface StateFileV2 {
   version: 2;
+  networks: Record<string, NetworkRecordV2>;
+  endpoints: Record<string, EndpointRecordV2>;
+  pools: Record<string, PoolRecord>;
+  ulaBase: string | null;
+}
+
+/** Version 3: the records of version 2, and the journal entry the snapshot was taken at. */
+export interface StateFileV3 {
+  version: 3;
+  /** The last journal entry this snapshot holds: entries up to it are skipped when the journal is replayed. */
+  seq: number;
   networks: Record<string, NetworkRecordV2>;
   endpoints: Record<string, EndpointRecordV2>;
   pools: Record<string, PoolRecord>;
@@ -152,19 +166,34 @@ function checkEndpoint(e: unknown, key: string, where: string): EndpointRecordV2
   return r as unknown as EndpointRecordV2;
 }
 
+/** Checks a document's version and shape, and brings it to the current version's records (older ones migrated). */
+export function upgradeDoc(doc: unknown, where = 'state'): { doc: StateFileV3; migrated: number | null } {
+  const s = doc as Record<string, unknown> | null;
+  const known = isObject(s) && (s.version === 1 || s.version === 2 || s.version === 3);
+  if (!known || !isObject(s.networks) || !isObject(s.endpoints) || !isObject(s.pools)) {
+    return fail('STATE', {
+      detail: `${where} is not a tsbridge state document of a version this tsbridge reads (1 to ${STATE_VERSION}); refusing to start — fix or move the file`,
+    });
+  }
+  if (s.version === 3) {
+    check(Number.isSafeInteger(s.seq) && (s.seq as number) >= 0, where, 'no valid seq');
+    return { doc: s as unknown as StateFileV3, migrated: null };
+  }
+  const v2 = s.version === 1 ? migrateV1(s as unknown as StateFileV1) : (s as unknown as StateFileV2);
+  return { doc: { ...v2, version: 3, seq: 0 }, migrated: s.version as number };
+}
+
 /**
  * A parsed state document of any known version, as the in-memory state. `migrated` names the
  * version it was migrated from (null when it is current).
  */
 export function decodeState(doc: unknown, where = 'state'): { state: State; migrated: number | null } {
-  const s = doc as Record<string, unknown> | null;
-  const known = isObject(s) && (s.version === 1 || s.version === 2);
-  if (!known || !isObject(s.networks) || !isObject(s.endpoints) || !isObject(s.pools)) {
-    return fail('STATE', {
-      detail: `${where} is not a tsbridge state document of a version this tsbridge reads (1 or ${STATE_VERSION}); refusing to start — fix or move the file`,
-    });
-  }
-  const v2 = s.version === 1 ? migrateV1(s as unknown as StateFileV1) : (s as unknown as StateFileV2);
+  const { doc: v3, migrated } = upgradeDoc(doc, where);
+  return { state: decodeRecords(v3, where), migrated };
+}
+
+/** The in-memory state a current-version document holds; every record checked. */
+export function decodeRecords(v2: StateFileV3, where = 'state'): State {
   const networks: Record<string, Network> = {};
   for (const [key, n] of Object.entries(v2.networks)) {
     const r = checkNetwork(n, key, where);
@@ -184,9 +213,16 @@ export function decodeState(doc: unknown, where = 'state'): { state: State; migr
       ...createdOf(r),
     };
   }
+  return { networks, endpoints, pools: v2.pools, ulaBase: typeof v2.ulaBase === 'string' ? v2.ulaBase : null };
+}
+
+/** A network as its record on disk. */
+export function encodeNetwork(n: Network): NetworkRecordV2 {
   return {
-    state: { networks, endpoints, pools: v2.pools, ulaBase: typeof v2.ulaBase === 'string' ? v2.ulaBase : null },
-    migrated: s.version === STATE_VERSION ? null : (s.version as number),
+    id: n.id, kind: n.kind, phase: n.phase, ipv4: n.ipv4, ipv6: n.ipv6, enableIpv6: n.enableIpv6,
+    internal: n.internal, mtu: n.mtu, ifacePrefix: n.ifacePrefix, settings: n.settings,
+    ...createdOf(n),
+    ...(n.adopted ? { adopted: n.adopted } : {}),
   };
 }
 
@@ -195,24 +231,20 @@ function createdOf(r: { created?: unknown }): { created?: number } {
   return typeof r.created === 'number' && Number.isFinite(r.created) ? { created: r.created } : {};
 }
 
-/** The in-memory state as the current version's document. */
-export function encodeState(s: State): StateFileV2 {
+/** An endpoint as its record on disk. */
+export function encodeEndpoint(e: Endpoint): EndpointRecordV2 {
+  return {
+    id: e.id, networkId: e.networkId, phase: e.phase, hostVeth: e.hostVeth, peerVeth: e.peerVeth, mac: e.mac,
+    ipv4: e.ipv4, ipv6: e.ipv6, joined: e.joined, ports: e.ports,
+    ...createdOf(e),
+  };
+}
+
+/** The in-memory state as the current version's document; `seq`: the last journal entry it holds. */
+export function encodeState(s: State, seq = 0): StateFileV3 {
   const networks: Record<string, NetworkRecordV2> = {};
-  for (const [key, n] of Object.entries(s.networks)) {
-    networks[key] = {
-      id: n.id, kind: n.kind, phase: n.phase, ipv4: n.ipv4, ipv6: n.ipv6, enableIpv6: n.enableIpv6,
-      internal: n.internal, mtu: n.mtu, ifacePrefix: n.ifacePrefix, settings: n.settings,
-      ...createdOf(n),
-      ...(n.adopted ? { adopted: n.adopted } : {}),
-    };
-  }
+  for (const [key, n] of Object.entries(s.networks)) networks[key] = encodeNetwork(n);
   const endpoints: Record<string, EndpointRecordV2> = {};
-  for (const [key, e] of Object.entries(s.endpoints)) {
-    endpoints[key] = {
-      id: e.id, networkId: e.networkId, phase: e.phase, hostVeth: e.hostVeth, peerVeth: e.peerVeth, mac: e.mac,
-      ipv4: e.ipv4, ipv6: e.ipv6, joined: e.joined, ports: e.ports,
-      ...createdOf(e),
-    };
-  }
-  return { version: STATE_VERSION, networks, endpoints, pools: s.pools, ulaBase: s.ulaBase };
+  for (const [key, e] of Object.entries(s.endpoints)) endpoints[key] = encodeEndpoint(e);
+  return { version: STATE_VERSION, seq, networks, endpoints, pools: s.pools, ulaBase: s.ulaBase };
 }

@@ -2,6 +2,16 @@
 import { sh, shOk } from '../lib/run.js';
 import { docker, TEST_IMAGE } from '../lib/docker.js';
 import { ownerFor } from '../../src/kernel/owner.js';
+import { encodeState } from '../../src/state/disk.js';
+import { FileStore } from '../../src/state/store.js';
+
+/**
+ * A plugin's state as its files hold it (the state.json snapshot with the state.journal entries
+ * after it replayed), as the current version's document. Reading changes nothing.
+ */
+export async function stateOnDisk<T = ReturnType<typeof encodeState>>(stateDir: string): Promise<T> {
+  return encodeState(await new FileStore(stateDir).load()) as unknown as T;
+}
 
 /** The nftables table name a plugin instance (driver name) uses. */
 export function tableOf(driver: string): string {

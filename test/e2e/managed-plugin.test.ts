@@ -19,7 +19,7 @@ import { createOutsideWorld, startPeerRecorder, type OutsideWorld, type PeerReco
 import { REPO_ROOT } from '../lib/plugin.js';
 import { tcpRequest } from '../lib/probe.js';
 import { requireRoot, sh } from '../lib/run.js';
-import { footprint, foreignFirewall, runIn, TEST_IMAGE } from './helpers.js';
+import { footprint, foreignFirewall, runIn, stateOnDisk, TEST_IMAGE } from './helpers.js';
 
 const PLUGIN = `${uniqueName('mp')}:latest`; // `-d NAME:latest`: a bare name does not resolve on 20.10
 const SUBNET = '10.215.31.0/24';
@@ -191,8 +191,8 @@ describe('tsbridge as a managed plugin', () => {
     expect(info.Driver).toBe(PLUGIN);
     expect(info.IPAM.Driver).toBe(PLUGIN);
     // The state is in the host directory given with `docker plugin set state.source=...`.
-    const state = readFileSync(path.join(stateDir, 'state.json'), 'utf8');
-    expect(state).toContain(info.Id);
+    const state = await stateOnDisk(stateDir);
+    expect(Object.keys(state.networks)).toContain(info.Id);
     // Written through the read-write mount of the host's /proc/sys (the plugin's own is read-only).
     expect(readFileSync(`/proc/sys/net/ipv4/conf/tsb-${info.Id.slice(0, 11)}/route_localnet`, 'utf8').trim()).toBe('1');
 

@@ -23,7 +23,7 @@ import { REPO_ROOT, startPlugin, type PluginHandle } from '../lib/plugin.js';
 import { parsePeerReply, tcpRequest, udpRequest } from '../lib/probe.js';
 import { sh, shOk } from '../lib/run.js';
 import { havePythonRaw, sctpProbe } from '../lib/sctp.js';
-import { footprint, foreignFirewall, TEST_IMAGE, tableOf, httpPeer, PEER_REQUEST, peerServerScript } from './helpers.js';
+import { footprint, foreignFirewall, TEST_IMAGE, tableOf, httpPeer, PEER_REQUEST, peerServerScript, stateOnDisk } from './helpers.js';
 
 const DRIVER = 'tsbt-ports';
 const SUB_A = '10.216.1.0/24';
@@ -119,7 +119,7 @@ interface StateDoc {
 }
 
 async function pluginState(): Promise<StateDoc> {
-  return JSON.parse(await readFile(path.join(plugin.stateDir, 'state.json'), 'utf8')) as StateDoc;
+  return stateOnDisk<StateDoc>(plugin.stateDir);
 }
 
 /** `tsbridge ports --json` over the plugin's state directory. */

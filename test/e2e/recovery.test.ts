@@ -12,7 +12,7 @@ import { Cleanup } from '../lib/cleanup.js';
 import { docker, dockerOk, removeContainers, removeNetworks, requireDocker, uniqueName, waitFor } from '../lib/docker.js';
 import { pluginCall, REPO_ROOT, startPlugin, type PluginHandle } from '../lib/plugin.js';
 import { sh, shOk } from '../lib/run.js';
-import { footprint, runIn, tableOf, TEST_IMAGE } from './helpers.js';
+import { footprint, runIn, stateOnDisk, tableOf, TEST_IMAGE } from './helpers.js';
 
 const DRIVER = 'tsbt-recovery';
 const cleanup = new Cleanup();
@@ -35,7 +35,7 @@ interface StateDoc {
 }
 
 async function state(p: PluginHandle = plugin): Promise<StateDoc> {
-  return JSON.parse(await readFile(path.join(p.stateDir, 'state.json'), 'utf8')) as StateDoc;
+  return stateOnDisk<StateDoc>(p.stateDir);
 }
 
 async function ipOf(ctr: string, net: string): Promise<string> {

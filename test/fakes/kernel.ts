@@ -135,6 +135,16 @@ export interface CallRecord {
   args: unknown[];
 }
 
+/**
+ * A deep copy of plain data, read through any proxy (the Db hands operations a tracked view of
+ * the state, and structuredClone refuses proxies).
+ */
+function plainCopy<T>(v: T): T {
+  if (typeof v !== 'object' || v === null) return v;
+  if (Array.isArray(v)) return v.map((x) => plainCopy(x)) as T;
+  return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plainCopy(x)])) as T;
+}
+
 function kernelError(op: string, detail: string): TsbridgeError {
   return new TsbridgeError('KERNEL', { op, detail });
 }
@@ -247,7 +257,7 @@ export class FakeKernel implements Kernel {
       deleteRoutes: (routes) => this.call('deleteRoutes', [routes], () => this.doDeleteRoutes(routes)),
       deleteLinks: (names) => this.call('deleteLinks', [names], () => this.doDeleteLinks(names)),
       ensureVxlan: (spec) => this.call('ensureVxlan', [spec], () => this.doEnsureVxlan(spec)),
-      remoteEndpoints: (vxlan) => this.call('remoteEndpoints', [vxlan], () => structuredClone(this.vxlans.get(vxlan)?.remotes ?? [])),
+      remoteEndpoints: (vxlan) => this.call('remoteEndpoints', [vxlan], () => plainCopy(this.vxlans.get(vxlan)?.remotes ?? [])),
       changeRemoteEndpoints: (vxlan, change) => this.call('changeRemoteEndpoints', [vxlan, change], () => this.doChangeRemotes(vxlan, change)),
       list: () => this.call('list', [], () => this.doList()),
       inspect: (name) => this.call('inspect', [name], () => this.doInspect(name)),
@@ -351,9 +361,9 @@ export class FakeKernel implements Kernel {
       master: null,
       addresses: [],
       unmovable: [],
-      ...structuredClone(rest),
+      ...plainCopy(rest),
     });
-    if (routes?.length) this.heldRoutes.set(name, structuredClone(routes));
+    if (routes?.length) this.heldRoutes.set(name, plainCopy(routes));
   }
 
   /** Simulates the death of a container: its namespace, and with it the veth pair, disappears. */
@@ -387,7 +397,7 @@ export class FakeKernel implements Kernel {
   snapshot(): KernelSnapshot {
     const byName = <T>(key: (x: T) => string) => (a: T, b: T) => key(a).localeCompare(key(b));
     const names = (family: string, set: string) => this.nft.elements(`${family} ${this.table}`, set).map(unquote).sort();
-    return structuredClone({
+    return plainCopy({
       bridges: [...this.bridges.values()].sort(byName((b: FakeBridge) => b.name)),
       veths: [...this.veths.values()].sort(byName((v: FakeVeth) => v.host)),
       vxlans: [...this.vxlans.values()].sort(byName((v: FakeVxlan) => v.name)),
@@ -410,7 +420,7 @@ export class FakeKernel implements Kernel {
   // ------------------------------------------------------------------ plumbing
 
   private async call<T>(method: KernelMethod, args: unknown[], fn: () => T | Promise<T>): Promise<T> {
-    this.calls.push({ method, args: structuredClone(args) });
+    this.calls.push({ method, args: plainCopy(args) });
     await Promise.resolve(); // like the real thing, never synchronous
     const queue = this.failures.get(method) ?? [];
     const at = queue.findIndex((f) => f.when(args));
@@ -590,17 +600,17 @@ export class FakeKernel implements Kernel {
   }
 
   private doInspect(name: string): InterfaceState | null {
-    const routes = structuredClone(this.heldRoutes.get(name) ?? []);
+    const routes = plainCopy(this.heldRoutes.get(name) ?? []);
     const nic = this.nics.get(name);
     if (nic) {
-      const { name: _n, ...rest } = structuredClone(nic);
+      const { name: _n, ...rest } = plainCopy(nic);
       return { name, owned: false, routes, ...rest };
     }
     const b = this.bridges.get(name);
     if (b) {
       const held = this.bridgeHeld.get(name) ?? [];
       const addresses = b.addresses.map((cidr) => held.find((h) => sameAddress(h, { cidr })) ?? { cidr });
-      return { name, kind: 'bridge', linkType: 'ether', master: null, owned: true, up: true, mtu: b.mtu, mac: b.mac, addresses: structuredClone(addresses), routes, unmovable: [] };
+      return { name, kind: 'bridge', linkType: 'ether', master: null, owned: true, up: true, mtu: b.mtu, mac: b.mac, addresses: plainCopy(addresses), routes, unmovable: [] };
     }
     const v = this.vethEndOf(name);
     if (v) {
@@ -629,7 +639,7 @@ export class FakeKernel implements Kernel {
     const held = this.bridgeHeld.get(spec.bridge) ?? [];
     for (const a of moved.addresses) {
       if (!b.addresses.includes(a.cidr)) b.addresses = [...b.addresses, a.cidr].sort();
-      if (!held.some((h) => sameAddress(h, a))) held.push(structuredClone(a));
+      if (!held.some((h) => sameAddress(h, a))) held.push(plainCopy(a));
       nic.addresses = nic.addresses.filter((h) => !sameAddress(h, a));
     }
     this.bridgeHeld.set(spec.bridge, held);
@@ -650,7 +660,7 @@ export class FakeKernel implements Kernel {
     nic.mtu = was.mtu;
     nic.up = was.up;
     // its recorded addresses in their order, after any others it holds
-    nic.addresses = [...nic.addresses.filter((h) => !was.addresses.some((a) => sameAddress(a, h))), ...structuredClone(was.addresses)];
+    nic.addresses = [...nic.addresses.filter((h) => !was.addresses.some((a) => sameAddress(a, h))), ...plainCopy(was.addresses)];
     if (was.up) for (const r of was.routes) this.putRoute(spec.name, r);
     const b = this.bridges.get(spec.bridge);
     if (b) {
@@ -665,7 +675,7 @@ export class FakeKernel implements Kernel {
     // `route replace`: the same route through another interface moves here.
     for (const [other, rs] of this.heldRoutes) if (other !== dev) this.heldRoutes.set(other, rs.filter((h) => !sameRoute(h, r)));
     const mine = (this.heldRoutes.get(dev) ?? []).filter((h) => !sameRoute(h, r));
-    this.heldRoutes.set(dev, [...mine, structuredClone(r)]);
+    this.heldRoutes.set(dev, [...mine, plainCopy(r)]);
   }
 
   private takeRoute(dev: string, r: HeldRoute): void {

@@ -17,6 +17,7 @@ import { KINDS } from '../../src/kinds/registry.js';
 import type { KindRegistry } from '../../src/kinds/types.js';
 import { COMMON_DEFAULTS } from '../../src/protocol/network.js';
 import { Db } from '../../src/state/db.js';
+import type { Change } from '../../src/state/journal.js';
 import { MemoryStore } from '../../src/state/store.js';
 import { emptyState, type State } from '../../src/state/types.js';
 import { FakeHost } from './host.js';
@@ -32,12 +33,21 @@ export class FlakyStore extends MemoryStore {
     else this.countdown = afterSuccessfulSaves;
   }
 
-  override async save(state: State): Promise<void> {
+  private tick(): void {
     if (this.countdown === 0) {
       this.countdown = -1;
       this.failNextSave = true;
     } else if (this.countdown > 0) this.countdown--;
+  }
+
+  override async save(state: State): Promise<void> {
+    this.tick();
     await super.save(state);
+  }
+
+  override async commit(changes: Change[], state: State): Promise<void> {
+    this.tick();
+    await super.commit(changes, state);
   }
 }
 

@@ -269,8 +269,10 @@ describe("moving H's addresses and default route", () => {
     // what CreateNetwork saves before it touches anything …
     const net: Network = { ...spec, phase: 'creating' };
     net.adopted = (await uplinkKind.lifecycle!.beforeCreate!(net, { kernel: lab.kernel, log: lab.log }))!.adopted!;
-    lab.db.state.networks[net.id] = net;
-    await lab.db.save();
+    await lab.db.tx(async (s) => {
+      s.networks[net.id] = net;
+      await lab.db.save();
+    });
     // … then the process dies in the middle of the move: the bridge holds the addresses and the
     // default route, the uplink is its port and still holds its addresses (no `addr del` yet)
     const plan = uplinkKind.network(net);

@@ -94,7 +94,7 @@ describe('flags', () => {
    */
   function tsFlags(files: string[]): string[] {
     const flags = new Set<string>();
-    const re = /(?:===\s*|startsWith\(\s*|\barg\(\s*|includes\(\s*|indexOf\(\s*)['"`](--[a-z][a-z0-9-]*)=?['"`]/g;
+    const re = /(?:===\s*|startsWith\(\s*|\barg\(\s*|\bflag\(\s*|includes\(\s*|indexOf\(\s*)['"`](--[a-z][a-z0-9-]*)=?['"`]/g;
     for (const f of files) for (const m of read(f).matchAll(re)) flags.add(m[1]!);
     return [...flags].filter((f) => !HELP.has(f)).sort();
   }
@@ -104,7 +104,7 @@ describe('flags', () => {
   test('the flag scan finds what it must', () => {
     expect(shellFlags('scripts/plugin-build.sh')).toEqual(expect.arrayContaining(['--out', '--prebuilt', '--dockerfile', '--push']));
     expect(shellFlags('scripts/install-deps.sh')).toEqual(['--runtime']);
-    expect(tsFlags(['bench/run.ts'])).toEqual(['--port-runs', '--runs', '--scale-runs', '--skip-scale']);
+    expect(tsFlags(['bench/run.ts'])).toEqual(['--endpoints', '--parallel', '--port-runs', '--runs', '--scale-runs', '--seconds', '--skip-scale', '--transfer-runs']);
   });
 
   test.each(scripts)('%s: has a section in docs/scripts.md naming each of its flags', (file) => {
@@ -119,7 +119,7 @@ describe('flags', () => {
   // definition (test/unit/docs-ops.test.ts).
 
   test('npm run bench: docs/scripts.md names each flag of each bench script', () => {
-    const text = ['npm run bench', 'npm run bench:ports', 'npm run bench:kinds', 'npm run bench:overlay'].map((s) => section(s) ?? '').join('\n');
+    const text = ['npm run bench', 'npm run bench:calls', 'npm run bench:ports', 'npm run bench:kinds', 'npm run bench:overlay'].map((s) => section(s) ?? '').join('\n');
     expect(tsFlags(filesUnder('bench').filter((f) => f.endsWith('.ts'))).filter((f) => !mentions(text, f))).toEqual([]);
   });
 });

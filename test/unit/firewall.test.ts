@@ -2,6 +2,7 @@
  * NftFirewall's forward shim against canned `iptables-save` listings: what it reads, and the only
  * writes it makes — its chain and its one jump, never anything else.
  */
+import { jest } from '@jest/globals';
 import { endpointElements, firewallView } from '../../src/driver/realize.js';
 import type { RunResult, Runner } from '../../src/kernel/real/exec.js';
 import { NftFirewall } from '../../src/kernel/real/firewall.js';
@@ -143,5 +144,32 @@ describe('forward shim', () => {
     await fw.addEndpoint(elementsOf({ ...ep, id: 'e3', hostVeth: 'tsve3' }));
     await fw.removeEndpoint(elementsOf(ep));
     expect(r.calls.filter((c) => c.includes('tables'))).toEqual([]);
+  });
+
+  test("where Docker's chains never appear, endpoints re-check until five checks in a row found nothing changed, then once a second", async () => {
+    const noDocker = ['*filter', ':INPUT ACCEPT [0:0]', ':FORWARD ACCEPT [0:0]', ':OUTPUT ACCEPT [0:0]', 'COMMIT'].join('\n');
+    const r = new ScriptedRunner({ v4: noDocker, v6: '' });
+    let now = 1_000_000;
+    const clock = jest.spyOn(Date, 'now').mockImplementation(() => now);
+    try {
+      const fw = firewall(r);
+      await fw.apply(view); // writes the shim: the next check finds it there
+      r.saves.v4 = noDocker.replace(':OUTPUT ACCEPT [0:0]', ':OUTPUT ACCEPT [0:0]\n:TSBRIDGE-FORWARD - [0:0]\n-A FORWARD -j TSBRIDGE-FORWARD');
+      const checks = async (n: number) => {
+        r.calls.length = 0;
+        for (let i = 0; i < n; i++) await fw.addEndpoint(elementsOf({ ...ep, id: `e${i}`, hostVeth: `tsve${i}` }));
+        return r.calls.filter((c) => c === 'iptables-save').length;
+      };
+      expect(await checks(6)).toBe(6); // the first finds the shim written, then five the same
+      expect(await checks(3)).toBe(0); // within the same second
+      now += 1000;
+      expect(await checks(3)).toBe(1);
+      r.saves.v4 = DOCKER; // dockerd came after all
+      now += 1000;
+      expect(await checks(1)).toBe(1);
+      expect(r.writes().some((w) => w.startsWith('iptables -w 5 -t filter -I DOCKER-USER'))).toBe(true);
+    } finally {
+      clock.mockRestore();
+    }
   });
 });

@@ -321,8 +321,10 @@ describe('through the driver, the firewall and the reconciler', () => {
 
   test('a network a crash left `deleting` is finished at start-up: its unreachable routes too', async () => {
     await w.driver.createNetwork(p2pSpec());
-    w.db.state.networks[NET_A]!.phase = 'deleting';
-    await w.db.save();
+    await w.db.tx(async (s) => {
+      s.networks[NET_A]!.phase = 'deleting';
+      await w.db.save();
+    });
     const db = new Db(w.store, await w.store.load());
     const report = await new Reconciler(db, w.kernel, silentLogger()).startup();
     expect(report.networksDropped).toBe(1);

@@ -15,6 +15,7 @@ import { silentLogger } from '../../src/logging.js';
 import { STATE_VERSION, migrateV1, type StateFileV1 } from '../../src/state/disk.js';
 import { Db } from '../../src/state/db.js';
 import { FileStore, STATE_FILE, parseState } from '../../src/state/store.js';
+import { JOURNAL_FILE } from '../../src/state/journal.js';
 import { FakeKernel } from '../fakes/kernel.js';
 import { modelOf } from '../fakes/nft.js';
 import { isTsbridgeError } from '../../src/errors.js';
@@ -34,7 +35,7 @@ afterEach(() => rmSync(dir, { recursive: true, force: true }));
 test('the fixture is a version 1 document, as tsbridge before kinds wrote it', () => {
   expect(V1.version).toBe(1);
   expect(Object.keys(V1.networks)).toHaveLength(2);
-  expect(STATE_VERSION).toBe(2);
+  expect(STATE_VERSION).toBe(3);
 });
 
 test('every v1 network becomes a NAT bridge whose settings are its bridge options; the rest is unchanged', async () => {
@@ -83,16 +84,16 @@ test('the migrated state renders the very ruleset version 1 rendered for it (and
   expect(now).toContain('    iifname { "mybr0", "tsb-aaaa0000000" } meta mark set meta mark | 0x01000000\n');
 });
 
-test('loading only reads; the first save writes version 2 and keeps the original as state.json.v1, once', async () => {
+test('loading only reads; the first save writes the current version and keeps the original as state.json.v1, once', async () => {
   const store = new FileStore(dir);
   const s = await store.load();
   expect(readdirSync(dir)).toEqual([STATE_FILE]);
   expect(readFileSync(path.join(dir, STATE_FILE), 'utf8')).toBe(V1_TEXT);
 
   await store.save(s);
-  expect(readdirSync(dir).sort()).toEqual([STATE_FILE, `${STATE_FILE}.v1`]);
+  expect(readdirSync(dir).sort()).toEqual([JOURNAL_FILE, STATE_FILE, `${STATE_FILE}.v1`]);
   expect(readFileSync(path.join(dir, `${STATE_FILE}.v1`), 'utf8')).toBe(V1_TEXT);
-  expect(JSON.parse(readFileSync(path.join(dir, STATE_FILE), 'utf8')).version).toBe(2);
+  expect(JSON.parse(readFileSync(path.join(dir, STATE_FILE), 'utf8')).version).toBe(STATE_VERSION);
   expect(await new FileStore(dir).load()).toEqual(s);
 
   // A later save, and a later upgrade from another v1 file, never overwrite the first original.

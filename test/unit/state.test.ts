@@ -125,7 +125,8 @@ describe('FileStore', () => {
     await store.save(sampleState());
     const doc = JSON.parse(readFileSync(file(), 'utf8'));
     expect(doc.version).toBe(STATE_VERSION);
-    expect(doc).toEqual(encodeState(sampleState()));
+    expect(doc).toEqual(encodeState(sampleState(), doc.seq));
+    expect(readFileSync(path.join(dir, 'state.journal'), 'utf8')).toBe(''); // the snapshot holds it all
   });
 });
 

@@ -378,8 +378,10 @@ describe('start-up', () => {
     const before = w.kernel.snapshot();
     const spec = lan(MOVE);
     const net: Network = { ...spec, phase: 'creating', adopted: { mac: LAN_MAC, mtu: 1500, up: true, addresses: ADDRS as never, routes: ROUTES as never } };
-    w.db.state.networks[NET_B] = net;
-    await w.db.save();
+    await w.db.tx(async (s) => {
+      s.networks[NET_B] = net;
+      await w.db.save();
+    });
     // half moved: the bridge holds the first address and the default route, the NIC is its port
     const plan = uplinkKind.network(net);
     await w.kernel.links.ensureBridge(plan.bridge!);

@@ -4,7 +4,14 @@ import { addElements, deleteElements, DEFAULT_MARK, fullRuleset } from '../rules
 import { DOCKER_ISOLATION_CHAINS, forwardChainRestore, forwardChainRules, jumpPosition, parseFilterSave, shimParent, type FilterView, type ShimBridge } from '../rules/iptables.js';
 import { DEFAULT_INSTANCE, ownerFor, type Owner } from '../owner.js';
 import type { Element, EndpointElements, Firewall, FirewallFinding, FirewallView } from '../types.js';
-import type { Runner } from './exec.js';
+import { runBatch, type Runner } from './exec.js';
+
+/**
+ * Until Docker's chains are seen, each new endpoint re-checks the forward shim — at most once a
+ * second after this many checks in a row found nothing changed.
+ */
+const SHIM_CHECKS_BEFORE_PACING = 5;
+const SHIM_RECHECK_MS = 1000;
 
 /**
  * nftables for everything tsbridge decides; iptables (the variant holding
@@ -61,7 +68,8 @@ export class NftFirewall implements Firewall {
   private dockerSettled = false;
 
   async apply(view: FirewallView): Promise<void> {
-    await this.nft(fullRuleset(view, this.owner.table, this.mark));
+    // The whole ruleset (blocks, many lines): a process of its own.
+    await this.runner.run('nft', ['-f', '-'], { input: fullRuleset(view, this.owner.table, this.mark) });
     this.baseline = null;
     if (view.networks.length > 0) {
       // What a later check compares with; a listing that fails only costs that check.
@@ -113,8 +121,9 @@ export class NftFirewall implements Firewall {
     return null;
   }
 
+  /** Element statements: one transaction, through a long-lived nft where the runner has one. */
   private async nft(script: string): Promise<void> {
-    if (script) await this.runner.run('nft', ['-f', '-'], { input: script });
+    if (script) await runBatch(this.runner, 'nft', script);
   }
 
   async addEndpoint(ep: EndpointElements): Promise<void> {
@@ -123,10 +132,22 @@ export class NftFirewall implements Firewall {
     // tsbridge starts before dockerd, and dockerd's FORWARD DROP and isolation chains appear
     // just before it starts its containers — which must not wait for the next sweep.
     // A failure here is not the endpoint's: it is logged, and the next sweep tries again.
-    if (!this.dockerSettled && this.shimBridges.length > 0) {
+    // Where they never appear (dockerd --iptables=false, an nftables-only Docker), a check costs
+    // two processes per endpoint for nothing: once several checks in a row found the filter
+    // tables as they were, once a second is enough.
+    const now = Date.now();
+    const due = this.unchangedShimChecks < SHIM_CHECKS_BEFORE_PACING || now - this.lastShimCheck >= SHIM_RECHECK_MS;
+    if (!this.dockerSettled && this.shimBridges.length > 0 && due) {
+      this.lastShimCheck = now;
       await this.applyShims(this.shimBridges).catch((e: unknown) => this.log.warn('forward shim re-check failed', { error: e instanceof Error ? e.message : String(e) }));
     }
   }
+
+  /** When a new endpoint last re-checked the forward shim (ms). */
+  private lastShimCheck = 0;
+  /** Re-checks in a row that found the filter tables as the one before; what they found. */
+  private unchangedShimChecks = 0;
+  private lastShimSeen = '';
 
   async removeEndpoint(ep: EndpointElements): Promise<void> {
     await this.nft(deleteElements([...ep.ports, ...ep.member], this.owner.table));
@@ -218,8 +239,11 @@ export class NftFirewall implements Firewall {
   private async applyShims(bridges: ShimBridge[]): Promise<void> {
     this.shimBridges = bridges;
     const v4 = await this.applyShim(this.iptables.v4, this.shimBridges);
-    await this.applyShim(this.iptables.v6, this.shimBridges);
+    const v6 = await this.applyShim(this.iptables.v6, this.shimBridges);
     this.dockerSettled = v4 !== null && v4.chains.has('DOCKER-USER') && DOCKER_ISOLATION_CHAINS.every((c) => v4.chains.has(c));
+    const seen = JSON.stringify([v4 && [...v4.chains].sort(), v4?.rules, v6 && [...v6.chains].sort(), v6?.rules]);
+    this.unchangedShimChecks = seen === this.lastShimSeen ? this.unchangedShimChecks + 1 : 0;
+    this.lastShimSeen = seen;
   }
 
   /**

@@ -1,9 +1,9 @@
 import { promises as fs } from 'node:fs';
-import { TsbridgeError } from '../../errors.js';
+import { isTsbridgeError, TsbridgeError } from '../../errors.js';
 import { canonicalAddress, canonicalPrefix } from '../../net/addr.js';
 import { addressArgs, addressKeyArgs, describeRoute, MAIN_TABLE, routeArgs, routeKeyArgs, sameAddress, sameRoute } from '../held.js';
 import type { BridgeSpec, HeldAddress, HeldRoute, InterfaceState, LinkInfo, Links, RemoteEndpoint, RouteSpec, UplinkSpec, VethSpec, VxlanSpec } from '../types.js';
-import type { Runner } from './exec.js';
+import { runBatch, type Runner } from './exec.js';
 
 interface RawLink {
   ifname: string;
@@ -256,6 +256,10 @@ export class IpLinks implements Links {
   }
 
   async ensureBridge(spec: BridgeSpec): Promise<void> {
+    await this.batch(() => this.bridgeLines(spec));
+  }
+
+  private async bridgeLines(spec: BridgeSpec): Promise<string[]> {
     const have = await this.exists(spec.name);
     const L: string[] = [];
     if (have && have.kind !== 'bridge') {
@@ -268,10 +272,14 @@ export class IpLinks implements Links {
     else L.push(`link set dev ${spec.name} mtu ${spec.mtu}`);
     for (const a of spec.addresses) L.push(addressLine(a, spec.name));
     L.push(`link set dev ${spec.name} up`);
-    await this.batch(L);
+    return L;
   }
 
   async ensureVeth(spec: VethSpec): Promise<void> {
+    await this.batch(() => this.vethLines(spec));
+  }
+
+  private async vethLines(spec: VethSpec): Promise<string[]> {
     const L: string[] = [];
     if (await this.present(spec.hostName)) L.push(`link del dev ${spec.hostName}`);
     L.push(
@@ -284,7 +292,7 @@ export class IpLinks implements Links {
     }
     for (const a of spec.hostAddresses) L.push(addressLine(a, spec.hostName));
     L.push(`link set dev ${spec.hostName} up`);
-    await this.batch(L);
+    return L;
   }
 
   async ensureVxlan(spec: VxlanSpec): Promise<void> {
@@ -355,7 +363,7 @@ export class IpLinks implements Links {
   }
 
   async attachToBridge(hostName: string, bridge: string): Promise<void> {
-    await this.batch([
+    await this.batch(async () => [
       `link set dev ${hostName} master ${bridge}`,
       `link set dev ${hostName} type bridge_slave hairpin on`,
       `link set dev ${hostName} up`,
@@ -364,7 +372,7 @@ export class IpLinks implements Links {
 
   async ensureRoutes(routes: RouteSpec[]): Promise<void> {
     if (routes.length === 0) return;
-    await this.batch(routes.map((r) => ('unreachable' in r ? `route replace unreachable ${r.to}` : `route replace ${r.to} dev ${r.dev} scope link`)));
+    await this.batch(async () => routes.map((r) => ('unreachable' in r ? `route replace unreachable ${r.to}` : `route replace ${r.to} dev ${r.dev} scope link`)));
   }
 
   async deleteRoutes(routes: RouteSpec[]): Promise<void> {
@@ -393,18 +401,46 @@ export class IpLinks implements Links {
     if (L.length === 0) return;
     // Deleting one end of a veth pair removes the other, so a later line may find
     // nothing to delete: run them all, then check that every name is really gone.
-    const r = await this.runner.run('ip', ['-force', '-batch', '-'], { input: L.join('\n') + '\n', allowFail: true });
+    let r = await runBatch(this.runner, 'ip', L.join('\n') + '\n', { allowFail: true, lane: 'delete' });
     if (r.exitCode === 0) return;
-    const still = (await this.list()).map((l) => l.name).filter((n) => names.includes(n));
+    const left = async () => {
+      const still: string[] = [];
+      for (const n of here) if (await this.present(n)) still.push(n);
+      return still;
+    };
+    let still = await left();
+    if (still.length && this.runner.restartBatch) {
+      // A long-lived ip may know a link by an index it no longer has (deleted and made again by
+      // someone else): a new one looks the names up afresh.
+      this.runner.restartBatch('ip');
+      r = await runBatch(this.runner, 'ip', still.map((n) => `link del dev ${n}`).join('\n') + '\n', { allowFail: true, lane: 'delete' });
+      still = await left();
+    }
     if (still.length) throw new TsbridgeError('KERNEL', { op: 'delete links', detail: `${still.join(', ')} still present: ${r.stderr.trim()}` });
   }
 
-  private async batch(lines: string[], op?: string): Promise<void> {
+  /**
+   * One operation's lines through `ip -batch`. Without `op`: through a long-lived ip where the
+   * runner has one; given how to plan them (idempotently, from what the kernel holds), a failed
+   * operation is planned and run once more on a new long-lived ip — the running one keeps a
+   * cache of link names, and a link someone else deleted and made again (a bridge re-created by
+   * name) is not in it as it is now. With `op` (an uplink taken or given back: rare, and it must
+   * stop at its first failed line): a process of its own, its failure named after `op`.
+   */
+  private async batch(lines: string[] | (() => Promise<string[]>), op?: string): Promise<void> {
     if (op === undefined) {
-      await this.runner.run('ip', ['-batch', '-'], { input: lines.join('\n') + '\n' });
+      const plan = typeof lines === 'function' ? lines : async () => lines;
+      try {
+        await runBatch(this.runner, 'ip', (await plan()).join('\n') + '\n');
+      } catch (e) {
+        if (typeof lines !== 'function' || !this.runner.restartBatch || !isTsbridgeError(e, 'KERNEL')) throw e;
+        this.runner.restartBatch('ip');
+        await runBatch(this.runner, 'ip', (await plan()).join('\n') + '\n');
+      }
       return;
     }
-    const r = await this.runner.run('ip', ['-batch', '-'], { input: lines.join('\n') + '\n', allowFail: true });
+    const L = typeof lines === 'function' ? await lines() : lines;
+    const r = await this.runner.run('ip', ['-batch', '-'], { input: L.join('\n') + '\n', allowFail: true });
     if (r.exitCode === 0) return;
     const busy = /Device or resource busy/.test(r.stderr) ? ' (is it the parent of a macvlan/ipvlan network, or in use by another program?)' : '';
     throw new TsbridgeError('KERNEL', { op, detail: `${r.stderr.trim()}${busy}` });

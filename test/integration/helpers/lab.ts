@@ -188,6 +188,7 @@ export class Lab {
     opts: LabOptions,
   ) {
     this.runner = new NetnsRunner(host.name);
+    cleanup.add(() => this.runner.close(), 'long-lived ip and nft'); // before the namespace goes
     this.sysctl = new NetnsSysctl(this.runner);
     this.kernel = {
       links: new IpLinks(this.runner, sysfs),

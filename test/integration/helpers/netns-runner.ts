@@ -8,7 +8,8 @@
  * procps is not installed.
  */
 import { existsSync } from 'node:fs';
-import { ExecRunner, type RunResult, type Runner } from '../../../src/kernel/real/exec.js';
+import { ExecRunner, type BatchOptions, type RunResult, type Runner, type ShellProgram } from '../../../src/kernel/real/exec.js';
+import { LineShell } from '../../../src/kernel/real/shell.js';
 import type { Sysctl } from '../../../src/kernel/types.js';
 
 export interface RecordedCommand {
@@ -23,7 +24,7 @@ export class NetnsRunner implements Runner {
   readonly log: RecordedCommand[] = [];
   private readonly inner: Runner;
 
-  constructor(readonly netns: string, timeoutMs = 10_000, inner?: Runner) {
+  constructor(readonly netns: string, private readonly timeoutMs = 10_000, inner?: Runner) {
     this.inner = inner ?? new ExecRunner(timeoutMs);
   }
 
@@ -34,6 +35,34 @@ export class NetnsRunner implements Runner {
     const r = await this.inner.run('ip', ['netns', 'exec', this.netns, cmd, ...args], opts);
     entry.exitCode = r.exitCode;
     return r;
+  }
+
+  private readonly shells = new Map<string, LineShell>();
+
+  /** Batches through long-lived `ip` / `nft` inside the namespace, as the plugin runs them on the host. */
+  async batch(program: ShellProgram, script: string, opts: BatchOptions = {}): Promise<RunResult> {
+    const entry: RecordedCommand = { cmd: program, args: ['(long-lived batch)'], input: script, exitCode: -1 };
+    this.log.push(entry);
+    const key = `${program}:${opts.lane ?? ''}`;
+    let shell = this.shells.get(key);
+    if (!shell) this.shells.set(key, (shell = new LineShell(program, this.timeoutMs, undefined, ['ip', 'netns', 'exec', this.netns])));
+    try {
+      const r = await shell.run(script, opts);
+      entry.exitCode = r.exitCode;
+      return r;
+    } catch (e) {
+      entry.exitCode = 1;
+      throw e;
+    }
+  }
+
+  restartBatch(program: ShellProgram): void {
+    for (const [key, s] of this.shells) if (key.startsWith(`${program}:`)) s.close();
+  }
+
+  /** Ends the long-lived processes (before the namespace goes). */
+  close(): void {
+    for (const s of this.shells.values()) s.close();
   }
 
   /** The commands run so far, one per line, for debugging a failed test. */
