@@ -239,10 +239,17 @@ describe('isolation between networks', () => {
   test("it is the jump into Docker's isolation chain that keeps tsbridge's containers out; the periodic re-check puts it back", async () => {
     const br = await bridgeOf(t1net);
     const rule = ['-t', 'filter', '-D', OWNER.forwardChain, '-i', br, '-j', 'DOCKER-ISOLATION-STAGE-2'];
-    await sh('iptables-nft', ['-w', '5', ...rule]);
     const rules = async () => (await sh('iptables-nft', ['-w', '5', '-S', OWNER.forwardChain])).split('\n');
-    expect(await rules()).not.toContain(`-A ${OWNER.forwardChain} -i ${br} -j DOCKER-ISOLATION-STAGE-2`);
-    // the sweep (every 2 s here) restores it (test/integration/isolation-docker.test.ts shows the
+    // The plugin is frozen while the jump is deleted and looked for: its nft monitor puts it back
+    // within milliseconds, sometimes before the look.
+    process.kill(plugin.pid, 'SIGSTOP');
+    try {
+      await sh('iptables-nft', ['-w', '5', ...rule]);
+      expect(await rules()).not.toContain(`-A ${OWNER.forwardChain} -i ${br} -j DOCKER-ISOLATION-STAGE-2`);
+    } finally {
+      process.kill(plugin.pid, 'SIGCONT');
+    }
+    // the nft monitor or the sweep (every 2 s here) restores it (test/integration/isolation-docker.test.ts shows the
     // docker0 container reachable in between)
     await waitFor(async () => (await rules()).includes(`-A ${OWNER.forwardChain} -i ${br} -j DOCKER-ISOLATION-STAGE-2`), 15_000, { what: 'the isolation jump back' });
     expect(await pingFrom(t1, ip.d0!)).toBe(false);
