@@ -21,7 +21,7 @@
  * Plugin instances tsbt-badday*, addresses 10.219.x.0/24, host ports 26000-26999.
  */
 import { randomInt } from 'node:crypto';
-import { readFile, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -31,7 +31,7 @@ import { docker, dockerOk, removeContainers, removeNetworks, requireDocker, uniq
 import { createOutsideWorld, type OutsideWorld } from '../lib/netns.js';
 import { REPO_ROOT, startPlugin, type PluginHandle } from '../lib/plugin.js';
 import { sh, shOk } from '../lib/run.js';
-import { httpPeer, peerServerScript, PEER_REQUEST, TEST_IMAGE } from './helpers.js';
+import { httpPeer, peerServerScript, PEER_REQUEST, stateOnDisk, TEST_IMAGE } from './helpers.js';
 
 const DOCKER_SOCKET = process.env.DOCKER_HOST?.startsWith('unix://') ? process.env.DOCKER_HOST.slice('unix://'.length) : '/var/run/docker.sock';
 const CLI = path.join(REPO_ROOT, 'dist', 'src', 'cli.js');
@@ -63,7 +63,7 @@ interface StateDoc {
   pools: Record<string, unknown>;
 }
 async function stateOf(p: PluginHandle): Promise<StateDoc> {
-  return JSON.parse(await readFile(path.join(p.stateDir, 'state.json'), 'utf8')) as StateDoc;
+  return stateOnDisk<StateDoc>(p.stateDir);
 }
 
 /**

@@ -13,15 +13,13 @@
  * Addresses: 10.224.1-4.0/24, fd5e:224:1::/64; host ports 25100-25199.
  */
 import { randomInt } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
-import path from 'node:path';
 import { Cleanup } from '../lib/cleanup.js';
 import { docker, dockerOk, removeContainers, removeNetworks, requireDocker, uniqueName, waitFor } from '../lib/docker.js';
 import { createOutsideWorld, startPeerRecorder, type Netns, type OutsideWorld, type PeerRecorder } from '../lib/netns.js';
 import { startPlugin, type PluginHandle } from '../lib/plugin.js';
 import { tcpRequest } from '../lib/probe.js';
 import { sh, shOk } from '../lib/run.js';
-import { footprint, httpPeer, PEER_REQUEST, peerServerScript, runIn, tableOf, TEST_IMAGE, tsbridgeRoutes } from './helpers.js';
+import { footprint, httpPeer, stateOnDisk, PEER_REQUEST, peerServerScript, runIn, tableOf, TEST_IMAGE, tsbridgeRoutes } from './helpers.js';
 
 const DRIVER = 'tsbt-p2p';
 const SUB = '10.224.1.0/24';
@@ -79,7 +77,7 @@ async function startServer(name: string, network: string, publish: string[], c: 
 }
 
 async function state(): Promise<{ endpoints: Record<string, unknown>; networks: Record<string, { kind: string }> }> {
-  return JSON.parse(await readFile(path.join(plugin.stateDir, 'state.json'), 'utf8'));
+  return stateOnDisk(plugin.stateDir);
 }
 
 beforeAll(async () => {
