@@ -78,6 +78,9 @@ async function main(): Promise<void> {
     const pid = (h: RigHost, c: string) => h.containerPid(c);
     const serverPid = await pid(h1, 'server');
     const clients = { 'same host': await pid(h1, 'local'), 'two hosts': await pid(h2, 'remote') };
+    const underlayMtu = (await h1.exec('cat', ['/sys/class/net/eth0/mtu'])).trim();
+    const overlayMtu = (await h1.docker(['exec', 'server', 'cat', '/sys/class/net/eth0/mtu'])).trim();
+    console.log(`MTU: underlay (host eth0) ${underlayMtu}, container eth0 on the overlay ${overlayMtu}`);
 
     const inNs = (p: number, cmd: string, args: string[]) => execa('nsenter', [`--net=/proc/${p}/ns/net`, cmd, ...args]);
     const iperfServer = execa('nsenter', [`--net=/proc/${serverPid}/ns/net`, 'iperf3', '-s', '-p', '5201'], { reject: false, buffer: false });
