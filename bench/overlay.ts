@@ -110,9 +110,10 @@ async function main(): Promise<void> {
       const ma = median(a);
       const mb = median(b);
       const over = ((mb - ma) / ma) * 100;
-      console.log(`| ${what} | ${ma.toFixed(digits)} ${unit} | ${mb.toFixed(digits)} ${unit} | ${over >= 0 ? '+' : ''}${over.toFixed(0)}% |`);
+      const range = (xs: number[]) => `${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}`;
+      console.log(`| ${what} | ${ma.toFixed(digits)} ${unit} (${range(a)}) | ${mb.toFixed(digits)} ${unit} (${range(b)}) | ${over >= 0 ? '+' : ''}${over.toFixed(0)}% |`);
     };
-    console.log(`\n${RUNS} runs, interleaved; iperf3 ${SECONDS} s per run; ${RR} round trips per run; medians\n`);
+    console.log(`\n${RUNS} runs, interleaved; iperf3 ${SECONDS} s per run; ${RR} round trips per run; medians (min–max over the runs)\n`);
     console.log('| what | same host | two hosts (VXLAN) | overlay cost |');
     console.log('|---|---|---|---|');
     row('TCP throughput (iperf3)', same.gbps, cross.gbps, 'Gbit/s', 2);
