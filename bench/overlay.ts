@@ -78,6 +78,9 @@ async function main(): Promise<void> {
     const pid = (h: RigHost, c: string) => h.containerPid(c);
     const serverPid = await pid(h1, 'server');
     const clients = { 'same host': await pid(h1, 'local'), 'two hosts': await pid(h2, 'remote') };
+    const underlayMtu = (await h1.exec('cat', ['/sys/class/net/eth0/mtu'])).trim();
+    const overlayMtu = (await h1.docker(['exec', 'server', 'cat', '/sys/class/net/eth0/mtu'])).trim();
+    console.log(`MTU: underlay (host eth0) ${underlayMtu}, container eth0 on the overlay ${overlayMtu}`);
 
     const inNs = (p: number, cmd: string, args: string[]) => execa('nsenter', [`--net=/proc/${p}/ns/net`, cmd, ...args]);
     const iperfServer = execa('nsenter', [`--net=/proc/${serverPid}/ns/net`, 'iperf3', '-s', '-p', '5201'], { reject: false, buffer: false });
@@ -107,9 +110,10 @@ async function main(): Promise<void> {
       const ma = median(a);
       const mb = median(b);
       const over = ((mb - ma) / ma) * 100;
-      console.log(`| ${what} | ${ma.toFixed(digits)} ${unit} | ${mb.toFixed(digits)} ${unit} | ${over >= 0 ? '+' : ''}${over.toFixed(0)}% |`);
+      const range = (xs: number[]) => `${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}`;
+      console.log(`| ${what} | ${ma.toFixed(digits)} ${unit} (${range(a)}) | ${mb.toFixed(digits)} ${unit} (${range(b)}) | ${over >= 0 ? '+' : ''}${over.toFixed(0)}% |`);
     };
-    console.log(`\n${RUNS} runs, interleaved; iperf3 ${SECONDS} s per run; ${RR} round trips per run; medians\n`);
+    console.log(`\n${RUNS} runs, interleaved; iperf3 ${SECONDS} s per run; ${RR} round trips per run; medians (min–max over the runs)\n`);
     console.log('| what | same host | two hosts (VXLAN) | overlay cost |');
     console.log('|---|---|---|---|');
     row('TCP throughput (iperf3)', same.gbps, cross.gbps, 'Gbit/s', 2);
