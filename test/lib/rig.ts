@@ -192,13 +192,21 @@ function randomOctet(lo: number, hi: number): number {
   return lo + (parseInt(randomId(), 16) % (hi - lo + 1));
 }
 
-/** Two /24s for the underlay in 10.200–10.254 and a /30 in 198.18/15 no host route overlaps. */
+/**
+ * Second octets of 10.x the rig's underlay may use: none that a test, a bench or the docs use for
+ * networks of their own (the overlay tests' 10.230–10.233, the e2e tiers' 10.210–10.225 and
+ * others) — the rig runs beside the e2e tiers, and a host whose default route's next hop lies in
+ * an overlay's subnet has that overlay refused (rightly).
+ */
+const UNDERLAY_OCTETS = [226, 227, 228, 229, 234, 235, 236, 237, 238, 239, 243, 244, 245, 246, 247, 248, 249];
+
+/** Two /24s for the underlay in 10.x (x from UNDERLAY_OCTETS) and a /30 in 198.18/15 no host route overlaps. */
 async function pickRanges(): Promise<{ a: string; b: string; link: string }> {
   const routes = await sh('ip', ['-4', 'route', 'show', 'table', 'all']);
   const resolv = existsSync('/etc/resolv.conf') ? readFileSync('/etc/resolv.conf', 'utf8') : '';
   const taken = (net: string) => routes.includes(net) || resolv.includes(net);
   for (let i = 0; i < 50; i++) {
-    const second = randomOctet(200, 254);
+    const second = UNDERLAY_OCTETS[randomOctet(0, UNDERLAY_OCTETS.length - 1)]!;
     const third = randomOctet(0, 254);
     const a = `10.${second}.${third}`;
     const b = `10.${second}.${third + 1}`;
