@@ -5,7 +5,7 @@
  * driver, 50 parallel containers, and allocations that survive a restart.
  */
 import { Cleanup } from '../lib/cleanup.js';
-import { docker, dockerOk, removeContainers, removeNetworks, requireDocker, uniqueName } from '../lib/docker.js';
+import { docker, dockerOk, removeContainers, removeNetworks, requireDocker, uniqueName, waitFor } from '../lib/docker.js';
 import { createOutsideWorld, startPeerRecorder, type OutsideWorld, type PeerRecorder } from '../lib/netns.js';
 import { startPlugin, type PluginHandle } from '../lib/plugin.js';
 import { footprint, runIn, TEST_IMAGE } from './helpers.js';
@@ -211,5 +211,8 @@ test('50 parallel docker run get 50 distinct addresses', async () => {
   } finally {
     await c.run();
   }
+  // The veths are torn down after DeleteEndpoint has answered (off Docker's path): 50 of them
+  // may still be going when the last docker rm returns.
+  await waitFor(async () => (await footprint()).links.length === 0, 30_000, { what: 'the 50 veth pairs to be torn down' });
   expect(await footprint()).toEqual({ links: [], nft: [], iptables: [] });
 }, 300_000);
