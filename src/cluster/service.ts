@@ -30,6 +30,8 @@ export interface ClusterOptions {
   timeoutMs: number;
   /** Seconds between reconciles with etcd. */
   reconcileSec?: number;
+  /** See HostSession's freshMs. */
+  freshMs?: number;
   /** What the local state says this host has. */
   claims: () => LocalClaims;
   log: Logger;
@@ -49,7 +51,7 @@ export class ClusterService {
     const keys = new Keys(opts.prefix);
     this.underlay = opts.underlay;
     this.cluster = { store, keys, hostId: opts.hostId, endpoints: opts.endpoints, timeoutMs: opts.timeoutMs, log: opts.log };
-    this.session = new HostSession(this.cluster, { vtep: opts.underlay.vtep, ttlSec: opts.ttlSec, claims: opts.claims, reconcileSec: opts.reconcileSec, hostname: opts.hostname, retryMs: opts.retryMs });
+    this.session = new HostSession(this.cluster, { vtep: opts.underlay.vtep, ttlSec: opts.ttlSec, claims: opts.claims, reconcileSec: opts.reconcileSec, freshMs: opts.freshMs, hostname: opts.hostname, retryMs: opts.retryMs });
     this.mirror = new PrefixMirror(store, keys.root, opts.log, opts.retryMs);
     // After (re)registering, look at the whole picture again: the watch may have missed nothing,
     // but a listing is cheap and makes the copy certain.
@@ -115,7 +117,10 @@ export class ClusterService {
     const mine = previous.then(() => {
       const op = `allocating an address in overlay ${name}`;
       const lease = this.session.leaseId(op);
-      return allocateAddress(this.cluster, name, this.joined(name, op), lease, want);
+      return allocateAddress(this.cluster, name, this.joined(name, op), lease, want).then((address) => {
+        this.session.markFresh(this.cluster.keys.address(name, address));
+        return address;
+      });
     });
     const settled = mine.then(() => undefined, () => undefined);
     this.queues.set(name, settled);

@@ -30,6 +30,8 @@ export interface SessionOptions {
   claims: () => LocalClaims;
   /** Seconds between reconciles while registered (0 = only after registering). */
   reconcileSec?: number;
+  /** Milliseconds an address this process took is spared by reconcile (default 120 s). */
+  freshMs?: number;
   hostname?: string;
   /** Milliseconds between registration attempts while etcd is unreachable (default 1000). */
   retryMs?: number;
@@ -42,11 +44,21 @@ export interface ReconcileReport {
   conflicts: string[];
 }
 
+/** How long an address this process took is spared by reconcile while the IPAM records it. */
+const FRESH_MS = 120_000;
+
 export class HostSession {
   private lease: Lease | undefined;
   private stopped = false;
   private retryTimer: NodeJS.Timeout | undefined;
   private reconcileTimer: NodeJS.Timeout | undefined;
+  /**
+   * Address keys this process took in etcd lately, by key → when. Between the allocation in etcd
+   * and the IPAM's save the local state does not claim them yet; a reconcile in that window must
+   * not take them for a crash's leftovers (another host would get the address). A real leftover
+   * comes from a crash, after which this map starts empty.
+   */
+  private readonly fresh = new Map<string, number>();
   private registering: Promise<void> | undefined;
   private readonly incarnations = new Map<string, JoinedOverlay>();
   private readonly listeners: ((registered: boolean) => void)[] = [];
@@ -205,7 +217,7 @@ export class HostSession {
         report.removed.push(kv.key);
         continue;
       }
-      if (parsed?.kind === 'address' && parseRecord(kv.value)?.host === this.c.hostId && !claimed.has(kv.key)) {
+      if (parsed?.kind === 'address' && parseRecord(kv.value)?.host === this.c.hostId && !claimed.has(kv.key) && !this.isFresh(kv.key)) {
         await this.deleteIfUnchanged(kv.key, kv.modRevision);
         report.removed.push(kv.key);
       }
@@ -237,6 +249,19 @@ export class HostSession {
     this.conflicts = report.conflicts;
     if (report.conflicts.length) this.c.log.error('conflicts with etcd', { host: this.c.hostId, conflicts: report.conflicts });
     return report;
+  }
+
+  /** An address key this process just took (see `fresh`). */
+  markFresh(key: string): void {
+    this.fresh.set(key, Date.now());
+  }
+
+  private isFresh(key: string): boolean {
+    const at = this.fresh.get(key);
+    if (at === undefined) return false;
+    if (Date.now() - at < (this.opts.freshMs ?? FRESH_MS)) return true;
+    this.fresh.delete(key);
+    return false;
   }
 
   private async deleteIfUnchanged(key: string, modRevision: number): Promise<void> {

@@ -28,7 +28,7 @@ afterEach(async () => {
   await Promise.all(nodes.splice(0).map((n) => n.svc.stop()));
 });
 
-function node(etcd: MemoryEtcd, i: number, claims: LocalClaims = { overlays: [], addresses: [] }): Node {
+function node(etcd: MemoryEtcd, i: number, claims: LocalClaims = { overlays: [], addresses: [] }, freshMs = 0): Node {
   const store = etcd.client(`h${i}`);
   const n: Node = {
     store,
@@ -40,6 +40,7 @@ function node(etcd: MemoryEtcd, i: number, claims: LocalClaims = { overlays: [],
       endpoints: 'memory',
       timeoutMs: 500,
       reconcileSec: 0,
+      freshMs,
       retryMs: 10,
       claims: () => n.claims,
       log: silentLogger(),
@@ -127,6 +128,17 @@ test('reconcile removes this host\'s keys the local state no longer has, and rep
   await b.svc.session.reconcile();
   expect(etcd.dump(keys.overlays())).toEqual({});
   expect(etcd.dump(keys.vnis())).toEqual({});
+});
+
+test('an address this process just took is not removed by a reconcile before the IPAM has recorded it', async () => {
+  const etcd = new MemoryEtcd();
+  const a = node(etcd, 1, { overlays: [{ name: 'blue', config: BLUE }], addresses: [] }, 60_000);
+  a.svc.start();
+  await settle(etcd, () => a.svc.registered);
+  const taken = await a.svc.allocate('blue'); // the IPAM has not saved it yet: the claims lack it
+  const r = await a.svc.session.reconcile();
+  expect(r.removed).toEqual([]);
+  expect(parseAddress(etcd.dump()[keys.address('blue', taken)]!)!.host).toBe(a.svc.hostId);
 });
 
 test('peers see each other\'s endpoints and VTEPs through the watch, and drop them when the lease goes', async () => {
