@@ -10,7 +10,7 @@ import type { Endpoint, Network } from '../../src/domain/types.js';
 import { fail } from '../../src/errors.js';
 import { bridgeKind } from '../../src/kinds/bridge/index.js';
 import { makeRegistry } from '../../src/kinds/select.js';
-import { portElements } from '../../src/kinds/shared/ports.js';
+import { portElements } from '../../src/kinds/common/ports.js';
 import type { Kind, KindRegistry, Running } from '../../src/kinds/types.js';
 import { goBool } from '../../src/protocol/validate.js';
 

@@ -13,8 +13,8 @@ import {
 } from '../../src/kernel/rules/iptables.js';
 import { BRIDGE_DEFAULTS, type BridgeSettings } from '../../src/kinds/bridge/settings.js';
 import { KINDS } from '../../src/kinds/registry.js';
-import { guardElements, linkLocal } from '../../src/kinds/shared/guard.js';
-import { portElements } from '../../src/kinds/shared/ports.js';
+import { guardElements, linkLocal } from '../../src/kinds/common/guard.js';
+import { portElements } from '../../src/kinds/common/ports.js';
 import { COMMON_DEFAULTS } from '../../src/protocol/network.js';
 import { emptyState, type State } from '../../src/state/types.js';
 import { NftModel, modelOf } from '../fakes/nft.js';

@@ -17,8 +17,8 @@
  */
 import type { Endpoint, Network, PortMapping } from '../../domain/types.js';
 import type { Element, NetworkRules, SetDecl } from '../../kernel/types.js';
-import { guardElements } from '../shared/guard.js';
-import { portElements } from '../shared/ports.js';
+import { guardElements } from '../common/guard.js';
+import { portElements } from '../common/ports.js';
 import { routed, settingsOf } from './settings.js';
 
 const q = (s: string) => `"${s}"`;

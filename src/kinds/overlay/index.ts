@@ -12,7 +12,7 @@ import type { SysctlSetting } from '../../kernel/types.js';
 import { bridgeKind } from '../bridge/index.js';
 import { bridgeMembers } from '../bridge/rules.js';
 import { BRIDGE_OPTIONS } from '../bridge/settings.js';
-import { portElements } from '../shared/ports.js';
+import { portElements } from '../common/ports.js';
 import type { Kind, KindContext } from '../types.js';
 import { overlayRules } from './rules.js';
 import { startOverlay } from './running.js';

@@ -20,7 +20,7 @@
 import type { Endpoint, Network, StaticRoute, Subnet } from '../../domain/types.js';
 import type { RouteSpec, SysctlSetting } from '../../kernel/types.js';
 import { containsAddress, formatPrefix, parseInterfaceCidr, parsePrefix, subnets } from '../../net/addr.js';
-import { portElements } from '../shared/ports.js';
+import { portElements } from '../common/ports.js';
 import type { Kind } from '../types.js';
 import { p2pMembers, p2pRules } from './rules.js';
 import { P2P_DEFAULTS, P2P_OPTIONS, p2pSettingsOf, parseP2pSettings } from './settings.js';

@@ -24,7 +24,7 @@ import type { Endpoint, Network } from '../../domain/types.js';
 import { macFromId } from '../../domain/names.js';
 import { describeRoute } from '../../kernel/held.js';
 import type { SysctlSetting } from '../../kernel/types.js';
-import { guardElements } from '../shared/guard.js';
+import { guardElements } from '../common/guard.js';
 import type { Kind } from '../types.js';
 import { parseUplinkSettings, recordOf, settingsOf, toRecord, toSettings, UPLINK_OPTIONS, type UplinkRecord } from './settings.js';
 
