@@ -23,18 +23,8 @@ import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { arg, BenchPlugin, deltaBy, delta, flag, fmt, machine, median, p90, ratio, run, sum } from './lib.js';
+import { arg, BenchPlugin, deltaBy, delta, flag, fmt, LIFECYCLE, machine, median, p90, ratio, run, sum } from './lib.js';
 
-const LIFECYCLE = [
-  'IpamDriver.RequestAddress',
-  'NetworkDriver.CreateEndpoint',
-  'NetworkDriver.Join',
-  'NetworkDriver.ProgramExternalConnectivity',
-  'NetworkDriver.RevokeExternalConnectivity',
-  'NetworkDriver.Leave',
-  'NetworkDriver.DeleteEndpoint',
-  'IpamDriver.ReleaseAddress',
-] as const;
 
 const id = () => randomBytes(32).toString('hex');
 const short = (c: string) => c.replace(/^(NetworkDriver|IpamDriver)\./, '');

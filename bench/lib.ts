@@ -243,3 +243,15 @@ export async function run(cmd: string, args: string[], opts: { input?: string; e
   if (r.exitCode !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${String(r.stderr || r.stdout).trim()}`);
   return String(r.stdout).trim();
 }
+
+/** The plugin calls of one container's life, in the order Docker makes them. */
+export const LIFECYCLE = [
+  'IpamDriver.RequestAddress',
+  'NetworkDriver.CreateEndpoint',
+  'NetworkDriver.Join',
+  'NetworkDriver.ProgramExternalConnectivity',
+  'NetworkDriver.RevokeExternalConnectivity',
+  'NetworkDriver.Leave',
+  'NetworkDriver.DeleteEndpoint',
+  'IpamDriver.ReleaseAddress',
+] as const;

@@ -32,7 +32,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { totalmem, tmpdir } from 'node:os';
 import path from 'node:path';
 import { instanceFromSocket, ownerFor } from '../src/kernel/owner.js';
-import { arg, BenchPlugin, flag, fmt, machine, median, p90, sum } from './lib.js';
+import { arg, BenchPlugin, flag, fmt, LIFECYCLE, machine, median, p90, sum } from './lib.js';
 
 const IMAGE = process.env.TSBRIDGE_TEST_IMAGE ?? 'tsbridge-test:latest';
 const DRIVER = 'tsbridge-bench';
@@ -40,16 +40,6 @@ const SOCKET = `/run/docker/plugins/${DRIVER}.sock`;
 const TABLE = ownerFor(instanceFromSocket(SOCKET)).table;
 const TAG = `bench-${process.pid}`;
 
-const LIFECYCLE = [
-  'IpamDriver.RequestAddress',
-  'NetworkDriver.CreateEndpoint',
-  'NetworkDriver.Join',
-  'NetworkDriver.ProgramExternalConnectivity',
-  'NetworkDriver.RevokeExternalConnectivity',
-  'NetworkDriver.Leave',
-  'NetworkDriver.DeleteEndpoint',
-  'IpamDriver.ReleaseAddress',
-] as const;
 const short = (c: string) => c.replace(/^(NetworkDriver|IpamDriver)\./, '');
 
 let plugin: BenchPlugin;

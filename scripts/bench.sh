@@ -23,15 +23,8 @@ die() { echo "bench: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root"
 command -v iperf3 >/dev/null || die "iperf3 is missing (bash scripts/install-deps.sh installs it)"
 
-docker_ready() { timeout 10 docker info >/dev/null 2>&1; }
-ours_running() {
-  local n pid
-  for n in dockerd containerd; do
-    pid=$(cat "$RUN_DIR/$n.pid" 2>/dev/null) || continue
-    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$n" ] && return 0
-  done
-  return 1
-}
+# docker_ready, alive, ours_running
+. scripts/lib/engine-state.sh
 
 started=0
 built=0

@@ -32,6 +32,8 @@ RUN_DIR=${TSBRIDGE_RUN_DIR:-/run/tsbridge-test}
 LOG_DIR=/var/log/tsbridge-test
 READY_TIMEOUT=${TSBRIDGE_DOCKER_TIMEOUT:-60}
 HERE=$(cd "$(dirname "$0")" && pwd)
+# docker_ready, alive, ours_running
+. "$HERE/lib/engine-state.sh"
 
 die() { echo "docker-up: $*" >&2; exit 1; }
 log() { echo "docker-up: $*"; }
@@ -64,27 +66,8 @@ engine_setup() {
   export PATH
 }
 
-docker_ready() { timeout 10 docker info >/dev/null 2>&1; }
 server_version() { timeout 10 docker version --format '{{.Server.Version}}' 2>/dev/null; }
 containerd_ready() { [ -S "$CTR_SOCK" ] && timeout 5 ctr --address "$CTR_SOCK" version >/dev/null 2>&1; }
-
-# alive PID NAME: the process exists, is not a zombie and is still NAME (guards against PID reuse).
-alive() {
-  local stat
-  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-  [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "$2" ] || return 1
-  # field 3 (after the "(comm)" field) is the state
-  [ "$(echo "${stat##*) }" | cut -d' ' -f1)" != Z ]
-}
-
-# An engine this script started and that is still (partly) running.
-ours_running() {
-  local n
-  for n in dockerd containerd; do
-    [ -f "$RUN_DIR/$n.pid" ] && alive "$(cat "$RUN_DIR/$n.pid")" "$n" && return 0
-  done
-  return 1
-}
 
 # wait_until SECONDS PID NAME CHECK...: poll CHECK until it succeeds; fail early if PID died.
 wait_until() {

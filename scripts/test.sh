@@ -56,17 +56,8 @@ run_tier() {
   echo "${tier_state[$tier]}" >"$RESULTS/$tier.state"
 }
 
-docker_ready() { timeout 10 docker info >/dev/null 2>&1; }
-
-# True while an engine scripts/docker-up.sh started runs (its pid files, processes still there).
-ours_running() {
-  local n pid
-  for n in dockerd containerd; do
-    pid=$(cat "$RUN_DIR/$n.pid" 2>/dev/null) || continue
-    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$n" ] && return 0
-  done
-  return 1
-}
+# docker_ready, alive, ours_running
+. scripts/lib/engine-state.sh
 
 not_run() {
   local reason=$1 tier; shift
