@@ -18,15 +18,27 @@ export interface ReconcileReport {
   staleLinksRemoved: string[];
 }
 
+/**
+ * How long a joined endpoint's container end must be seen in the host namespace, sweep after
+ * sweep, before the sweep counts its container dead. Docker moves that end into the container
+ * only when runc runs its hook, after Join has answered: with fifty `docker run` at once on a
+ * loaded two-core host that took more than one 30 s sweep interval (CI, Docker 20.10), and the
+ * sweep took the veth away from under a starting container. A container removed while the
+ * plugin was down is start-up's to drop, at once; this is for the rarer Leave that never came.
+ */
+export const PEER_BACK_MS = 180_000;
+
 export class Reconciler {
-  /** Joined endpoints whose container end the last sweep found back in the host namespace. */
-  private peerBack = new Set<string>();
+  /** Joined endpoints whose container end the sweeps have found back in the host namespace, each with when first seen so (ms). */
+  private peerBack = new Map<string, number>();
 
   constructor(
     private readonly db: Db,
     private readonly kernel: Kernel,
     private readonly log: Logger,
     private readonly runtime: KindsRuntime = kindsRuntime(kernel, log),
+    private readonly now: () => number = Date.now,
+    private readonly peerBackMs: number = PEER_BACK_MS,
   ) {}
 
   async startup(): Promise<ReconcileReport> {
@@ -139,11 +151,13 @@ export class Reconciler {
       const links = new Set((await this.kernel.links.list()).map((l) => l.name));
       // A joined endpoint whose container end is in the host namespace: Docker moved it back when
       // it removed the container while the plugin was down — or Docker has not moved it into the
-      // container yet, for the few milliseconds after Join. Only the second sweep in a row that
-      // sees it so counts it dead.
-      const back = new Set(joined.filter((e) => links.has(e.hostVeth) && links.has(e.peerVeth)).map((e) => e.id));
-      const dead = joined.filter((e) => !links.has(e.hostVeth) || (back.has(e.id) && this.peerBack.has(e.id)));
-      this.peerBack = new Set([...back].filter((id) => !dead.some((e) => e.id === id)));
+      // container yet: after Join, until runc's hook runs (seconds; tens of seconds under load).
+      // Only sweeps that have seen it so for PEER_BACK_MS in a row count it dead.
+      const t = this.now();
+      const back = new Map(joined.filter((e) => links.has(e.hostVeth) && links.has(e.peerVeth)).map((e) => [e.id, this.peerBack.get(e.id) ?? t] as const));
+      const dead = joined.filter((e) => !links.has(e.hostVeth) || t - (back.get(e.id) ?? t) >= this.peerBackMs);
+      for (const e of dead) back.delete(e.id);
+      this.peerBack = back;
       if (dead.length === 0) return 0;
       for (const e of dead) delete s.endpoints[e.id];
       try {

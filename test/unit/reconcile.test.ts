@@ -3,7 +3,7 @@
  * empty kernel back to the saved state, crash leftovers are finished or
  * undone, and links tsbridge did not make are never touched.
  */
-import { Reconciler } from '../../src/driver/reconcile.js';
+import { PEER_BACK_MS, Reconciler } from '../../src/driver/reconcile.js';
 import { hostVethName, peerVethName } from '../../src/domain/names.js';
 import { silentLogger } from '../../src/logging.js';
 import { Db } from '../../src/state/db.js';
@@ -126,13 +126,27 @@ describe("a container removed while the plugin was down: Docker moved the contai
     expect(w.kernel.publishedPorts()).toEqual([]);
   });
 
-  test('the sweep drops it at the second sweep in a row that finds it so (the first may be the moment after Join)', async () => {
-    const r = new Reconciler(w.db, w.kernel, silentLogger());
-    // just after Join, Docker has not moved the peer yet: one sweep sees it in the host
+  /** A Reconciler whose clock the test moves. */
+  function withClock(): { r: Reconciler; at: (ms: number) => void } {
+    let t = 1_000_000;
+    const r = new Reconciler(w.db, w.kernel, silentLogger(), undefined, () => t);
+    return { r, at: (ms) => (t = 1_000_000 + ms) };
+  }
+
+  test(`the sweep drops it once sweeps have seen it so for PEER_BACK_MS (${PEER_BACK_MS / 1000} s) in a row`, async () => {
+    const { r, at } = withClock();
+    // just after Join, Docker has not moved the peer yet: sweeps see it in the host
     await peerBack();
     expect(await r.sweep()).toBe(0);
+    // runc's hook can come tens of seconds later on a loaded host: still not judged
+    at(30_000);
+    expect(await r.sweep()).toBe(0);
+    at(PEER_BACK_MS - 1);
+    expect(await r.sweep()).toBe(0);
     expect(w.db.state.endpoints[EP_1]).toBeDefined();
-    // still there a sweep later: Docker moved it back, the container is gone
+    expect(w.kernel.snapshot().veths.map((v) => v.host)).toContain(hostVethName(EP_1));
+    // still there: Docker moved it back, the container is gone
+    at(PEER_BACK_MS);
     expect(await r.sweep()).toBe(1);
     expect(Object.keys(w.db.state.endpoints)).toEqual([EP_2]);
     expect(w.kernel.snapshot().veths.map((v) => v.host)).toEqual([hostVethName(EP_2)]);
@@ -140,14 +154,20 @@ describe("a container removed while the plugin was down: Docker moved the contai
     expect(w.kernel.nft.dump()).toEqual(rulesOf(w.db.state));
   });
 
-  test('a peer seen in the host once, then gone into the container, is not counted', async () => {
-    const r = new Reconciler(w.db, w.kernel, silentLogger());
+  test('a peer seen in the host, then gone into the container, is not counted; seen again, its time starts again', async () => {
+    const { r, at } = withClock();
     await peerBack();
     expect(await r.sweep()).toBe(0);
+    at(60_000);
     w.kernel.peerIntoContainer(peerVethName(EP_1)); // Docker moved it into the container after all
     expect(await r.sweep()).toBe(0);
+    at(120_000);
     w.kernel.peerBackToHost(peerVethName(EP_1));
     expect(await r.sweep()).toBe(0); // seen again: the first time in a row
+    at(120_000 + PEER_BACK_MS - 1);
+    expect(await r.sweep()).toBe(0);
     expect(w.db.state.endpoints[EP_1]).toBeDefined();
+    at(120_000 + PEER_BACK_MS);
+    expect(await r.sweep()).toBe(1);
   });
 });
