@@ -102,18 +102,39 @@ export async function allocateAddress(c: Cluster, name: string, overlay: JoinedO
 }
 
 /**
- * Records the endpoint behind an address of this host (its MAC is what peers program). Fails with
- * ADDRESS_IN_USE when the key is not this host's (lost while the lease had expired).
+ * Records the endpoint behind an address of this host (its MAC is what peers program). The
+ * reservation may be gone: the host's lease expired between RequestAddress and CreateEndpoint (a
+ * host too loaded to renew it in time — seen with a 10 s TTL at load 19) and etcd dropped its
+ * keys. Then the address is taken again on the current lease, as long as no other host took it
+ * meanwhile and the overlay is the incarnation this host joined. Fails with ADDRESS_IN_USE when
+ * another host holds it.
  */
-export async function attachEndpoint(c: Cluster, name: string, address: string, lease: string, rec: Omit<AddressRecord, 'host'>): Promise<void> {
+export async function attachEndpoint(c: Cluster, name: string, overlay: JoinedOverlay, address: string, lease: string, rec: Omit<AddressRecord, 'host'>): Promise<void> {
   const key = c.keys.address(name, address);
   const value = encodeAddress({ host: c.hostId, ...rec });
   for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
     const kv = await guarded(c, `recording endpoint ${address} in overlay ${name}`, () => c.store.get(key));
-    const holder = kv && parseRecord(kv.value);
-    if (!kv || holder?.host !== c.hostId) {
-      fail('ADDRESS_IN_USE', { address, pool: `overlay ${name} (${kv ? `now held by host ${holder?.host ?? '?'}` : 'the reservation is gone'})` });
+    if (!kv) {
+      const configKey = c.keys.config(name);
+      const r = await guarded(c, `taking ${address} in overlay ${name} again`, () =>
+        c.store.txn(
+          [
+            { key: configKey, target: 'create', op: '=', value: overlay.createRevision },
+            { key, target: 'create', op: '=', value: 0 },
+          ],
+          [{ put: key, value, lease }],
+          [{ get: configKey }],
+        ),
+      );
+      if (r.succeeded) return;
+      const cfg = r.gets[0]?.[0];
+      if (!cfg || cfg.createRevision !== overlay.createRevision) {
+        fail('OVERLAY_MISMATCH', { overlay: name, field: 'incarnation', theirs: cfg ? `revision ${cfg.createRevision}` : 'none (released)', ours: `revision ${overlay.createRevision}` });
+      }
+      continue; // someone took it meanwhile: look again
     }
+    const holder = parseRecord(kv.value);
+    if (holder?.host !== c.hostId) fail('ADDRESS_IN_USE', { address, pool: `overlay ${name} (now held by host ${holder?.host ?? '?'})` });
     if (kv.value === value && kv.lease === lease) return;
     const r = await guarded(c, `recording endpoint ${address} in overlay ${name}`, () =>
       c.store.txn([{ key, target: 'mod', op: '=', value: kv.modRevision }], [{ put: key, value, lease }]),

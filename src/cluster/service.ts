@@ -130,8 +130,10 @@ export class ClusterService {
 
   /** Records the endpoint's MAC behind its address: peers program it from here. */
   async attach(name: string, address: string, mac: string, endpoint: string): Promise<void> {
-    const lease = this.session.leaseId(`recording endpoint ${address}`);
-    await attachEndpoint(this.cluster, name, address, lease, { mac, endpoint });
+    const op = `recording endpoint ${address}`;
+    const lease = this.session.leaseId(op);
+    await attachEndpoint(this.cluster, name, this.joined(name, op), address, lease, { mac, endpoint });
+    this.session.markFresh(this.cluster.keys.address(name, address));
   }
 
   async release(name: string, address: string): Promise<void> {

@@ -86,9 +86,28 @@ test('attaching an endpoint records its MAC on the address; someone else\'s addr
   const etcd = new MemoryEtcd();
   const [h1, h2] = await hosts(etcd, 2);
   const a = await alloc(h1!);
-  await attachEndpoint(h1!.c, 'blue', a, h1!.lease, { mac: '02:42:0a:14:00:02', endpoint: 'ep1' });
+  await attachEndpoint(h1!.c, 'blue', h1!.joined, a, h1!.lease, { mac: '02:42:0a:14:00:02', endpoint: 'ep1' });
   expect(parseAddress(etcd.dump()[keys.address('blue', a)]!)).toEqual({ host: id(0), mac: '02:42:0a:14:00:02', endpoint: 'ep1' });
-  expect(await codeOf(attachEndpoint(h2!.c, 'blue', a, h2!.lease, { mac: '02:42:0a:14:00:09', endpoint: 'ep9' }))).toBe('ADDRESS_IN_USE');
+  expect(await codeOf(attachEndpoint(h2!.c, 'blue', h2!.joined, a, h2!.lease, { mac: '02:42:0a:14:00:09', endpoint: 'ep9' }))).toBe('ADDRESS_IN_USE');
+});
+
+test('a reservation lost with an expired lease between allocation and attach is taken again, unless another host took it', async () => {
+  const etcd = new MemoryEtcd();
+  const [h1, h2] = await hosts(etcd, 2);
+  const a = await alloc(h1!);
+  const b = await alloc(h1!);
+  h1!.store.partition(true); // too loaded to renew: etcd drops its keys
+  etcd.tick(10_000);
+  expect(etcd.dump()[keys.address('blue', a)]).toBeUndefined();
+  h1!.store.partition(false);
+  const lease = (await h1!.store.grantLease(10)).id; // registered again
+  await attachEndpoint(h1!.c, 'blue', h1!.joined, a, lease, { mac: '02:42:0a:14:00:01', endpoint: 'ep1' });
+  expect(parseAddress(etcd.dump()[keys.address('blue', a)]!)).toEqual({ host: id(0), mac: '02:42:0a:14:00:01', endpoint: 'ep1' });
+  expect(await codeOf(alloc(h2!, a))).toBe('ADDRESS_IN_USE');
+  // b was taken by h2 while h1's reservation was gone: h1 may not have it
+  expect(await alloc(h2!, b)).toBe(b);
+  expect(await codeOf(attachEndpoint(h1!.c, 'blue', h1!.joined, b, lease, { mac: '02:42:0a:14:00:02', endpoint: 'ep2' }))).toBe('ADDRESS_IN_USE');
+  expect(parseAddress(etcd.dump()[keys.address('blue', b)]!)?.host).toBe(id(1));
 });
 
 test('a dead host\'s addresses come back to the pool only once its lease is gone', async () => {
