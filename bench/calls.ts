@@ -11,19 +11,21 @@
  * needed. Needs root.
  *
  * Usage: node dist/bench/calls.js [--runs N] [--endpoints N] [--networks N] [--ports N]
- *          [--parallel N] [--no-docker-chains]
+ *          [--parallel N] [--no-docker-chains] [--node-args "ARGS"]
  *   --runs N          lifecycles measured at zero and at scale (default 40)
  *   --endpoints N     live endpoints for the scale figures (default 1000; 0 skips them)
  *   --networks N      networks they are spread over (default 4)
  *   --ports N         ports published by ten of them, N/10 each (default 1000)
  *   --parallel N      lifecycles run at once for the time-share figure (default 50; 0 skips it)
+ *   --node-args "A B" node's own options for the plugin, space-separated (default: none; e.g.
+ *                     "--max-semi-space-size=16" to compare with V8's default young generation)
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { arg, BenchPlugin, deltaBy, delta, flag, fmt, LIFECYCLE, machine, median, p90, ratio, run, sum } from './lib.js';
+import { arg, BenchPlugin, deltaBy, delta, flag, fmt, LIFECYCLE, machine, median, p90, ratio, run, strArg, sum } from './lib.js';
 
 
 const id = () => randomBytes(32).toString('hex');
@@ -173,12 +175,14 @@ async function inside(): Promise<void> {
   const ports = arg('--ports', 1000);
   const parallel = arg('--parallel', 50);
   const counted = 3;
+  const nodeArgs = strArg('--node-args', '').split(' ').filter(Boolean);
   await run('ip', ['link', 'set', 'lo', 'up']);
   if (!flag('--no-docker-chains')) await run('iptables-nft-restore', [], { input: DOCKER_CHAINS });
   const dir = await mkdtemp(path.join(tmpdir(), 'tsbridge-calls-'));
   const p = new BenchPlugin({
     socket: path.join(dir, 'tsbcalls.sock'),
     stateDir: path.join(dir, 'state'),
+    nodeArgs,
     env: { TSBRIDGE_METRICS_ADDR: '127.0.0.1:0', TSBRIDGE_GC_INTERVAL: '0' },
   });
   try {
@@ -186,6 +190,7 @@ async function inside(): Promise<void> {
     for (let i = 0; i < 50 && !p.metricsAddress; i++) await new Promise((r) => setTimeout(r, 100));
     console.log(`tsbridge through the protocol alone (bench/calls.ts), in a network namespace${flag('--no-docker-chains') ? ' without' : ' with'} Docker's chains`);
     console.log(`machine: ${machine()}`);
+    console.log(`plugin: node ${nodeArgs.length ? nodeArgs.join(' ') + ' ' : ''}dist/src/main.js`);
     console.log(`nft ${await run('nft', ['--version'])}; ${await run('ip', ['-V'])}`);
     const probe = await createNetwork(p, '10.230.0.0/24');
     const zero = await measure(p, probe, runs, counted);
