@@ -3,7 +3,8 @@
  * what each call costs at zero and with many endpoints and published ports live — in
  * milliseconds (as the plugin logs them), and in what does not depend on the machine's load:
  * processes started, state writes, bytes written and fsyncs per call (from the plugin's own
- * metrics). Then the plugin's RSS, and N container lifecycles at once.
+ * metrics) and the plugin's CPU time per lifecycle. Then the plugin's RSS, and N container
+ * lifecycles at once.
  *
  * Runs in a throwaway network namespace (it re-runs itself under `ip netns exec`), with the
  * chains Docker's firewall makes (DOCKER-USER, DOCKER-ISOLATION-STAGE-1/2, FORWARD policy DROP)
@@ -114,6 +115,8 @@ interface Phase {
   /** Per call: processes started (by program), state syncs, state bytes, state writes — averaged over the counted runs. */
   counts: Record<string, { processes: Record<string, number>; syncs: number; bytes: number; writes: number }>;
   rss: number;
+  /** The plugin's CPU time (user + system) per lifecycle over the timed runs, ms. */
+  cpu: number;
 }
 
 /**
@@ -124,11 +127,13 @@ async function measure(p: BenchPlugin, net: Net, runs: number, counted: number, 
   await down(p, net, await up(p, net, ports)); // warm
   const from = p.calls.length;
   const lifecycle: number[] = [];
+  const cpu0 = p.cpuMs();
   for (let i = 0; i < runs; i++) {
     const at = p.calls.length;
     await down(p, net, await up(p, net, ports));
     lifecycle.push(sum(p.calls.slice(at).filter((c) => (LIFECYCLE as readonly string[]).includes(c.call)).map((c) => c.ms)));
   }
+  const cpu = (p.cpuMs() - cpu0) / runs;
   const ms: Record<string, number[]> = {};
   for (const c of LIFECYCLE) ms[c] = p.ms(c, from);
 
@@ -148,7 +153,7 @@ async function measure(p: BenchPlugin, net: Net, runs: number, counted: number, 
     };
     await down(p, net, await up(p, net, ports, each), each);
   }
-  return { ms, lifecycle, counts, rss: p.rssMiB() };
+  return { ms, lifecycle, counts, rss: p.rssMiB(), cpu };
 }
 
 function printPhase(title: string, ph: Phase, base?: Phase): void {
@@ -165,6 +170,7 @@ function printPhase(title: string, ph: Phase, base?: Phase): void {
   const tot = (f: (n: Phase['counts'][string]) => number) => sum(LIFECYCLE.map((c) => f(ph.counts[c]!)));
   const x = base ? ratio(median(ph.lifecycle), median(base.lifecycle)).padStart(8) : '';
   console.log(`  ${'lifecycle (sum of the 8)'.padEnd(28)}${fmt(median(ph.lifecycle), 2).padStart(8)}${fmt(p90(ph.lifecycle), 2).padStart(8)}${x}${fmt(tot((n) => sum(Object.values(n.processes))), 1).padStart(7)}  ${fmt(tot((n) => n.syncs), 1).padStart(6)}${fmt(tot((n) => n.writes), 1).padStart(7)}${fmt(tot((n) => n.bytes), 0).padStart(9)}`);
+  console.log(`  plugin CPU per lifecycle (user + system, its node process): ${fmt(ph.cpu, 1)} ms${base ? ` (${ratio(ph.cpu, base.cpu)} zero)` : ''}`);
   console.log(`  plugin RSS: ${fmt(ph.rss, 1)} MiB`);
 }
 

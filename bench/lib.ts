@@ -146,6 +146,17 @@ export class BenchPlugin {
     return m ? Number(m[1]) / 1024 : NaN;
   }
 
+  /**
+   * CPU time the node process has used so far (user + system), in ms — unlike wall time, hardly
+   * moved by what else runs on the machine. (Its `ip`/`nft` children are not counted.)
+   */
+  cpuMs(): number {
+    const stat = readFileSync(`/proc/${this.pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // fields 14 and 15 (utime, stime) in clock ticks; 100 per second on Linux
+    return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
+  }
+
   /** The metrics as name{labels} → value (needs TSBRIDGE_METRICS_ADDR). */
   async metrics(): Promise<Map<string, number>> {
     if (!this.metricsAddress) throw new Error('the plugin serves no metrics (TSBRIDGE_METRICS_ADDR)');
