@@ -117,6 +117,8 @@ interface Phase {
   rss: number;
   /** The plugin's CPU time (user + system) per lifecycle over the timed runs, ms. */
   cpu: number;
+  /** V8's heap, MiB, from the plugin's process metrics. */
+  heap: { used: number; total: number; external: number };
 }
 
 /**
@@ -153,7 +155,9 @@ async function measure(p: BenchPlugin, net: Net, runs: number, counted: number, 
     };
     await down(p, net, await up(p, net, ports, each), each);
   }
-  return { ms, lifecycle, counts, rss: p.rssMiB(), cpu };
+  const m = await p.metrics();
+  const mib = (k: string) => (m.get(k) ?? NaN) / 1048576;
+  return { ms, lifecycle, counts, rss: p.rssMiB(), cpu, heap: { used: mib('nodejs_heap_size_used_bytes'), total: mib('nodejs_heap_size_total_bytes'), external: mib('nodejs_external_memory_bytes') } };
 }
 
 function printPhase(title: string, ph: Phase, base?: Phase): void {
@@ -171,7 +175,7 @@ function printPhase(title: string, ph: Phase, base?: Phase): void {
   const x = base ? ratio(median(ph.lifecycle), median(base.lifecycle)).padStart(8) : '';
   console.log(`  ${'lifecycle (sum of the 8)'.padEnd(28)}${fmt(median(ph.lifecycle), 2).padStart(8)}${fmt(p90(ph.lifecycle), 2).padStart(8)}${x}${fmt(tot((n) => sum(Object.values(n.processes))), 1).padStart(7)}  ${fmt(tot((n) => n.syncs), 1).padStart(6)}${fmt(tot((n) => n.writes), 1).padStart(7)}${fmt(tot((n) => n.bytes), 0).padStart(9)}`);
   console.log(`  plugin CPU per lifecycle (user + system, its node process): ${fmt(ph.cpu, 1)} ms${base ? ` (${ratio(ph.cpu, base.cpu)} zero)` : ''}`);
-  console.log(`  plugin RSS: ${fmt(ph.rss, 1)} MiB`);
+  console.log(`  plugin RSS: ${fmt(ph.rss, 1)} MiB (V8 heap: ${fmt(ph.heap.used, 1)} MiB used of ${fmt(ph.heap.total, 1)}; external ${fmt(ph.heap.external, 1)})`);
 }
 
 async function inside(): Promise<void> {

@@ -1,4 +1,4 @@
-import { promises as fs } from 'node:fs';
+import { promises as fs, writeSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { fail } from '../errors.js';
@@ -193,7 +193,9 @@ export class FileStore implements StateStore, Compacting {
         if (fd) {
           const before = this.journalBytes;
           try {
-            if (bytes > 0) await fd.write(data, null, 'utf8');
+            // An append to the page cache takes microseconds: written here, not on the thread
+            // pool (a round trip that costs more than the write, and milliseconds on a busy host).
+            if (bytes > 0) writeAll(fd.fd, Buffer.from(data, 'utf8'));
             if (sync) await fd.datasync();
           } catch (e) {
             // Nothing half-written may stay in front of the next append.
@@ -354,6 +356,11 @@ export class FileStore implements StateStore, Compacting {
       },
     };
   }
+}
+
+/** Writes all of `buf` at the file's end (an O_APPEND descriptor). */
+function writeAll(fd: number, buf: Buffer): void {
+  for (let off = 0; off < buf.length; ) off += writeSync(fd, buf, off, buf.length - off);
 }
 
 function snapshotText(state: State, seq: number): string {
