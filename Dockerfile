@@ -32,4 +32,4 @@ COPY --from=build /src/dist/src ./dist/src
 COPY plugin/iptables-variant.mjs ./plugin/
 # Kept in step with config.json's entrypoint (docker plugin create ignores this line), node's
 # flags with every launcher's (test/unit/launchers.test.ts).
-ENTRYPOINT ["/usr/local/bin/node", "--max-semi-space-size=1", "--import", "/opt/tsbridge/plugin/iptables-variant.mjs", "/opt/tsbridge/dist/src/main.js"]
+ENTRYPOINT ["/usr/local/bin/node", "--max-semi-space-size=1", "--heap-growing-percent=25", "--import", "/opt/tsbridge/plugin/iptables-variant.mjs", "/opt/tsbridge/dist/src/main.js"]

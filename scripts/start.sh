@@ -23,4 +23,4 @@ prereq_verdict
 bash scripts/install-deps.sh --runtime
 bash packaging/install-cli.sh --foreground "$(pwd)"
 # node's flags as in every launcher (test/unit/launchers.test.ts, docs/benchmarks.md)
-exec node --max-semi-space-size=1 dist/src/main.js
+exec node --max-semi-space-size=1 --heap-growing-percent=25 dist/src/main.js
