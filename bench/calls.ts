@@ -3,7 +3,8 @@
  * what each call costs at zero and with many endpoints and published ports live — in
  * milliseconds (as the plugin logs them), and in what does not depend on the machine's load:
  * processes started, state writes, bytes written and fsyncs per call (from the plugin's own
- * metrics) and the plugin's CPU time per lifecycle. Then the plugin's RSS, and N container
+ * metrics; after them, the time each call waited for `ip`/`nft`, from the same counted runs) and
+ * the plugin's CPU time per lifecycle. Then the plugin's RSS, and N container
  * lifecycles at once.
  *
  * Runs in a throwaway network namespace (it re-runs itself under `ip netns exec`), with the
@@ -11,9 +12,11 @@
  * written there first, unless --no-docker-chains: nothing on the host is touched, no Docker is
  * needed. Needs root.
  *
- * Usage: node dist/bench/calls.js [--runs N] [--endpoints N] [--networks N] [--ports N]
+ * Usage: node dist/bench/calls.js [--runs N] [--warm N] [--endpoints N] [--networks N] [--ports N]
  *          [--parallel N] [--no-docker-chains] [--node-args "ARGS"]
  *   --runs N          lifecycles measured at zero and at scale (default 40)
+ *   --warm N          lifecycles run and not measured first, at zero (default 100: V8 optimises
+ *                     the code on the way; the plugin is long-lived)
  *   --endpoints N     live endpoints for the scale figures (default 1000; 0 skips them)
  *   --networks N      networks they are spread over (default 4)
  *   --ports N         ports published by ten of them, N/10 each (default 1000)
@@ -113,7 +116,7 @@ interface Phase {
   /** Per lifecycle: the sum of its calls' logged ms. */
   lifecycle: number[];
   /** Per call: processes started (by program), state syncs, state bytes, state writes — averaged over the counted runs. */
-  counts: Record<string, { processes: Record<string, number>; syncs: number; bytes: number; writes: number }>;
+  counts: Record<string, { processes: Record<string, number>; syncs: number; bytes: number; writes: number; kernelMs: Record<string, number> }>;
   rss: number;
   /** The plugin's CPU time (user + system) per lifecycle over the timed runs, ms. */
   cpu: number;
@@ -125,8 +128,10 @@ interface Phase {
  * `runs` lifecycles timed (no scrapes in between), then `counted` more with a metrics scrape
  * after every call (the counts do not depend on timing).
  */
-async function measure(p: BenchPlugin, net: Net, runs: number, counted: number, ports: Parameters<typeof portmap>[0] = null): Promise<Phase> {
-  await down(p, net, await up(p, net, ports)); // warm
+async function measure(p: BenchPlugin, net: Net, runs: number, counted: number, ports: Parameters<typeof portmap>[0] = null, warm = 1): Promise<Phase> {
+  // Warm: the first lifecycles after start run on code V8 has not optimised yet (the plugin is
+  // long-lived; Docker's calls meet warm code).
+  for (let i = 0; i < warm; i++) await down(p, net, await up(p, net, ports));
   const from = p.calls.length;
   const lifecycle: number[] = [];
   const cpu0 = p.cpuMs();
@@ -140,7 +145,7 @@ async function measure(p: BenchPlugin, net: Net, runs: number, counted: number, 
   for (const c of LIFECYCLE) ms[c] = p.ms(c, from);
 
   const counts: Phase['counts'] = {};
-  for (const c of LIFECYCLE) counts[c] = { processes: {}, syncs: 0, bytes: 0, writes: 0 };
+  for (const c of LIFECYCLE) counts[c] = { processes: {}, syncs: 0, bytes: 0, writes: 0, kernelMs: {} };
   for (let i = 0; i < counted; i++) {
     let before = await p.metrics();
     let k = 0;
@@ -151,6 +156,8 @@ async function measure(p: BenchPlugin, net: Net, runs: number, counted: number, 
       c.syncs += delta(before, after, 'tsbridge_state_syncs_total') / counted;
       c.bytes += delta(before, after, 'tsbridge_state_written_bytes_total') / counted;
       c.writes += delta(before, after, 'tsbridge_state_writes_total') / counted;
+      // Time spent waiting for ip/nft (long-lived or started), by program.
+      for (const [prog, s] of Object.entries(deltaBy(before, after, 'tsbridge_kernel_command_duration_seconds_sum', 'command'))) c.kernelMs[prog] = (c.kernelMs[prog] ?? 0) + (s * 1000) / counted;
       before = after;
     };
     await down(p, net, await up(p, net, ports, each), each);
@@ -167,7 +174,10 @@ function printPhase(title: string, ph: Phase, base?: Phase): void {
   for (const c of LIFECYCLE) {
     const xs = ph.ms[c]!;
     const n = ph.counts[c]!;
-    const procs = Object.entries(n.processes).map(([k, v]) => `${fmt(v, 1)} ${k}`).join(', ');
+    const procs = [
+      ...Object.entries(n.processes).map(([k, v]) => `${fmt(v, 1)} ${k}`),
+      ...Object.entries(n.kernelMs).map(([k, v]) => `${k} ${fmt(v, 2)} ms`),
+    ].join(', ');
     const x = base ? ratio(median(xs), median(base.ms[c]!)).padStart(8) : '';
     console.log(`  ${short(c).padEnd(28)}${fmt(median(xs), 2).padStart(8)}${fmt(p90(xs), 2).padStart(8)}${x}${fmt(sum(Object.values(n.processes)), 1).padStart(7)}  ${fmt(n.syncs, 1).padStart(6)}${fmt(n.writes, 1).padStart(7)}${fmt(n.bytes, 0).padStart(9)}${procs ? `   (${procs})` : ''}`);
   }
@@ -203,8 +213,8 @@ async function inside(): Promise<void> {
     console.log(`plugin: node ${nodeArgs.length ? nodeArgs.join(' ') + ' ' : ''}dist/src/main.js`);
     console.log(`nft ${await run('nft', ['--version'])}; ${await run('ip', ['-V'])}`);
     const probe = await createNetwork(p, '10.230.0.0/24');
-    const zero = await measure(p, probe, runs, counted);
-    printPhase(`Lifecycle at zero (${runs} runs; ms as logged by the plugin; procs, syncs, writes, bytes per call)`, zero);
+    const zero = await measure(p, probe, runs, counted, null, arg('--warm', 100));
+    printPhase(`Lifecycle at zero (${runs} runs after ${arg('--warm', 100)} unmeasured; ms as logged by the plugin; procs, syncs, writes, bytes per call)`, zero);
     const zeroPorts = await measure(p, probe, Math.max(5, runs >> 2), counted, { hostIp: '', from: 22000, count: 100 });
     printPhase(`Lifecycle with 100 published ports, at zero (${Math.max(5, runs >> 2)} runs)`, zeroPorts, zero);
 
