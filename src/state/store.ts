@@ -113,7 +113,8 @@ export class FileStore implements StateStore, Compacting {
   /** Counts journal replacements (a compaction started before one must not cut the new journal). */
   private generation = 0;
   /** Writes in order: one at a time, and appends that queue up while one syncs share the next sync. */
-  private queue: { line: string; sync: boolean; done: (e?: unknown) => void }[] = [];
+  /** `ops`: the entry's changes as JSON (its seq is given when it is written), null for a sync alone. */
+  private queue: { ops: string | null; sync: boolean; done: (e?: unknown) => void }[] = [];
   private writing: Promise<void> | null = null;
   /** Entries are in the journal that no fdatasync has covered yet. */
   private unsynced = false;
@@ -169,14 +170,12 @@ export class FileStore implements StateStore, Compacting {
       return;
     }
     if (changes.length === 0) return;
-    const line = JSON.stringify({ seq: this.seq + 1, ops: changes }) + '\n';
-    this.seq++;
-    await this.enqueue(line, opts.sync !== false);
+    await this.enqueue(JSON.stringify(changes), opts.sync !== false);
   }
 
-  private enqueue(line: string, sync: boolean): Promise<void> {
+  private enqueue(ops: string | null, sync: boolean): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      this.queue.push({ line, sync, done: (e) => (e === undefined ? resolve() : reject(e)) });
+      this.queue.push({ ops, sync, done: (e) => (e === undefined ? resolve() : reject(e)) });
       this.writing ??= this.drainQueue();
     });
   }
@@ -185,21 +184,32 @@ export class FileStore implements StateStore, Compacting {
     while (this.queue.length > 0) {
       const batch = this.queue.splice(0);
       const sync = batch.some((b) => b.sync);
+      // Entries are numbered as they are written: one that fails leaves no gap in the numbers
+      // (the next start would refuse a journal with entries missing).
+      const seqBefore = this.seq;
+      let linesStay = false;
       try {
-        const data = batch.map((b) => b.line).join('');
+        const data = batch.map((b) => (b.ops === null ? '' : `{"seq":${++this.seq},"ops":${b.ops}}\n`)).join('');
         const bytes = Buffer.byteLength(data);
         // A sync alone needs the journal open: closed, it is being replaced by one synced whole.
         const fd = bytes > 0 ? await this.openJournal() : this.unsynced ? this.journalFd : null;
         if (fd) {
           const before = this.journalBytes;
+          let written = 0;
           try {
             // An append to the page cache takes microseconds: written here, not on the thread
             // pool (a round trip that costs more than the write, and milliseconds on a busy host).
-            if (bytes > 0) writeAll(fd.fd, Buffer.from(data, 'utf8'));
+            const buf = Buffer.from(data, 'utf8');
+            while (written < buf.length) written += writeSync(fd.fd, buf, written, buf.length - written);
             if (sync) await fd.datasync();
           } catch (e) {
-            // Nothing half-written may stay in front of the next append.
-            if (bytes > 0) await fd.truncate(before).catch(() => undefined);
+            // Nothing half-written may stay in front of the next append. (If even that fails, the
+            // lines stay, numbered: a load replays them, and the failed operation's rollback,
+            // committed after them, puts back what they changed.)
+            if (written > 0 && !(await fd.truncate(before).then(() => true, () => false))) {
+              linesStay = true;
+              this.journalBytes = (await fd.stat().catch(() => null))?.size ?? before + bytes;
+            }
             throw e;
           }
           this.journalBytes += bytes;
@@ -210,6 +220,7 @@ export class FileStore implements StateStore, Compacting {
         else if (bytes > 0) this.syncLater();
         for (const b of batch) b.done();
       } catch (e) {
+        if (!linesStay) this.seq = seqBefore;
         const err = stateError(`cannot append to ${this.journal}`, e);
         for (const b of batch) b.done(err);
       }
@@ -224,7 +235,7 @@ export class FileStore implements StateStore, Compacting {
     this.syncTimer = setTimeout(() => {
       this.syncTimer = null;
       // A sync alone (no line) through the queue; its failure is retried by the next commit's.
-      if (this.unsynced) this.enqueue('', true).catch(() => undefined);
+      if (this.unsynced) this.enqueue(null, true).catch(() => undefined);
     }, this.syncLaterMs);
     this.syncTimer.unref(); // the page cache keeps them if the process ends first
   }
@@ -238,7 +249,7 @@ export class FileStore implements StateStore, Compacting {
   /** Syncs what was written without a sync (shutdown, tests); resolves at once when nothing is. */
   async sync(): Promise<void> {
     await this.flushed();
-    if (this.unsynced) await this.enqueue('', true);
+    if (this.unsynced) await this.enqueue(null, true);
   }
 
   private async openJournal(): Promise<FileHandle> {
@@ -356,11 +367,6 @@ export class FileStore implements StateStore, Compacting {
       },
     };
   }
-}
-
-/** Writes all of `buf` at the file's end (an O_APPEND descriptor). */
-function writeAll(fd: number, buf: Buffer): void {
-  for (let off = 0; off < buf.length; ) off += writeSync(fd, buf, off, buf.length - off);
 }
 
 function snapshotText(state: State, seq: number): string {

@@ -309,6 +309,30 @@ describe('saves written now and synced later (sync: false — Join and Leave)', 
   });
 });
 
+describe('a failed append', () => {
+  test('leaves no gap in the entry numbers: the next saves follow on, and a load finds every acknowledged one', async () => {
+    const { db, store } = await fileDb(stateWith(4));
+    await joinOne(db, 2);
+    // The journal's descriptor, swapped for one that cannot write (EBADF): the next append fails.
+    const internals = store as unknown as { journalFd: import('node:fs/promises').FileHandle | null };
+    const good = internals.journalFd!;
+    internals.journalFd = await (await import('node:fs/promises')).open(path.join(dir, JOURNAL_FILE), 'r');
+    await expect(joinOne(db, 3)).rejects.toThrow(/cannot append/);
+    expect(db.state.endpoints[endpoint(3).id]!.joined).toBe(false); // rolled back in memory
+    await internals.journalFd.close();
+    internals.journalFd = good;
+    await joinOne(db, 4);
+    await db.tx(async (s) => {
+      s.endpoints[endpoint(5).id]!.joined = true;
+      await db.save({ sync: false });
+    });
+    const seqs = lines().map((l) => (JSON.parse(l) as { seq: number }).seq);
+    expect(seqs).toEqual(seqs.map((_, i) => seqs[0]! + i)); // one after another
+    expect(await new FileStore(dir).load()).toEqual(db.state);
+    expect(db.state.endpoints[endpoint(4).id]!.joined).toBe(true);
+  });
+});
+
 describe('Db: what an operation changed, and nothing else', () => {
   test('one endpoint changed: one change committed, for that endpoint', async () => {
     const store = new MemoryStore();
