@@ -87,6 +87,13 @@ export interface PluginOptions {
  * A tsbridge plugin process started by a bench: its logged calls (in order), its metrics
  * listener (when TSBRIDGE_METRICS_ADDR is set, the address it logged), its RSS.
  */
+/**
+ * node's options in every launcher of the plugin (the systemd unit, config.json, the Dockerfile,
+ * scripts/start.sh; test/unit/launchers.test.ts keeps them in step): `npm run bench` starts the
+ * plugin as users do.
+ */
+export const LAUNCHER_NODE_FLAGS = ['--max-semi-space-size=1', '--heap-growing-percent=25'];
+
 export class BenchPlugin {
   readonly calls: LoggedCall[] = [];
   metricsAddress: string | null = null;

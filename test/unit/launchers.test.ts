@@ -10,6 +10,10 @@ import path from 'node:path';
 
 const NODE_FLAGS = ['--max-semi-space-size=1', '--heap-growing-percent=25'];
 
+test('npm run bench starts the plugin with the same flags (bench/lib.ts)', () => {
+  expect(/LAUNCHER_NODE_FLAGS = (\[.*\]);/.exec(read('bench/lib.ts'))?.[1]).toBe(JSON.stringify(NODE_FLAGS).replace(/"/g, "'").replace(/,/g, ', '));
+});
+
 const read = (f: string) => readFileSync(path.resolve(f), 'utf8'); // jest runs in the repository's root
 
 /** The words of node's command line between the node binary and the script, as each launcher has it. */
