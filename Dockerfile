@@ -30,5 +30,6 @@ COPY --from=build /src/package.json /src/package-lock.json ./
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist/src ./dist/src
 COPY plugin/iptables-variant.mjs ./plugin/
-# Kept in step with config.json's entrypoint (docker plugin create ignores this line).
-ENTRYPOINT ["/usr/local/bin/node", "--import", "/opt/tsbridge/plugin/iptables-variant.mjs", "/opt/tsbridge/dist/src/main.js"]
+# Kept in step with config.json's entrypoint (docker plugin create ignores this line), node's
+# flags with every launcher's (test/unit/launchers.test.ts).
+ENTRYPOINT ["/usr/local/bin/node", "--max-semi-space-size=1", "--heap-growing-percent=25", "--import", "/opt/tsbridge/plugin/iptables-variant.mjs", "/opt/tsbridge/dist/src/main.js"]

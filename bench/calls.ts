@@ -3,27 +3,33 @@
  * what each call costs at zero and with many endpoints and published ports live — in
  * milliseconds (as the plugin logs them), and in what does not depend on the machine's load:
  * processes started, state writes, bytes written and fsyncs per call (from the plugin's own
- * metrics). Then the plugin's RSS, and N container lifecycles at once.
+ * metrics; after them, the time each call waited for `ip`/`nft`, from the same counted runs) and
+ * the plugin's CPU time per lifecycle. Then the plugin's RSS, and N container
+ * lifecycles at once.
  *
  * Runs in a throwaway network namespace (it re-runs itself under `ip netns exec`), with the
  * chains Docker's firewall makes (DOCKER-USER, DOCKER-ISOLATION-STAGE-1/2, FORWARD policy DROP)
  * written there first, unless --no-docker-chains: nothing on the host is touched, no Docker is
  * needed. Needs root.
  *
- * Usage: node dist/bench/calls.js [--runs N] [--endpoints N] [--networks N] [--ports N]
- *          [--parallel N] [--no-docker-chains]
+ * Usage: node dist/bench/calls.js [--runs N] [--warm N] [--endpoints N] [--networks N] [--ports N]
+ *          [--parallel N] [--no-docker-chains] [--node-args "ARGS"]
  *   --runs N          lifecycles measured at zero and at scale (default 40)
+ *   --warm N          lifecycles run and not measured first, at zero (default 100: V8 optimises
+ *                     the code on the way; the plugin is long-lived)
  *   --endpoints N     live endpoints for the scale figures (default 1000; 0 skips them)
  *   --networks N      networks they are spread over (default 4)
  *   --ports N         ports published by ten of them, N/10 each (default 1000)
  *   --parallel N      lifecycles run at once for the time-share figure (default 50; 0 skips it)
+ *   --node-args "A B" node's own options for the plugin, space-separated (default: none; e.g.
+ *                     "--max-semi-space-size=16" to compare with V8's default young generation)
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { arg, BenchPlugin, deltaBy, delta, flag, fmt, LIFECYCLE, machine, median, p90, ratio, run, sum } from './lib.js';
+import { arg, BenchPlugin, deltaBy, delta, flag, fmt, LIFECYCLE, machine, median, p90, ratio, run, strArg, sum } from './lib.js';
 
 
 const id = () => randomBytes(32).toString('hex');
@@ -110,28 +116,36 @@ interface Phase {
   /** Per lifecycle: the sum of its calls' logged ms. */
   lifecycle: number[];
   /** Per call: processes started (by program), state syncs, state bytes, state writes — averaged over the counted runs. */
-  counts: Record<string, { processes: Record<string, number>; syncs: number; bytes: number; writes: number }>;
+  counts: Record<string, { processes: Record<string, number>; syncs: number; bytes: number; writes: number; kernelMs: Record<string, number> }>;
   rss: number;
+  /** The plugin's CPU time (user + system) per lifecycle over the timed runs, ms. */
+  cpu: number;
+  /** V8's heap, MiB, from the plugin's process metrics. */
+  heap: { used: number; total: number; external: number };
 }
 
 /**
  * `runs` lifecycles timed (no scrapes in between), then `counted` more with a metrics scrape
  * after every call (the counts do not depend on timing).
  */
-async function measure(p: BenchPlugin, net: Net, runs: number, counted: number, ports: Parameters<typeof portmap>[0] = null): Promise<Phase> {
-  await down(p, net, await up(p, net, ports)); // warm
+async function measure(p: BenchPlugin, net: Net, runs: number, counted: number, ports: Parameters<typeof portmap>[0] = null, warm = 1): Promise<Phase> {
+  // Warm: the first lifecycles after start run on code V8 has not optimised yet (the plugin is
+  // long-lived; Docker's calls meet warm code).
+  for (let i = 0; i < warm; i++) await down(p, net, await up(p, net, ports));
   const from = p.calls.length;
   const lifecycle: number[] = [];
+  const cpu0 = p.cpuMs();
   for (let i = 0; i < runs; i++) {
     const at = p.calls.length;
     await down(p, net, await up(p, net, ports));
     lifecycle.push(sum(p.calls.slice(at).filter((c) => (LIFECYCLE as readonly string[]).includes(c.call)).map((c) => c.ms)));
   }
+  const cpu = (p.cpuMs() - cpu0) / runs;
   const ms: Record<string, number[]> = {};
   for (const c of LIFECYCLE) ms[c] = p.ms(c, from);
 
   const counts: Phase['counts'] = {};
-  for (const c of LIFECYCLE) counts[c] = { processes: {}, syncs: 0, bytes: 0, writes: 0 };
+  for (const c of LIFECYCLE) counts[c] = { processes: {}, syncs: 0, bytes: 0, writes: 0, kernelMs: {} };
   for (let i = 0; i < counted; i++) {
     let before = await p.metrics();
     let k = 0;
@@ -142,11 +156,15 @@ async function measure(p: BenchPlugin, net: Net, runs: number, counted: number, 
       c.syncs += delta(before, after, 'tsbridge_state_syncs_total') / counted;
       c.bytes += delta(before, after, 'tsbridge_state_written_bytes_total') / counted;
       c.writes += delta(before, after, 'tsbridge_state_writes_total') / counted;
+      // Time spent waiting for ip/nft (long-lived or started), by program.
+      for (const [prog, s] of Object.entries(deltaBy(before, after, 'tsbridge_kernel_command_duration_seconds_sum', 'command'))) c.kernelMs[prog] = (c.kernelMs[prog] ?? 0) + (s * 1000) / counted;
       before = after;
     };
     await down(p, net, await up(p, net, ports, each), each);
   }
-  return { ms, lifecycle, counts, rss: p.rssMiB() };
+  const m = await p.metrics();
+  const mib = (k: string) => (m.get(k) ?? NaN) / 1048576;
+  return { ms, lifecycle, counts, rss: p.rssMiB(), cpu, heap: { used: mib('nodejs_heap_size_used_bytes'), total: mib('nodejs_heap_size_total_bytes'), external: mib('nodejs_external_memory_bytes') } };
 }
 
 function printPhase(title: string, ph: Phase, base?: Phase): void {
@@ -156,14 +174,18 @@ function printPhase(title: string, ph: Phase, base?: Phase): void {
   for (const c of LIFECYCLE) {
     const xs = ph.ms[c]!;
     const n = ph.counts[c]!;
-    const procs = Object.entries(n.processes).map(([k, v]) => `${fmt(v, 1)} ${k}`).join(', ');
+    const procs = [
+      ...Object.entries(n.processes).map(([k, v]) => `${fmt(v, 1)} ${k}`),
+      ...Object.entries(n.kernelMs).map(([k, v]) => `${k} ${fmt(v, 2)} ms`),
+    ].join(', ');
     const x = base ? ratio(median(xs), median(base.ms[c]!)).padStart(8) : '';
     console.log(`  ${short(c).padEnd(28)}${fmt(median(xs), 2).padStart(8)}${fmt(p90(xs), 2).padStart(8)}${x}${fmt(sum(Object.values(n.processes)), 1).padStart(7)}  ${fmt(n.syncs, 1).padStart(6)}${fmt(n.writes, 1).padStart(7)}${fmt(n.bytes, 0).padStart(9)}${procs ? `   (${procs})` : ''}`);
   }
   const tot = (f: (n: Phase['counts'][string]) => number) => sum(LIFECYCLE.map((c) => f(ph.counts[c]!)));
   const x = base ? ratio(median(ph.lifecycle), median(base.lifecycle)).padStart(8) : '';
   console.log(`  ${'lifecycle (sum of the 8)'.padEnd(28)}${fmt(median(ph.lifecycle), 2).padStart(8)}${fmt(p90(ph.lifecycle), 2).padStart(8)}${x}${fmt(tot((n) => sum(Object.values(n.processes))), 1).padStart(7)}  ${fmt(tot((n) => n.syncs), 1).padStart(6)}${fmt(tot((n) => n.writes), 1).padStart(7)}${fmt(tot((n) => n.bytes), 0).padStart(9)}`);
-  console.log(`  plugin RSS: ${fmt(ph.rss, 1)} MiB`);
+  console.log(`  plugin CPU per lifecycle (user + system, its node process): ${fmt(ph.cpu, 1)} ms${base ? ` (${ratio(ph.cpu, base.cpu)} zero)` : ''}`);
+  console.log(`  plugin RSS: ${fmt(ph.rss, 1)} MiB (V8 heap: ${fmt(ph.heap.used, 1)} MiB used of ${fmt(ph.heap.total, 1)}; external ${fmt(ph.heap.external, 1)})`);
 }
 
 async function inside(): Promise<void> {
@@ -173,12 +195,14 @@ async function inside(): Promise<void> {
   const ports = arg('--ports', 1000);
   const parallel = arg('--parallel', 50);
   const counted = 3;
+  const nodeArgs = strArg('--node-args', '').split(' ').filter(Boolean);
   await run('ip', ['link', 'set', 'lo', 'up']);
   if (!flag('--no-docker-chains')) await run('iptables-nft-restore', [], { input: DOCKER_CHAINS });
   const dir = await mkdtemp(path.join(tmpdir(), 'tsbridge-calls-'));
   const p = new BenchPlugin({
     socket: path.join(dir, 'tsbcalls.sock'),
     stateDir: path.join(dir, 'state'),
+    nodeArgs,
     env: { TSBRIDGE_METRICS_ADDR: '127.0.0.1:0', TSBRIDGE_GC_INTERVAL: '0' },
   });
   try {
@@ -186,10 +210,11 @@ async function inside(): Promise<void> {
     for (let i = 0; i < 50 && !p.metricsAddress; i++) await new Promise((r) => setTimeout(r, 100));
     console.log(`tsbridge through the protocol alone (bench/calls.ts), in a network namespace${flag('--no-docker-chains') ? ' without' : ' with'} Docker's chains`);
     console.log(`machine: ${machine()}`);
+    console.log(`plugin: node ${nodeArgs.length ? nodeArgs.join(' ') + ' ' : ''}dist/src/main.js`);
     console.log(`nft ${await run('nft', ['--version'])}; ${await run('ip', ['-V'])}`);
     const probe = await createNetwork(p, '10.230.0.0/24');
-    const zero = await measure(p, probe, runs, counted);
-    printPhase(`Lifecycle at zero (${runs} runs; ms as logged by the plugin; procs, syncs, writes, bytes per call)`, zero);
+    const zero = await measure(p, probe, runs, counted, null, arg('--warm', 100));
+    printPhase(`Lifecycle at zero (${runs} runs after ${arg('--warm', 100)} unmeasured; ms as logged by the plugin; procs, syncs, writes, bytes per call)`, zero);
     const zeroPorts = await measure(p, probe, Math.max(5, runs >> 2), counted, { hostIp: '', from: 22000, count: 100 });
     printPhase(`Lifecycle with 100 published ports, at zero (${Math.max(5, runs >> 2)} runs)`, zeroPorts, zero);
 

@@ -87,6 +87,13 @@ export interface PluginOptions {
  * A tsbridge plugin process started by a bench: its logged calls (in order), its metrics
  * listener (when TSBRIDGE_METRICS_ADDR is set, the address it logged), its RSS.
  */
+/**
+ * node's options in every launcher of the plugin (the systemd unit, config.json, the Dockerfile,
+ * scripts/start.sh; test/unit/launchers.test.ts keeps them in step): `npm run bench` starts the
+ * plugin as users do.
+ */
+export const LAUNCHER_NODE_FLAGS = ['--max-semi-space-size=1', '--heap-growing-percent=25'];
+
 export class BenchPlugin {
   readonly calls: LoggedCall[] = [];
   metricsAddress: string | null = null;
@@ -144,6 +151,17 @@ export class BenchPlugin {
   rssMiB(): number {
     const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${this.pid}/status`, 'utf8'));
     return m ? Number(m[1]) / 1024 : NaN;
+  }
+
+  /**
+   * CPU time the node process has used so far (user + system), in ms — unlike wall time, hardly
+   * moved by what else runs on the machine. (Its `ip`/`nft` children are not counted.)
+   */
+  cpuMs(): number {
+    const stat = readFileSync(`/proc/${this.pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // fields 14 and 15 (utime, stime) in clock ticks; 100 per second on Linux
+    return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
   }
 
   /** The metrics as name{labels} → value (needs TSBRIDGE_METRICS_ADDR). */

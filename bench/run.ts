@@ -32,7 +32,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { totalmem, tmpdir } from 'node:os';
 import path from 'node:path';
 import { instanceFromSocket, ownerFor } from '../src/kernel/owner.js';
-import { arg, BenchPlugin, flag, fmt, LIFECYCLE, machine, median, p90, sum } from './lib.js';
+import { arg, BenchPlugin, flag, fmt, LAUNCHER_NODE_FLAGS, LIFECYCLE, machine, median, p90, sum } from './lib.js';
 
 const IMAGE = process.env.TSBRIDGE_TEST_IMAGE ?? 'tsbridge-test:latest';
 const DRIVER = 'tsbridge-bench';
@@ -358,7 +358,7 @@ async function main(): Promise<void> {
     throw new Error('iperf3 is needed for the throughput figures (scripts/install-deps.sh installs it)');
   }
   const stateDir = await mkdtemp(path.join(tmpdir(), 'tsbridge-bench-'));
-  plugin = new BenchPlugin({ socket: SOCKET, stateDir });
+  plugin = new BenchPlugin({ socket: SOCKET, stateDir, nodeArgs: LAUNCHER_NODE_FLAGS });
   await plugin.start();
   const nets: string[] = [];
   const failed: string[] = [];

@@ -113,5 +113,5 @@ if have_systemd; then
   log "tsbridge.service is $("$SYSTEMCTL" is-active tsbridge.service || true): docker network create -d tsbridge --ipam-driver tsbridge ..."
 else
   log "systemd is not running here: start it by hand with"
-  log "  TSBRIDGE_STATE_DIR=/var/lib/tsbridge $NODE $PREFIX/dist/src/main.js"
+  log "  TSBRIDGE_STATE_DIR=/var/lib/tsbridge $NODE --max-semi-space-size=1 --heap-growing-percent=25 $PREFIX/dist/src/main.js"
 fi

@@ -22,4 +22,5 @@ prereq_verdict
 # Checks the rest (Node.js, apt, the kernel) before it changes anything.
 bash scripts/install-deps.sh --runtime
 bash packaging/install-cli.sh --foreground "$(pwd)"
-exec node dist/src/main.js
+# node's flags as in every launcher (test/unit/launchers.test.ts, docs/benchmarks.md)
+exec node --max-semi-space-size=1 --heap-growing-percent=25 dist/src/main.js

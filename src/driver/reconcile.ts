@@ -74,6 +74,12 @@ export class Reconciler {
       }
       for (const e of Object.values(s.endpoints)) {
         const net = s.networks[e.networkId];
+        // Join's save is synced after its reply (src/state/store.ts, `sync: false`): a machine
+        // crash may lose it. Where the kernel tells — the host end here, the container end not in
+        // the host namespace (it is in the container's) — the endpoint is joined whatever the flag.
+        // (Leave's, lost so, leaves `joined` set on an endpoint Docker deletes next: dropped below
+        // as its veth went back to the host, or with the namespaces of a crashed machine.)
+        if (!e.joined && e.phase === 'ready' && links.has(e.hostVeth) && !links.has(e.peerVeth)) e.joined = true;
         // Its container is gone: the veth died with the container's namespace, or Docker removed
         // the container while the plugin was down and moved the container's end back to the host
         // (as it does when tearing a sandbox down). No Join is in flight: the socket is not open yet.

@@ -370,7 +370,10 @@ export class DriverService {
       if (!ep || ep.networkId !== networkId || ep.phase !== 'ready') fail('UNKNOWN_ENDPOINT', { endpointId, networkId });
       if (!ep.joined) {
         ep.joined = true;
-        await this.db.save();
+        // Written, synced by the next durable save (or soon after): a machine crash that loses it
+        // loses the container's namespace too, and start-up reads `joined` from the veth where
+        // that tells (src/driver/reconcile.ts). A killed plugin loses nothing.
+        await this.db.save({ sync: false });
       }
       return this.kinds.get(net.kind).join(ep, net);
     });
@@ -381,7 +384,8 @@ export class DriverService {
       const ep = s.endpoints[endpointId];
       if (!ep || ep.networkId !== networkId || !ep.joined) return;
       ep.joined = false;
-      await this.db.save();
+      // As Join's: written, synced by the next durable save (DeleteEndpoint's, which follows).
+      await this.db.save({ sync: false });
     });
   }
 

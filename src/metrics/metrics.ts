@@ -191,7 +191,8 @@ export class Metrics {
   }
 
   stateWrite(e: StateWriteEvent): void {
-    this.stateWrites.inc({ kind: e.kind });
+    // A sync alone (of journal lines written without one) writes nothing: only its sync counts.
+    if (e.bytes > 0 || e.syncs === 0) this.stateWrites.inc({ kind: e.kind });
     this.stateBytes.inc({ kind: e.kind }, e.bytes);
     if (e.syncs > 0) this.stateSyncs.inc(e.syncs);
   }

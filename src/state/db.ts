@@ -1,7 +1,7 @@
 import { Mutex } from './mutex.js';
 import { encodeEndpoint, encodeNetwork } from './disk.js';
 import { applyAddresses, type Change } from './journal.js';
-import { isCompacting, type StateStore } from './store.js';
+import { isCompacting, type CommitOptions, type StateStore } from './store.js';
 import type { State } from './types.js';
 import type { AllocKind, PoolRecord } from '../ipam/types.js';
 
@@ -112,12 +112,17 @@ export class Db {
     }
   }
 
-  /** Commits what the current operation changed so far (call inside tx). */
-  async save(): Promise<void> {
+  /**
+   * Commits what the current operation changed so far (call inside tx): durable when it
+   * resolves. `{ sync: false }`: written when it resolves (a killed process loses nothing), made
+   * durable by the next durable save or soon after (StateStore.commit) — only for changes whose
+   * loss in a machine crash start-up rebuilds from the kernel.
+   */
+  async save(opts: CommitOptions = {}): Promise<void> {
     const c = this.current;
     if (!c) throw new Error('Db.save outside a transaction');
     const ops = this.changesOf(c);
-    await this.store.commit(ops, this.state);
+    await this.store.commit(ops, this.state, opts);
     c.committed = true;
     this.remember(ops);
   }
@@ -340,9 +345,10 @@ export class Db {
     this.compaction = setTimeout(attempt, 20);
   }
 
-  /** Resolves when no compaction is pending (shutdown, tests). */
+  /** Resolves when no compaction is pending and every save is synced (shutdown, tests). */
   async settle(): Promise<void> {
     while (this.compaction) await new Promise((r) => setTimeout(r, 10));
     await this.drain();
+    await this.store.sync?.();
   }
 }

@@ -1,4 +1,4 @@
-import { promises as fs } from 'node:fs';
+import { promises as fs, writeSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { fail } from '../errors.js';
@@ -14,12 +14,25 @@ export interface StateStore {
   /**
    * Makes `changes` durable before it resolves. `state` is the whole in-memory state they lead
    * to: a store may write that whole instead (its first write, over a file of an older version).
+   *
+   * With `{ sync: false }` the changes are written (a killed process loses nothing) but not
+   * synced to the disk before it resolves: the next durable commit syncs them with its own, and
+   * a store syncs them on its own soon after when none comes (FileStore: SYNC_LATER_MS). Only
+   * for changes whose loss in a machine crash start-up rebuilds from the kernel (the `joined`
+   * flag: src/driver/reconcile.ts).
    */
-  commit(changes: Change[], state: State): Promise<void>;
+  commit(changes: Change[], state: State, opts?: CommitOptions): Promise<void>;
   /** Writes the whole state (a snapshot). */
   save(state: State): Promise<void>;
   /** Told the state a Db starts from (what this store is taken to hold when it has saved nothing). */
   adopt?(state: State): void;
+  /** Syncs what commits with `sync: false` wrote and nothing has synced yet. */
+  sync?(): Promise<void>;
+}
+
+export interface CommitOptions {
+  /** False: written, synced later (see StateStore.commit). Default true. */
+  sync?: boolean;
 }
 
 /** A store whose journal is compacted into a new snapshot from time to time (FileStore). */
@@ -44,9 +57,19 @@ export const STATE_FILE = 'state.json';
 const COMPACT_MIN_BYTES = 1 << 20;
 
 /**
+ * How long journal entries written without a sync (commit's `sync: false`) may wait for a durable
+ * commit to sync them before the store syncs them itself (off the call path).
+ */
+export const SYNC_LATER_MS = 1000;
+
+/**
  * The state on disk: state.json, a snapshot written atomically (temp file, fsync, rename, fsync
  * of the directory), and state.journal, to which each save appends one line holding only the
- * records it changed, made durable with one fdatasync (src/state/journal.ts). Loading reads the
+ * records it changed, made durable with one fdatasync (src/state/journal.ts) — or, for a commit
+ * with `sync: false`, by the next durable commit's fdatasync (or the store's own, SYNC_LATER_MS
+ * later): such a line is in the file (the page cache) when the commit resolves, so a killed
+ * process loses nothing; only a machine crash in between can, and only what start-up rebuilds
+ * from the kernel may be committed so. Loading reads the
  * snapshot and replays the journal entries that follow it. When the journal outgrows the
  * snapshot, a new snapshot is written — off the call path (Db schedules it between calls) — and
  * the journal is cut to what came after it: a crash at any point leaves a snapshot and a journal
@@ -67,6 +90,8 @@ export class FileStore implements StateStore, Compacting {
     private readonly observer?: (e: StateWriteEvent) => void,
     /** The journal is compacted once it is larger than this and than twice the snapshot. */
     private readonly compactAt = COMPACT_MIN_BYTES,
+    /** How long entries written without a sync wait for a durable commit before the store syncs them. */
+    private readonly syncLaterMs = SYNC_LATER_MS,
   ) {
     this.file = path.join(dir, STATE_FILE);
     this.journal = path.join(dir, JOURNAL_FILE);
@@ -88,8 +113,13 @@ export class FileStore implements StateStore, Compacting {
   /** Counts journal replacements (a compaction started before one must not cut the new journal). */
   private generation = 0;
   /** Writes in order: one at a time, and appends that queue up while one syncs share the next sync. */
-  private queue: { line: string; done: (e?: unknown) => void }[] = [];
+  /** `ops`: the entry's changes as JSON (its seq is given when it is written), null for a sync alone. */
+  private queue: { ops: string | null; sync: boolean; done: (e?: unknown) => void }[] = [];
   private writing: Promise<void> | null = null;
+  /** Entries are in the journal that no fdatasync has covered yet. */
+  private unsynced = false;
+  /** The store's own sync of them, pending (SYNC_LATER_MS). */
+  private syncTimer: ReturnType<typeof setTimeout> | null = null;
 
   async load(): Promise<State> {
     let text: string;
@@ -134,16 +164,18 @@ export class FileStore implements StateStore, Compacting {
     return state;
   }
 
-  async commit(changes: Change[], state: State): Promise<void> {
+  async commit(changes: Change[], state: State, opts: CommitOptions = {}): Promise<void> {
     if (this.needSnapshot) {
       await this.save(state);
       return;
     }
     if (changes.length === 0) return;
-    const line = JSON.stringify({ seq: this.seq + 1, ops: changes }) + '\n';
-    this.seq++;
-    await new Promise<void>((resolve, reject) => {
-      this.queue.push({ line, done: (e) => (e === undefined ? resolve() : reject(e)) });
+    await this.enqueue(JSON.stringify(changes), opts.sync !== false);
+  }
+
+  private enqueue(ops: string | null, sync: boolean): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({ ops, sync, done: (e) => (e === undefined ? resolve() : reject(e)) });
       this.writing ??= this.drainQueue();
     });
   }
@@ -151,27 +183,73 @@ export class FileStore implements StateStore, Compacting {
   private async drainQueue(): Promise<void> {
     while (this.queue.length > 0) {
       const batch = this.queue.splice(0);
+      const sync = batch.some((b) => b.sync);
+      // Entries are numbered as they are written: one that fails leaves no gap in the numbers
+      // (the next start would refuse a journal with entries missing).
+      const seqBefore = this.seq;
+      let linesStay = false;
       try {
-        const fd = await this.openJournal();
-        const data = batch.map((b) => b.line).join('');
-        const before = this.journalBytes;
-        try {
-          await fd.write(data, null, 'utf8');
-          await fd.datasync();
-        } catch (e) {
-          // Nothing half-written may stay in front of the next append.
-          await fd.truncate(before).catch(() => undefined);
-          throw e;
+        const data = batch.map((b) => (b.ops === null ? '' : `{"seq":${++this.seq},"ops":${b.ops}}\n`)).join('');
+        const bytes = Buffer.byteLength(data);
+        // A sync alone needs the journal open: closed, it is being replaced by one synced whole.
+        const fd = bytes > 0 ? await this.openJournal() : this.unsynced ? this.journalFd : null;
+        if (fd) {
+          const before = this.journalBytes;
+          let written = 0;
+          try {
+            // An append to the page cache takes microseconds: written here, not on the thread
+            // pool (a round trip that costs more than the write, and milliseconds on a busy host).
+            const buf = Buffer.from(data, 'utf8');
+            while (written < buf.length) written += writeSync(fd.fd, buf, written, buf.length - written);
+            if (sync) await fd.datasync();
+          } catch (e) {
+            // Nothing half-written may stay in front of the next append. (If even that fails, the
+            // lines stay, numbered: a load replays them, and the failed operation's rollback,
+            // committed after them, puts back what they changed.)
+            if (written > 0 && !(await fd.truncate(before).then(() => true, () => false))) {
+              linesStay = true;
+              this.journalBytes = (await fd.stat().catch(() => null))?.size ?? before + bytes;
+            }
+            throw e;
+          }
+          this.journalBytes += bytes;
+          this.observer?.({ kind: 'journal', bytes, syncs: sync ? 1 : 0 });
         }
-        this.journalBytes += Buffer.byteLength(data);
-        this.observer?.({ kind: 'journal', bytes: Buffer.byteLength(data), syncs: 1 });
+        // An fdatasync covers every line written before it, those written without one too.
+        if (sync && fd) this.synced();
+        else if (bytes > 0) this.syncLater();
         for (const b of batch) b.done();
       } catch (e) {
+        if (!linesStay) this.seq = seqBefore;
         const err = stateError(`cannot append to ${this.journal}`, e);
         for (const b of batch) b.done(err);
       }
     }
     this.writing = null;
+  }
+
+  /** Lines are written that no fdatasync covers: one comes within syncLaterMs, a durable commit's or the store's own. */
+  private syncLater(): void {
+    this.unsynced = true;
+    if (this.syncTimer) return;
+    this.syncTimer = setTimeout(() => {
+      this.syncTimer = null;
+      // A sync alone (no line) through the queue; its failure is retried by the next commit's.
+      if (this.unsynced) this.enqueue(null, true).catch(() => undefined);
+    }, this.syncLaterMs);
+    this.syncTimer.unref(); // the page cache keeps them if the process ends first
+  }
+
+  private synced(): void {
+    this.unsynced = false;
+    if (this.syncTimer) clearTimeout(this.syncTimer);
+    this.syncTimer = null;
+  }
+
+  /** Syncs what was written without a sync (shutdown, tests); resolves at once when nothing is. */
+  async sync(): Promise<void> {
+    await this.flushed();
+    if (this.unsynced) await this.enqueue(null, true);
   }
 
   private async openJournal(): Promise<FileHandle> {
@@ -254,6 +332,7 @@ export class FileStore implements StateStore, Compacting {
     await fs.rename(this.journalTmp, this.journal);
     await syncDir(this.dir);
     this.generation++;
+    this.synced(); // the new journal was synced whole, and the old one's lines are in the snapshot
     this.journalValid = Buffer.byteLength(text);
     this.journalBytes = this.journalValid;
   }
@@ -358,7 +437,10 @@ export class MemoryStore implements StateStore {
     if (this.saved === null) this.doc = structuredClone(encodeState(state));
   }
 
-  async commit(changes: Change[], state: State): Promise<void> {
+  /** Commits made with `sync: false`, in order (true) among all (for tests of which saves may wait for a sync). */
+  readonly lazy: boolean[] = [];
+
+  async commit(changes: Change[], state: State, opts: CommitOptions = {}): Promise<void> {
     this.injected();
     if (this.saved !== this.mine) this.doc = structuredClone(encodeState(this.saved ?? emptyState()));
     this.doc ??= structuredClone(encodeState(emptyState()));
@@ -370,6 +452,7 @@ export class MemoryStore implements StateStore {
     if (diff) throw new Error(`MemoryStore: the saved state would differ from the state in memory at ${diff} (a change the Db did not see)`);
     this.saves++;
     this.changes.push(structuredClone(changes));
+    this.lazy.push(opts.sync === false);
     this.doc = next;
     this.saved = this.mine = parseState(JSON.stringify(next));
   }

@@ -18,7 +18,7 @@ import type { KindRegistry } from '../../src/kinds/types.js';
 import { COMMON_DEFAULTS } from '../../src/protocol/network.js';
 import { Db } from '../../src/state/db.js';
 import type { Change } from '../../src/state/journal.js';
-import { MemoryStore } from '../../src/state/store.js';
+import { MemoryStore, type CommitOptions } from '../../src/state/store.js';
 import { emptyState, type State } from '../../src/state/types.js';
 import { FakeHost } from './host.js';
 import { FakeKernel } from './kernel.js';
@@ -45,9 +45,9 @@ export class FlakyStore extends MemoryStore {
     await super.save(state);
   }
 
-  override async commit(changes: Change[], state: State): Promise<void> {
+  override async commit(changes: Change[], state: State, opts?: CommitOptions): Promise<void> {
     this.tick();
-    await super.commit(changes, state);
+    await super.commit(changes, state, opts);
   }
 }
 

@@ -56,7 +56,7 @@ describe('packaging/install-service.sh', () => {
     expect(existsSync(path.join(dir, 'opt', 'dist', 'src', 'main.js'))).toBe(true);
     expect(existsSync(path.join(dir, 'opt', 'node_modules', 'typescript'))).toBe(false); // production only
     const unit = await readFile(path.join(dir, 'unit', 'tsbridge.service'), 'utf8');
-    expect(unit).toContain(`ExecStart=${await sh('sh', ['-c', 'command -v node'])} ${dir}/opt/dist/src/main.js`);
+    expect(unit).toContain(`ExecStart=${await sh('sh', ['-c', 'command -v node'])} --max-semi-space-size=1 --heap-growing-percent=25 ${dir}/opt/dist/src/main.js`);
     expect(await calls()).toEqual(['daemon-reload', 'is-active --quiet tsbridge.service', 'enable --now tsbridge.service', 'is-active tsbridge.service']);
   });
 

@@ -471,3 +471,28 @@ describe('published ports', () => {
     expect(w.kernel.snapshot().veths.map((v) => v.host)).toEqual([hostVethName(EP_2)]);
   });
 });
+
+test("a container's lifecycle: only Join's and Leave's saves wait for a later sync (their `joined` start-up rebuilds), the others are durable when they answer", async () => {
+  const w = makeWorld();
+  const { poolId } = await w.ipam.requestPool({ pool: '10.10.0.0/24', subPool: '', v6: false, overlay: '' });
+  await w.ipam.requestAddress(poolId, '10.10.0.1', 'gateway');
+  await w.driver.createNetwork(networkSpec());
+  const from = w.store.lazy.length;
+  const calls: string[] = [];
+  const step = async (name: string, fn: () => Promise<unknown>) => {
+    const before = w.store.lazy.length;
+    await fn();
+    for (const lazy of w.store.lazy.slice(before)) calls.push(`${name}${lazy ? ' (synced later)' : ''}`);
+  };
+  let addr = '';
+  await step('RequestAddress', async () => (addr = await w.ipam.requestAddress(poolId, '', 'endpoint')));
+  await step('CreateEndpoint', () => w.driver.createEndpoint(endpointSpec({ ipv4: addr })));
+  await step('Join', () => w.driver.join(NET_A, EP_1));
+  await step('ProgramExternalConnectivity', () => w.driver.programExternalConnectivity(NET_A, EP_1, []));
+  await step('RevokeExternalConnectivity', () => w.driver.revokeExternalConnectivity(NET_A, EP_1));
+  await step('Leave', () => w.driver.leave(NET_A, EP_1));
+  await step('DeleteEndpoint', () => w.driver.deleteEndpoint(NET_A, EP_1));
+  await step('ReleaseAddress', () => w.ipam.releaseAddress(poolId, addr.split('/')[0]!));
+  expect(w.store.lazy.length - from).toBe(6);
+  expect(calls).toEqual(['RequestAddress', 'CreateEndpoint', 'Join (synced later)', 'Leave (synced later)', 'DeleteEndpoint', 'ReleaseAddress']);
+});

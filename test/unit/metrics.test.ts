@@ -95,6 +95,16 @@ test('sweeps, the start-up reconciliation and rule re-applications', async () =>
   expect(m.get('tsbridge_rules_reapplied_total{reason="table_missing"}')).toBe(1);
 });
 
+test('state writes: a journal line written without a sync is a write; the sync that follows alone is a sync, not a write', async () => {
+  metrics.stateWrite({ kind: 'journal', bytes: 440, syncs: 0 });
+  metrics.stateWrite({ kind: 'journal', bytes: 0, syncs: 1 });
+  metrics.stateWrite({ kind: 'journal', bytes: 110, syncs: 1 });
+  const m = parseExposition(await metrics.text());
+  expect(m.get('tsbridge_state_writes_total{kind="journal"}')).toBe(2);
+  expect(m.get('tsbridge_state_written_bytes_total{kind="journal"}')).toBe(550);
+  expect(m.get('tsbridge_state_syncs_total')).toBe(2);
+});
+
 test('process metrics only when asked (the plugin asks)', async () => {
   expect(await metrics.text()).not.toContain('process_cpu_seconds_total');
   const withProcess = new Metrics({ state: () => w.db.state, info: { instance: 'x', version: '1' }, processMetrics: true });

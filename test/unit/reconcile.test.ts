@@ -171,3 +171,64 @@ describe("a container removed while the plugin was down: Docker moved the contai
     expect(await r.sweep()).toBe(1);
   });
 });
+
+describe("Join's and Leave's saves are synced after their reply (a machine crash may lose them): start-up is right without them", () => {
+  /** The store as a machine crash right after the call could leave it: EP_1's `joined` as it was before. */
+  function lose(joined: boolean): void {
+    const saved = structuredClone(w.store.saved!);
+    saved.endpoints[EP_1]!.joined = joined;
+    w.store.saved = saved;
+  }
+
+  test("Join's save lost, the kernel intact (the container runs): start-up reads `joined` from the veth, keeps everything, and the sweep watches it", async () => {
+    expect(w.store.saved!.endpoints[EP_1]!.joined).toBe(true);
+    lose(false);
+    const before = w.kernel.snapshot();
+    const db = new Db(w.store, await w.store.load());
+    const r = new Reconciler(db, w.kernel, silentLogger());
+    const report = await r.startup();
+    expect(report).toMatchObject({ endpointsDropped: 0, vethsRecreated: 0, staleLinksRemoved: [] });
+    expect(w.kernel.snapshot()).toEqual(before);
+    expect(db.state.endpoints[EP_1]!.joined).toBe(true);
+    expect(db.state.endpoints[EP_2]!.joined).toBe(false); // created, not joined: its end is in the host
+    expect(w.store.saved).toEqual(db.state);
+    // Its container dies unseen: the sweep forgets it (it would not have with the flag lost).
+    w.kernel.removeVethBehindOurBack(hostVethName(EP_1));
+    expect(await r.sweep()).toBe(1);
+    expect(Object.keys(db.state.endpoints)).toEqual([EP_2]);
+  });
+
+  test("Join's save lost in a machine crash (no namespaces left): the endpoint comes back as one created and not joined", async () => {
+    lose(false);
+    const r = await restart(w);
+    const report = await r.reconciler.startup();
+    // What a crash between CreateEndpoint and Join leaves too: its veth recreated, for Docker to
+    // delete when it cleans up the dead container (or to join).
+    expect(report).toMatchObject({ endpointsDropped: 0, vethsRecreated: 2 });
+    expect(r.db.state.endpoints[EP_1]).toMatchObject({ joined: false, ports: [expect.anything()] });
+    expect(r.kernel.snapshot().veths.map((v) => v.host).sort()).toEqual([hostVethName(EP_1), hostVethName(EP_2)].sort());
+    expect(r.kernel.snapshot().nft).toEqual(rulesOf(r.db.state));
+  });
+
+  test("Leave's save lost, the kernel intact: the end Docker moved back makes start-up drop the endpoint Docker deletes next", async () => {
+    await w.driver.revokeExternalConnectivity(NET_A, EP_1);
+    await w.driver.leave(NET_A, EP_1);
+    w.kernel.peerBackToHost(peerVethName(EP_1));
+    expect(w.store.saved!.endpoints[EP_1]!.joined).toBe(false);
+    lose(true);
+    const db = new Db(w.store, await w.store.load());
+    const report = await new Reconciler(db, w.kernel, silentLogger()).startup();
+    expect(report.endpointsDropped).toBe(1);
+    expect(Object.keys(db.state.endpoints)).toEqual([EP_2]);
+    expect(w.kernel.snapshot().veths.map((v) => v.host)).toEqual([hostVethName(EP_2)]);
+  });
+
+  test("Leave's save lost in a machine crash: the endpoint is dropped, as a joined one whose container died", async () => {
+    await w.driver.leave(NET_A, EP_1);
+    lose(true);
+    const r = await restart(w);
+    const report = await r.reconciler.startup();
+    expect(report.endpointsDropped).toBe(1);
+    expect(Object.keys(r.db.state.endpoints)).toEqual([EP_2]);
+  });
+});

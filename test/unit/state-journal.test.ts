@@ -224,6 +224,118 @@ describe('FileStore with the journal', () => {
   });
 });
 
+describe('saves written now and synced later (sync: false — Join and Leave)', () => {
+  /** A Db on a FileStore that syncs unsynced lines itself after `later` ms. */
+  async function lazyDb(state: State, later: number, compactAt?: number): Promise<{ db: Db; store: FileStore; events: StateWriteEvent[] }> {
+    const events: StateWriteEvent[] = [];
+    const store = new FileStore(dir, (e) => events.push(e), compactAt, later);
+    await store.load();
+    const db = new Db(store, state);
+    await db.tx(async () => db.save());
+    events.length = 0;
+    return { db, store, events };
+  }
+  const flip = (db: Db, i: number, joined: boolean, sync: boolean) =>
+    db.tx(async (s) => {
+      s.endpoints[endpoint(i).id]!.joined = joined;
+      await db.save({ sync });
+    });
+
+  test('the line is in the journal when the save resolves, with no sync; the next durable save syncs both with one', async () => {
+    const { db, events } = await lazyDb(stateWith(3), 60_000);
+    await flip(db, 2, true, false);
+    expect(lines()).toHaveLength(1);
+    expect(events).toEqual([{ kind: 'journal', bytes: Buffer.byteLength(journal()), syncs: 0 }]);
+    expect(await new FileStore(dir).load()).toEqual(db.state); // what a killed process leaves
+    const first = Buffer.byteLength(journal());
+    await flip(db, 3, true, true);
+    expect(lines()).toHaveLength(2);
+    expect(events[1]).toEqual({ kind: 'journal', bytes: Buffer.byteLength(journal()) - first, syncs: 1 });
+    expect(await new FileStore(dir).load()).toEqual(db.state);
+  });
+
+  test('with no durable save after it, the store syncs it itself (a sync alone, off the call path)', async () => {
+    const { db, store, events } = await lazyDb(stateWith(3), 30);
+    await flip(db, 2, true, false);
+    await flip(db, 3, true, false);
+    for (let i = 0; i < 500 && events[events.length - 1]!.bytes > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    const lines = events.filter((e) => e.bytes > 0);
+    expect(lines.map((e) => e.syncs)).toEqual([0, 0]);
+    expect(events[events.length - 1]).toEqual({ kind: 'journal', bytes: 0, syncs: 1 });
+    const n = events.length;
+    await new Promise((r) => setTimeout(r, 100));
+    await store.sync(); // nothing left to sync: no other one
+    expect(events).toHaveLength(n);
+  });
+
+  test('a durable save before the store syncs on its own leaves it nothing to sync', async () => {
+    const { db, events } = await lazyDb(stateWith(3), 500);
+    await flip(db, 2, true, false);
+    await flip(db, 2, false, true);
+    await new Promise((r) => setTimeout(r, 700));
+    expect(events.map((e) => e.syncs)).toEqual([0, 1]);
+  });
+
+  test('sync() syncs what is written and not synced (shutdown)', async () => {
+    const { db, store, events } = await lazyDb(stateWith(3), 60_000);
+    await store.sync();
+    expect(events).toEqual([]);
+    await flip(db, 2, true, false);
+    await store.sync();
+    expect(events.map((e) => e.syncs)).toEqual([0, 1]);
+  });
+
+  test('compaction with unsynced lines and the store\'s own syncs coming in between loses nothing', async () => {
+    const { db, store } = await lazyDb(stateWith(5), 1, 0);
+    for (let round = 0; round < 60; round++) {
+      await flip(db, 2 + (round % 5), round % 2 === 0, round % 3 === 0);
+      if (round % 7 === 0) await new Promise((r) => setTimeout(r, 2));
+    }
+    await db.settle();
+    await store.sync();
+    const snap = JSON.parse(readFileSync(path.join(dir, STATE_FILE), 'utf8'));
+    expect(snap.seq).toBeGreaterThan(10); // compacted meanwhile
+    expect(await new FileStore(dir).load()).toEqual(db.state);
+  });
+
+  test('a rollback after a save written without a sync is durable', async () => {
+    const { db, events } = await lazyDb(stateWith(3), 60_000);
+    await expect(
+      db.tx(async (s) => {
+        s.endpoints[endpoint(2).id]!.joined = true;
+        await db.save({ sync: false });
+        throw new Error('a later step failed');
+      }),
+    ).rejects.toThrow('a later step failed');
+    expect(events.map((e) => e.syncs)).toEqual([0, 1]);
+    expect((await new FileStore(dir).load()).endpoints[endpoint(2).id]!.joined).toBe(false);
+  });
+});
+
+describe('a failed append', () => {
+  test('leaves no gap in the entry numbers: the next saves follow on, and a load finds every acknowledged one', async () => {
+    const { db, store } = await fileDb(stateWith(4));
+    await joinOne(db, 2);
+    // The journal's descriptor, swapped for one that cannot write (EBADF): the next append fails.
+    const internals = store as unknown as { journalFd: import('node:fs/promises').FileHandle | null };
+    const good = internals.journalFd!;
+    internals.journalFd = await (await import('node:fs/promises')).open(path.join(dir, JOURNAL_FILE), 'r');
+    await expect(joinOne(db, 3)).rejects.toThrow(/cannot append/);
+    expect(db.state.endpoints[endpoint(3).id]!.joined).toBe(false); // rolled back in memory
+    await internals.journalFd.close();
+    internals.journalFd = good;
+    await joinOne(db, 4);
+    await db.tx(async (s) => {
+      s.endpoints[endpoint(5).id]!.joined = true;
+      await db.save({ sync: false });
+    });
+    const seqs = lines().map((l) => (JSON.parse(l) as { seq: number }).seq);
+    expect(seqs).toEqual(seqs.map((_, i) => seqs[0]! + i)); // one after another
+    expect(await new FileStore(dir).load()).toEqual(db.state);
+    expect(db.state.endpoints[endpoint(4).id]!.joined).toBe(true);
+  });
+});
+
 describe('Db: what an operation changed, and nothing else', () => {
   test('one endpoint changed: one change committed, for that endpoint', async () => {
     const store = new MemoryStore();
@@ -300,7 +412,7 @@ describe('Db: what an operation changed, and nothing else', () => {
 });
 
 describe('SIGKILL while saving', () => {
-  test('every save acknowledged before the kill is there after it, whatever the moment', async () => {
+  test('every save acknowledged before the kill is there after it, whatever the moment (synced ones and those synced later)', async () => {
     const child = path.join(dir, 'child.mjs');
     const src = path.resolve('dist/src/state');
     if (!existsSync(path.join(src, 'store.js'))) throw new Error('run npm run build first (the child process runs dist/)');
@@ -310,7 +422,9 @@ describe('SIGKILL while saving', () => {
       const store = new FileStore(process.argv[2], undefined, 4096);
       const db = new Db(store, await store.load());
       for (let i = 0; ; i++) {
-        await db.tx(async (s) => { s.ulaBase = 'fd00:' + i.toString(16) + '::/48'; s.pools['p' + i] = { id: 'p' + i, family: 4, pool: '10.0.0.0/24', subPool: null, auto: false, allocated: {}, cursor: null }; if (i % 3 === 0) delete s.pools['p' + (i - 3)]; await db.save(); });
+        // Every other save written without a sync (as Join's and Leave's): a killed process loses
+        // none of them either (they are in the page cache when acknowledged).
+        await db.tx(async (s) => { s.ulaBase = 'fd00:' + i.toString(16) + '::/48'; s.pools['p' + i] = { id: 'p' + i, family: 4, pool: '10.0.0.0/24', subPool: null, auto: false, allocated: {}, cursor: null }; if (i % 3 === 0) delete s.pools['p' + (i - 3)]; await db.save({ sync: i % 2 === 0 }); });
         process.send(i);
       }
     `);
