@@ -21,15 +21,15 @@
  *   --networks N      networks they are spread over (default 4)
  *   --ports N         ports published by ten of them, N/10 each (default 1000)
  *   --parallel N      lifecycles run at once for the time-share figure (default 50; 0 skips it)
- *   --node-args "A B" node's own options for the plugin, space-separated (default: none; e.g.
- *                     "--max-semi-space-size=16" to compare with V8's default young generation)
+ *   --node-args "A B" node's own options for the plugin, space-separated (default: the launchers'
+ *                     flags, LAUNCHER_NODE_FLAGS in bench/lib.ts; "" for none, e.g. to compare)
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { arg, BenchPlugin, deltaBy, delta, flag, fmt, LIFECYCLE, machine, median, p90, ratio, run, strArg, sum } from './lib.js';
+import { arg, BenchPlugin, LAUNCHER_NODE_FLAGS, deltaBy, delta, flag, fmt, LIFECYCLE, machine, median, p90, ratio, run, strArg, sum } from './lib.js';
 
 
 const id = () => randomBytes(32).toString('hex');
@@ -195,7 +195,7 @@ async function inside(): Promise<void> {
   const ports = arg('--ports', 1000);
   const parallel = arg('--parallel', 50);
   const counted = 3;
-  const nodeArgs = strArg('--node-args', '').split(' ').filter(Boolean);
+  const nodeArgs = strArg('--node-args', LAUNCHER_NODE_FLAGS.join(' ')).split(' ').filter(Boolean);
   await run('ip', ['link', 'set', 'lo', 'up']);
   if (!flag('--no-docker-chains')) await run('iptables-nft-restore', [], { input: DOCKER_CHAINS });
   const dir = await mkdtemp(path.join(tmpdir(), 'tsbridge-calls-'));

@@ -37,7 +37,24 @@ interface Dialect {
    * whether it failed, or null when the marker's refusal is not complete yet.
    */
   end(err: string, token: string, markerLine: number, firstLine: number): { stderr: string; failed: boolean } | null;
+  /** Environment the process gets beside tsbridge's own (LC_ALL=C). */
+  env: Record<string, string>;
+  /** Operations one process serves before the next one starts a new process (0: no limit). */
+  maxOps: number;
 }
+
+/**
+ * `nft -i` is libedit's line editor: it loads `$HOME/.nft.history` when it starts, adds every
+ * line to an in-memory history, and writes the whole history back when it exits. With the
+ * operator's HOME that file grew with every operation tsbridge ever made (27 MB, 57,766 lines
+ * after a day of this project's tests, written into root's home), and loading and growing it was
+ * most of a transaction's cost: measured in a throwaway namespace, 1,600 one-line transactions
+ * took 3.2 s with that file and 0.57 s without (0.36 ms each), and a start 1.1 s against 49 ms.
+ * A HOME that is not a directory makes both the load and the save fail quietly, so no file is
+ * read or written; a new process every few thousand operations bounds the in-memory history.
+ */
+const NFT_HOME = '/dev/null';
+export const NFT_MAX_OPS = 5000;
 
 const DIALECTS: Record<ShellProgram, Dialect> = {
   ip: {
@@ -53,6 +70,8 @@ const DIALECTS: Record<ShellProgram, Dialect> = {
       const failed = [...own.matchAll(/Command failed -:(\d+)/g)].some((m) => Number(m[1]) >= firstLine && Number(m[1]) < markerLine);
       return { stderr: own, failed };
     },
+    env: {},
+    maxOps: 0,
   },
   nft: {
     args: ['-i'],
@@ -71,6 +90,8 @@ const DIALECTS: Record<ShellProgram, Dialect> = {
       const own = errorLine < 0 ? '' : err.slice(0, errorLine + 1);
       return { stderr: own, failed: /(^|\n)Error:/.test(own) };
     },
+    env: { HOME: NFT_HOME },
+    maxOps: NFT_MAX_OPS,
   },
 };
 
@@ -84,6 +105,8 @@ interface Pending {
 export class LineShell {
   private readonly dialect: Dialect;
   private child: ChildProcessWithoutNullStreams | null = null;
+  /** Operations the current process has served. */
+  private served = 0;
   private linesWritten = 0;
   private tokens = 0;
   private queue: Pending[] = [];
@@ -100,8 +123,10 @@ export class LineShell {
     private readonly observer?: CommandObserver,
     /** A command the program runs under, e.g. `ip netns exec NS` (tests). */
     private readonly prefix: string[] = [],
+    /** Overrides the dialect's operations per process (tests). */
+    maxOps?: number,
   ) {
-    this.dialect = DIALECTS[program];
+    this.dialect = maxOps === undefined ? DIALECTS[program] : { ...DIALECTS[program], maxOps };
   }
 
   /** Runs one operation (the lines of an `ip -batch` / `nft -f` script). */
@@ -124,8 +149,9 @@ export class LineShell {
   private start(): ChildProcessWithoutNullStreams {
     // Its own process group, so a missed deadline kills whatever it started too.
     const argv = [...this.prefix, this.program, ...this.dialect.args];
-    const c = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
+    const c = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...this.dialect.env, LC_ALL: 'C' } });
     this.child = c;
+    this.served = 0;
     this.linesWritten = 0;
     this.stderr = '';
     c.stdout.resume(); // nothing is read from it, but it must not fill up
@@ -160,10 +186,15 @@ export class LineShell {
     let outcome: 'ok' | 'failed' | 'timeout' = 'failed';
     try {
       let child = this.child;
+      if (child && this.dialect.maxOps > 0 && this.served >= this.dialect.maxOps) {
+        this.close(); // it exits at the end of its input; the next one starts afresh
+        child = null;
+      }
       if (!child) {
         child = this.start();
         spawned = true;
       }
+      this.served++;
       const r = await this.exchange(child, op.lines);
       if (r.exitCode !== 0 && !op.allowFail) {
         throw new TsbridgeError('KERNEL', { op: `${this.program} ${op.lines.join('; ')}`.slice(0, 200), detail: r.stderr.trim() || 'failed' });
