@@ -20,6 +20,8 @@
 # installed over it: unset, TSBRIDGE_ENGINES is then "host" (the running engine is used; if it is
 # not running, the run stops with a message saying so).
 #   TSBRIDGE_TEST_LANES=1        runs the lanes one after the other (default 2: side by side)
+# The e2e tiers build the managed plugin several times (README install + upgrade, the managed-plugin
+# test, per engine): TSBRIDGE_PLUGIN_CACHE, set below, has the rootfs assembled once per run.
 set -uo pipefail
 
 cd "$(dirname "$(readlink -f "$0")")/.." || exit 1
@@ -226,6 +228,10 @@ engine_up() {
   esac
 }
 
+# The managed plugin's rootfs is assembled once per run: plugin-build.sh keeps it under a hash of
+# its inputs and later builds with the same inputs (the README's and the managed-plugin test's, on
+# each engine) take it from there. Inside this run's own directory: it goes when the run ends.
+export TSBRIDGE_PLUGIN_CACHE="$RESULTS/plugin-rootfs"
 for e in "${ENGINES[@]}"; do
   tier="e2e@$e"
   step "Docker engine $e"
