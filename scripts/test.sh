@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole tsbridge test run, unattended (CI runs exactly this; needs root):
-#   install deps + build → unit → two lanes side by side:
-#     - the namespace lane: integration, then multihost (network namespaces of their own; neither
-#       uses the Docker engine on /var/run/docker.sock), its output printed when it ends;
+#   install deps + build → two lanes side by side:
+#     - the namespace lane: unit, integration, then multihost (no root for unit; network
+#       namespaces of their own for the others; none uses the Docker engine on
+#       /var/run/docker.sock), its output printed when it ends;
 #     - the engine lane: for each Docker engine: engine + test image → e2e;
 # then puts the machine back (stops the Docker engines and removes the test images this run
 # started/built; an engine of scripts/docker-up.sh that was running before is started again) and
@@ -178,11 +179,11 @@ if ! bash scripts/install-deps.sh; then
   exit 1
 fi
 
-run_tier unit "$@"
-
-# The namespace lane: integration, then the multi-host rig (Docker 28 hosts in namespaces, etcd on
-# their underlay) — independent of the engine on docker.sock, so it runs beside the engine lane.
+# The namespace lane: unit, integration, then the multi-host rig (Docker 28 hosts in namespaces,
+# etcd on their underlay) — independent of the engine on docker.sock, so it runs beside the engine
+# lane, which is the longer one (the unit tier used to run before both, on the critical path).
 namespace_lane() {
+  run_tier unit "$@"
   run_tier integration "$@"
   step "multi-host rig (Docker 28 hosts in namespaces, etcd)"
   bash scripts/rig-down.sh >/dev/null 2>&1 || true   # what a crashed run left
@@ -201,7 +202,7 @@ lane_pid=
 if [ "${TSBRIDGE_TEST_LANES:-2}" = 1 ]; then
   namespace_lane "$@"
 else
-  step "integration and multi-host tiers: running beside the e2e tiers (their output follows when they end)"
+  step "unit, integration and multi-host tiers: running beside the e2e tiers (their output follows when they end)"
   ( trap - EXIT INT TERM; namespace_lane "$@" ) >"$RESULTS/namespace-lane.log" 2>&1 &
   lane_pid=$!
 fi
@@ -253,7 +254,7 @@ for e in "${ENGINES[@]}"; do
 done
 
 if [ -n "$lane_pid" ]; then
-  step "waiting for the namespace lane (integration, multihost)"
+  step "waiting for the namespace lane (unit, integration, multihost)"
   wait "$lane_pid"
   lane_pid=
   cat "$RESULTS/namespace-lane.log"
