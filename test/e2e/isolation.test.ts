@@ -522,8 +522,8 @@ describe("the operator's own rules", () => {
       ].join('\n'),
     });
     const mine = await sh('nft', ['list', 'table', 'inet', table]);
-    expect(await httpFromWorld(world.hostAddr, B + 6)).toBeNull();
-    expect(await egressFrom(ctr)).toBeNull();
+    const [published, egress] = await Promise.all([httpFromWorld(world.hostAddr, B + 6), egressFrom(ctr)]);
+    expect({ published, egress }).toEqual({ published: null, egress: null });
 
     // tsbridge at work: networks and containers come and go, the plugin restarts
     const n2 = uniqueName('op2');
