@@ -26,6 +26,9 @@
 #   --push            docker plugin push NAME after creating it (NAME must name a registry repo)
 #
 # Environment: TSBRIDGE_BIN_DIR (default /usr/local/bin), where the `tsbridge` command goes.
+# TSBRIDGE_PLUGIN_CACHE (for the test run only, unset for users): a directory where the offline
+# rootfs is kept under a hash of everything that goes into it, and taken from on the next build
+# with the same inputs (then checked like a fresh one). See docs/scripts.md.
 # The plugin's state lives on the host in /var/lib/tsbridge-plugin (created here if missing);
 # it outlives disable, rm and upgrade. See docs/install.md.
 set -euo pipefail
@@ -209,6 +212,31 @@ assemble_offline() {
   cp plugin/iptables-variant.mjs "$app/plugin/"
 }
 
+# ---- the test run's rootfs cache (TSBRIDGE_PLUGIN_CACHE) ---------------------------------------
+
+# rootfs_key: a hash of everything assemble_offline copies or reads: this script and the plugin's
+# own files, the compiled code (by content: npm run build rewrites it), the installed modules, the
+# host's programs, iptables extensions, shared libraries (every one in the library directories, so
+# that no ldd is needed) and files it takes (by path, size and modification time).
+rootfs_key() {
+  local bin p elves=()
+  for bin in node ip nft conntrack xtables-nft-multi xtables-legacy-multi; do
+    if p=$(command -v "$bin" 2>/dev/null); then elves+=("$(readlink -f "$p")"); fi
+  done
+  {
+    echo "iptables: $(iptables -V 2>&1)"
+    sha256sum "$SELF" plugin/xtables-links.sh plugin/iptables-variant.mjs package.json package-lock.json
+    find dist/src -type f ! -name '*.map' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+    find node_modules -printf '%P %y %s %T@ %l\n' | LC_ALL=C sort
+    stat -L -c '%n %s %Y' "${elves[@]}"
+    find "/usr/lib/$TRIPLET" /usr/lib64 /usr/lib/xtables /etc/protocols /etc/services /etc/ethertypes /etc/iproute2 /usr/share/iproute2 \
+      -maxdepth 2 -printf '%p %y %s %T@ %l\n' 2>/dev/null | LC_ALL=C sort
+    for p in bin sbin lib lib32 lib64 libx32; do
+      if [ -L "/$p" ]; then echo "/$p -> $(readlink "/$p")"; fi
+    done
+  } | sha256sum | cut -c1-32
+}
+
 # ---- rootfs from the Dockerfile ---------------------------------------------------------------
 
 assemble_dockerfile() {
@@ -244,12 +272,32 @@ check_rootfs() {
 
 rm -rf "$BUNDLE"
 mkdir -p "$BUNDLE"
-case "$MODE" in
-  offline) assemble_offline ;;
-  dockerfile) assemble_dockerfile ;;
-esac
+CACHED=
+if [ -n "${TSBRIDGE_PLUGIN_CACHE:-}" ] && [ "$MODE" = offline ]; then
+  KEY=$(rootfs_key) || die "could not hash the rootfs inputs (TSBRIDGE_PLUGIN_CACHE)"
+  CACHED="$TSBRIDGE_PLUGIN_CACHE/rootfs-$KEY"
+fi
+if [ -n "$CACHED" ] && [ -d "$CACHED" ]; then
+  # Hard links where it can (nothing writes into a rootfs once assembled), else a copy.
+  cp -al "$CACHED" "$ROOT" 2>/dev/null || { rm -rf "$ROOT"; cp -a "$CACHED" "$ROOT"; }
+  log "rootfs taken from TSBRIDGE_PLUGIN_CACHE (inputs unchanged since a build of this run: $KEY)"
+else
+  case "$MODE" in
+    offline) assemble_offline ;;
+    dockerfile) assemble_dockerfile ;;
+  esac
+fi
 cp config.json "$BUNDLE/config.json"
 check_rootfs
+if [ -n "$CACHED" ] && [ ! -d "$CACHED" ]; then
+  # Only a rootfs that passed the checks; written aside, then renamed (a concurrent build of the
+  # same inputs can only find a whole one).
+  mkdir -p "$TSBRIDGE_PLUGIN_CACHE"
+  rm -rf "$CACHED.tmp.$$"
+  { cp -al "$ROOT" "$CACHED.tmp.$$" 2>/dev/null || { rm -rf "$CACHED.tmp.$$"; cp -a "$ROOT" "$CACHED.tmp.$$"; }; } &&
+    mv -T "$CACHED.tmp.$$" "$CACHED" 2>/dev/null || rm -rf "$CACHED.tmp.$$"
+  log "rootfs kept in TSBRIDGE_PLUGIN_CACHE for later builds of this run ($KEY)"
+fi
 log "rootfs ready in $BUNDLE ($(du -sh "$ROOT" | cut -f1), $((SECONDS - t0))s)"
 
 ((CREATE)) || exit 0

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole tsbridge test run, unattended (CI runs exactly this; needs root):
-#   install deps + build → unit → two lanes side by side:
-#     - the namespace lane: integration, then multihost (network namespaces of their own; neither
-#       uses the Docker engine on /var/run/docker.sock), its output printed when it ends;
+#   install deps + build → two lanes side by side:
+#     - the namespace lane: unit, integration, then multihost (no root for unit; network
+#       namespaces of their own for the others; none uses the Docker engine on
+#       /var/run/docker.sock), its output printed when it ends;
 #     - the engine lane: for each Docker engine: engine + test image → e2e;
 # then puts the machine back (stops the Docker engines and removes the test images this run
 # started/built; an engine of scripts/docker-up.sh that was running before is started again) and
@@ -20,6 +21,8 @@
 # installed over it: unset, TSBRIDGE_ENGINES is then "host" (the running engine is used; if it is
 # not running, the run stops with a message saying so).
 #   TSBRIDGE_TEST_LANES=1        runs the lanes one after the other (default 2: side by side)
+# The e2e tiers build the managed plugin several times (README install + upgrade, the managed-plugin
+# test, per engine): TSBRIDGE_PLUGIN_CACHE, set below, has the rootfs assembled once per run.
 set -uo pipefail
 
 cd "$(dirname "$(readlink -f "$0")")/.." || exit 1
@@ -176,11 +179,11 @@ if ! bash scripts/install-deps.sh; then
   exit 1
 fi
 
-run_tier unit "$@"
-
-# The namespace lane: integration, then the multi-host rig (Docker 28 hosts in namespaces, etcd on
-# their underlay) — independent of the engine on docker.sock, so it runs beside the engine lane.
+# The namespace lane: unit, integration, then the multi-host rig (Docker 28 hosts in namespaces,
+# etcd on their underlay) — independent of the engine on docker.sock, so it runs beside the engine
+# lane, which is the longer one (the unit tier used to run before both, on the critical path).
 namespace_lane() {
+  run_tier unit "$@"
   run_tier integration "$@"
   step "multi-host rig (Docker 28 hosts in namespaces, etcd)"
   bash scripts/rig-down.sh >/dev/null 2>&1 || true   # what a crashed run left
@@ -199,7 +202,7 @@ lane_pid=
 if [ "${TSBRIDGE_TEST_LANES:-2}" = 1 ]; then
   namespace_lane "$@"
 else
-  step "integration and multi-host tiers: running beside the e2e tiers (their output follows when they end)"
+  step "unit, integration and multi-host tiers: running beside the e2e tiers (their output follows when they end)"
   ( trap - EXIT INT TERM; namespace_lane "$@" ) >"$RESULTS/namespace-lane.log" 2>&1 &
   lane_pid=$!
 fi
@@ -226,6 +229,10 @@ engine_up() {
   esac
 }
 
+# The managed plugin's rootfs is assembled once per run: plugin-build.sh keeps it under a hash of
+# its inputs and later builds with the same inputs (the README's and the managed-plugin test's, on
+# each engine) take it from there. Inside this run's own directory: it goes when the run ends.
+export TSBRIDGE_PLUGIN_CACHE="$RESULTS/plugin-rootfs"
 for e in "${ENGINES[@]}"; do
   tier="e2e@$e"
   step "Docker engine $e"
@@ -247,7 +254,7 @@ for e in "${ENGINES[@]}"; do
 done
 
 if [ -n "$lane_pid" ]; then
-  step "waiting for the namespace lane (integration, multihost)"
+  step "waiting for the namespace lane (unit, integration, multihost)"
   wait "$lane_pid"
   lane_pid=
   cat "$RESULTS/namespace-lane.log"

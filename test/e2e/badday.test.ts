@@ -140,11 +140,12 @@ describe('Docker forgets what the plugin still holds', () => {
     await docker(['network', 'create', '-d', p.name, '--ipam-driver', p.name, '--subnet', subnet, net]);
     await docker(['network', 'create', '-d', 'bridge', '--ipam-driver', p.name, '--subnet', bridgeSubnet, other]);
     await docker(['run', '-d', '--name', ctr, '--network', net, '-p', `${PORT}:80`, TEST_IMAGE, 'sh', '-c', peerServerScript()]);
+    const made = Date.now();
     expect(await settled(() => fromWorld(PORT))).toBe(world.nsAddr);
     const id = await netId(net);
     const bridge = `tsb-${id.slice(0, 11)}`;
     expect(await linkExists(bridge)).toBe(true);
-    await sleep(2500); // older than the grace period the plugin was started with (2 s)
+    await sleep(Math.max(0, made + 2500 - Date.now())); // older than the grace period the plugin was started with (2 s)
     await p.stop();
     // With the plugin not serving Docker still removes both (each driver call fails and is logged).
     const closeStandIn = await refusingStandIn(p.socket);
@@ -237,6 +238,15 @@ describe('outside hands on the firewall', () => {
     };
   }
 
+  /** tsbridge's own iptables lines (its shim chain and the jump to it), both families, without counters. */
+  async function shimLines(): Promise<string[]> {
+    const out: string[] = [];
+    for (const bin of ['iptables-save', 'ip6tables-save']) {
+      out.push(...(await sh(bin, [])).split('\n').filter((l) => l.includes('TSBRIDGE')).map((l) => `${bin}: ${l.replace(/\[\d+:\d+\]/, '')}`));
+    }
+    return out.sort();
+  }
+
   /** Docker's rules were removed by the action (not only tsbridge's). */
   const dockersGone = (action: string) => ['iptables -F', 'iptables -F DOCKER-USER', 'nft flush ruleset', "Debian's nftables.service (nft -f /etc/nftables.conf)"].includes(action);
 
@@ -298,6 +308,7 @@ describe('outside hands on the firewall', () => {
       expect(await settled(published)).toBe(world.nsAddr);
       expect(await breach()).toBeNull();
       const restore = await saveIptables();
+      const shim = await shimLines();
       let restored = false;
       try {
         // The plugin is frozen while the gap is looked at, so that its sweep cannot close the gap
@@ -318,9 +329,10 @@ describe('outside hands on the firewall', () => {
         expect(p.logs().some((l) => l.includes('applying them again') || l.includes('writing it again'))).toBe(true);
         if (dockersGone(action)) {
           // dockerd puts its own back on its next start; tsbridge's shim follows at the next sweep
+          // (every 3 s): waited for until it is exactly as it was before the action
           await restore();
           restored = true;
-          await sleep(4000);
+          await waitFor(async () => JSON.stringify(await shimLines()) === JSON.stringify(shim), 15_000, { what: "tsbridge's shim back as it was" });
           expect(await settled(published)).toBe(world.nsAddr);
           expect(await breach()).toBeNull();
         }

@@ -82,7 +82,8 @@ beforeAll(async () => {
 
   shimDir = await mkdtemp('/tmp/tsbt-readme-');
   cleanup.add(() => rm(shimDir, { recursive: true, force: true }), 'sudo stand-in');
-  await writeSudoStandIn(shimDir);
+  // The test run's rootfs cache (scripts/test.sh) reaches plugin-build.sh through sudo.
+  await writeSudoStandIn(shimDir, ['TSBRIDGE_PLUGIN_CACHE']);
 
   // A build directory of the developer's own is kept aside (the uninstall block removes plugin/build).
   if (existsSync(BUILD)) {

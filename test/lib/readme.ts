@@ -60,8 +60,14 @@ export const SUDO_SECURE_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
  * that has none (a root shell on a fresh Debian). Checked against sudo 1.9.13p3 on Debian 12:
  * the command is looked up on secure_path and runs with PATH=secure_path; the environment is
  * reset (TSBRIDGE_* dropped) except with -E, which keeps it but still replaces PATH.
+ *
+ * `envKeep` names variables kept anyway, as an `env_keep += "…"` line in /etc/sudoers would: the
+ * README install test keeps the test run's TSBRIDGE_PLUGIN_CACHE (scripts/plugin-build.sh), which
+ * no user has set (when the caller has not set it either, it arrives empty, which means unset).
  */
-export async function writeSudoStandIn(dir: string): Promise<string> {
+export async function writeSudoStandIn(dir: string, envKeep: readonly string[] = []): Promise<string> {
+  for (const v of envKeep) if (!/^[A-Z_][A-Z0-9_]*$/.test(v)) throw new Error(`writeSudoStandIn: not a variable name: ${v}`);
+  const kept = envKeep.map((v) => ` ${v}="\${${v}-}"`).join('');
   const file = path.join(dir, 'sudo');
   await writeFile(
     file,
@@ -86,7 +92,7 @@ if [ "$keep" = 1 ]; then
   exec env PATH="$secure" SUDO_USER="$user" "$cmd" "$@"
 fi
 exec env -i PATH="$secure" HOME=/root SHELL=/bin/bash LOGNAME=root USER=root TERM="\${TERM:-dumb}" \\
-  SUDO_USER="$user" SUDO_UID="$(id -u)" SUDO_GID="$(id -g)" "$cmd" "$@"
+  SUDO_USER="$user" SUDO_UID="$(id -u)" SUDO_GID="$(id -g)"${kept} "$cmd" "$@"
 `,
   );
   await chmod(file, 0o755);
