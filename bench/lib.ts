@@ -273,3 +273,30 @@ export const LIFECYCLE = [
   'NetworkDriver.DeleteEndpoint',
   'IpamDriver.ReleaseAddress',
 ] as const;
+
+/**
+ * `docker network rm NAME`, said aloud when it fails. After many containers at once Docker 20.10
+ * may answer "has active endpoints" for a while, and sometimes for good with no container left on
+ * the network (its endpoint count drifted, moby issue 42119: seen here after this bench's 400
+ * containers). Tried again for 20 s; then, when the network has no container, dockerd is
+ * restarted to recount — only one scripts/docker-up.sh started (it refuses any other) — and tried
+ * once more. Without this the bench left its network, bridge and rules behind.
+ */
+export async function removeNetwork(name: string): Promise<void> {
+  const rm = () => execa('docker', ['network', 'rm', name], { reject: false });
+  let r = await rm();
+  for (const t0 = Date.now(); r.exitCode !== 0 && /has active endpoints/.test(r.stderr) && Date.now() - t0 < 20_000; ) {
+    await new Promise((done) => setTimeout(done, 1000));
+    r = await rm();
+  }
+  if (r.exitCode !== 0 && /has active endpoints/.test(r.stderr)) {
+    const on = await execa('docker', ['network', 'inspect', '-f', '{{len .Containers}}', name], { reject: false });
+    if (on.exitCode === 0 && on.stdout.trim() === '0') {
+      console.log(`docker network rm ${name}: "has active endpoints" with no container on it (Docker's count drifted): restarting dockerd to recount`);
+      const up = await execa('bash', [path.join(ROOT, 'scripts', 'docker-up.sh'), '--restart-dockerd'], { reject: false, all: true });
+      if (up.exitCode !== 0) console.log(`  dockerd not restarted: ${String(up.all).trim().split('\n').pop()}`);
+      r = await rm();
+    }
+  }
+  if (r.exitCode !== 0 && !/not found|no such network/i.test(r.stderr)) console.log(`could not remove network ${name}: ${r.stderr.trim()}`);
+}

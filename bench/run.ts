@@ -32,7 +32,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { totalmem, tmpdir } from 'node:os';
 import path from 'node:path';
 import { instanceFromSocket, ownerFor } from '../src/kernel/owner.js';
-import { arg, BenchPlugin, flag, fmt, LAUNCHER_NODE_FLAGS, LIFECYCLE, machine, median, p90, sum } from './lib.js';
+import { arg, BenchPlugin, flag, fmt, LAUNCHER_NODE_FLAGS, LIFECYCLE, machine, median, p90, removeNetwork, sum } from './lib.js';
 
 const IMAGE = process.env.TSBRIDGE_TEST_IMAGE ?? 'tsbridge-test:latest';
 const DRIVER = 'tsbridge-bench';
@@ -394,7 +394,7 @@ async function main(): Promise<void> {
     if (!flag('--skip-scale')) await section('1,000 ports', () => thousandPorts(ts, scaleRuns));
     console.log(`\nplugin RSS (node itself) at the end: ${plugin.rssMiB().toFixed(0)} MiB; load ${machine().replace(/.*load ([^,]+),.*/, '$1')}`);
   } finally {
-    for (const n of nets) await execa('docker', ['network', 'rm', n], { reject: false });
+    for (const n of nets) await removeNetwork(n);
     await plugin.stop();
     await rm(stateDir, { recursive: true, force: true });
   }
