@@ -15,9 +15,8 @@ import { execa, type ResultPromise } from 'execa';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { docker, median, removeNetwork, ROOT, timeRun } from './lib.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const IMAGE = process.env.TSBRIDGE_TEST_IMAGE ?? 'tsbridge-test:latest';
 const DRIVER = 'tsbridge-bench-kinds';
 
@@ -36,22 +35,6 @@ const KINDS: KindUnderTest[] = [
 function arg(name: string, dflt: number): number {
   const i = process.argv.indexOf(name);
   return i > 0 ? Number(process.argv[i + 1]) : dflt;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length === 0 ? NaN : s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-async function docker(args: string[]): Promise<string> {
-  return (await execa('docker', args)).stdout.trim();
-}
-
-async function timeRun(args: string[]): Promise<number> {
-  const t = process.hrtime.bigint();
-  await execa('docker', args);
-  return Number(process.hrtime.bigint() - t) / 1e6;
 }
 
 /** Plugin log lines (JSON) of the calls it answered: call name and milliseconds. */
@@ -174,7 +157,7 @@ async function main(): Promise<void> {
     for (const s of servers) s.kill('SIGTERM');
     await Promise.all(servers);
     if (ctrs.length) await execa('docker', ['rm', '-f', ...ctrs], { reject: false });
-    for (const n of nets) await execa('docker', ['network', 'rm', n], { reject: false });
+    for (const n of nets) await removeNetwork(n);
     plugin.kill('SIGTERM');
     await plugin;
     await rm(stateDir, { recursive: true, force: true });

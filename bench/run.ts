@@ -32,7 +32,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { totalmem, tmpdir } from 'node:os';
 import path from 'node:path';
 import { instanceFromSocket, ownerFor } from '../src/kernel/owner.js';
-import { arg, BenchPlugin, flag, fmt, LAUNCHER_NODE_FLAGS, LIFECYCLE, machine, median, p90, removeNetwork, sum } from './lib.js';
+import { arg, BenchPlugin, docker, flag, fmt, LAUNCHER_NODE_FLAGS, LIFECYCLE, machine, median, p90, removeNetwork, sum, timeRun } from './lib.js';
 
 const IMAGE = process.env.TSBRIDGE_TEST_IMAGE ?? 'tsbridge-test:latest';
 const DRIVER = 'tsbridge-bench';
@@ -43,16 +43,6 @@ const TAG = `bench-${process.pid}`;
 const short = (c: string) => c.replace(/^(NetworkDriver|IpamDriver)\./, '');
 
 let plugin: BenchPlugin;
-
-async function docker(args: string[]): Promise<string> {
-  return (await execa('docker', args)).stdout.trim();
-}
-
-async function timeRun(args: string[]): Promise<number> {
-  const t = process.hrtime.bigint();
-  await execa('docker', args);
-  return Number(process.hrtime.bigint() - t) / 1e6;
-}
 
 const ms = (x: number) => x.toFixed(0);
 const row = (cells: string[], widths: number[]) => '  ' + cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('');

@@ -16,12 +16,8 @@ RUN_DIR=${TSBRIDGE_RUN_DIR:-/run/tsbridge-test}
 
 log() { echo "docker-down: $*"; }
 
-alive() {
-  local stat
-  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-  [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "$2" ] || return 1
-  [ "$(echo "${stat##*) }" | cut -d' ' -f1)" != Z ]
-}
+# alive (and docker_ready, ours_running)
+. "$(cd "$(dirname "$0")" && pwd)/lib/engine-state.sh"
 
 # stop NAME GRACE_SECONDS
 stop() {

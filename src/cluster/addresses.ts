@@ -52,6 +52,32 @@ export function checkAddress(name: string, overlay: JoinedOverlay, address: stri
 }
 
 /**
+ * Puts `value` at `address`'s key on `lease` in one transaction, if the key is absent and the
+ * overlay is still the incarnation `overlay` joined. OVERLAY_MISMATCH when it is not; otherwise
+ * whether it was taken, and when not, who holds it.
+ */
+async function takeIfAbsent(c: Cluster, name: string, overlay: JoinedOverlay, address: string, value: string, lease: string, what: string): Promise<{ taken: boolean; holder?: AddressRecord }> {
+  const configKey = c.keys.config(name);
+  const key = c.keys.address(name, address);
+  const r = await guarded(c, what, () =>
+    c.store.txn(
+      [
+        { key: configKey, target: 'create', op: '=', value: overlay.createRevision },
+        { key, target: 'create', op: '=', value: 0 },
+      ],
+      [{ put: key, value, lease }],
+      [{ get: configKey }, { get: key }],
+    ),
+  );
+  if (r.succeeded) return { taken: true };
+  const cfg = r.gets[0]?.[0];
+  if (!cfg || cfg.createRevision !== overlay.createRevision) {
+    fail('OVERLAY_MISMATCH', { overlay: name, field: 'incarnation', theirs: cfg ? `revision ${cfg.createRevision}` : 'none (released)', ours: `revision ${overlay.createRevision}` });
+  }
+  return { taken: false, holder: parseRecord(r.gets[1]?.[0]?.value ?? '') };
+}
+
+/**
  * Takes an address for this host (`want`, or the lowest free one) on `lease`. Idempotent for an
  * address this host already holds. Throws ADDRESS_IN_USE (another host has `want`),
  * POOL_EXHAUSTED, CLUSTER_UNAVAILABLE, or OVERLAY_MISMATCH when the overlay was released and made
@@ -59,7 +85,6 @@ export function checkAddress(name: string, overlay: JoinedOverlay, address: stri
  */
 export async function allocateAddress(c: Cluster, name: string, overlay: JoinedOverlay, lease: string, want?: string): Promise<string> {
   const wanted = want === undefined ? undefined : checkAddress(name, overlay, want);
-  const configKey = c.keys.config(name);
   const record = encodeAddress({ host: c.hostId, mac: '', endpoint: '' });
   const tried = new Set<string>();
   for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
@@ -74,23 +99,9 @@ export async function allocateAddress(c: Cluster, name: string, overlay: JoinedO
       candidate = free[Math.floor(Math.random() * free.length)];
       if (candidate === undefined) fail('POOL_EXHAUSTED', { pool: overlay.config.subnet, range: '', network: ` (overlay ${name}, all hosts)` });
     }
-    const key = c.keys.address(name, candidate);
-    const r = await guarded(c, `allocating ${candidate} in overlay ${name}`, () =>
-      c.store.txn(
-        [
-          { key: configKey, target: 'create', op: '=', value: overlay.createRevision },
-          { key, target: 'create', op: '=', value: 0 },
-        ],
-        [{ put: key, value: record, lease }],
-        [{ get: configKey }, { get: key }],
-      ),
-    );
-    if (r.succeeded) return candidate;
-    const cfg = r.gets[0]?.[0];
-    if (!cfg || cfg.createRevision !== overlay.createRevision) {
-      fail('OVERLAY_MISMATCH', { overlay: name, field: 'incarnation', theirs: cfg ? `revision ${cfg.createRevision}` : 'none (released)', ours: `revision ${overlay.createRevision}` });
-    }
-    const holder = parseRecord(r.gets[1]?.[0]?.value ?? '');
+    const r = await takeIfAbsent(c, name, overlay, candidate, record, lease, `allocating ${candidate} in overlay ${name}`);
+    if (r.taken) return candidate;
+    const holder = r.holder;
     if (wanted !== undefined) {
       if (holder?.host === c.hostId) return wanted; // ours already (a retried request, or left by a crash)
       fail('ADDRESS_IN_USE', { address: wanted, pool: `${overlay.config.subnet} (overlay ${name}, held by host ${holder?.host ?? '?'})` });
@@ -115,22 +126,7 @@ export async function attachEndpoint(c: Cluster, name: string, overlay: JoinedOv
   for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
     const kv = await guarded(c, `recording endpoint ${address} in overlay ${name}`, () => c.store.get(key));
     if (!kv) {
-      const configKey = c.keys.config(name);
-      const r = await guarded(c, `taking ${address} in overlay ${name} again`, () =>
-        c.store.txn(
-          [
-            { key: configKey, target: 'create', op: '=', value: overlay.createRevision },
-            { key, target: 'create', op: '=', value: 0 },
-          ],
-          [{ put: key, value, lease }],
-          [{ get: configKey }],
-        ),
-      );
-      if (r.succeeded) return;
-      const cfg = r.gets[0]?.[0];
-      if (!cfg || cfg.createRevision !== overlay.createRevision) {
-        fail('OVERLAY_MISMATCH', { overlay: name, field: 'incarnation', theirs: cfg ? `revision ${cfg.createRevision}` : 'none (released)', ours: `revision ${overlay.createRevision}` });
-      }
+      if ((await takeIfAbsent(c, name, overlay, address, value, lease, `taking ${address} in overlay ${name} again`)).taken) return;
       continue; // someone took it meanwhile: look again
     }
     const holder = parseRecord(kv.value);

@@ -1,8 +1,7 @@
 /**
  * Driving the real Docker engine from e2e tests through the `docker` CLI (argument arrays only).
  */
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { removeDockerNetwork } from '../../bench/lib.js';
 import { randomId } from './netns.js';
 import { sh, shOk, type RunOptions, type RunResult } from './run.js';
 
@@ -49,36 +48,15 @@ export async function removeContainers(names: readonly string[]): Promise<void> 
   if (failures.length) throw new Error(`docker rm failed: ${failures.join('; ')}`);
 }
 
-const ACTIVE_ENDPOINTS = /has active endpoints/;
-
 /**
- * Removes networks; names that do not exist are ignored.
- *
- * "has active endpoints" right after `docker rm -f` of many containers: Docker may still be
- * releasing their endpoints, so the removal is tried again for up to 20 s. When it still fails and
- * Docker lists no container on the network, Docker's own endpoint count has drifted (moby issue
- * 42119; seen here after 50 parallel `docker run` on 20.10 at load 19: "Fixing inconsistent
- * endpoint_cnt … Expected=0, Actual=1" at its next start). Only a dockerd restart recounts, so
- * one is done (scripts/docker-up.sh --restart-dockerd, the engine the run uses) and logged.
+ * Removes networks; names that do not exist are ignored. Through Docker 20.10's drifting endpoint
+ * count ("has active endpoints" with no container left): see removeDockerNetwork in bench/lib.ts.
  */
 export async function removeNetworks(names: readonly string[]): Promise<void> {
   const failures: string[] = [];
   for (const name of names) {
-    let r = await dockerOk(['network', 'rm', name]);
-    for (let t0 = Date.now(); r.exitCode !== 0 && ACTIVE_ENDPOINTS.test(r.stderr) && Date.now() - t0 < 20_000; ) {
-      await new Promise((done) => setTimeout(done, 1000));
-      r = await dockerOk(['network', 'rm', name]);
-    }
-    if (r.exitCode !== 0 && ACTIVE_ENDPOINTS.test(r.stderr)) {
-      const on = await dockerOk(['network', 'inspect', '-f', '{{len .Containers}}', name]);
-      if (on.exitCode === 0 && on.stdout.trim() === '0') {
-        console.warn(`docker network rm ${name}: "has active endpoints" with no container on it (Docker's endpoint count drifted): restarting dockerd, which recounts`);
-        const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-        await sh('bash', ['scripts/docker-up.sh', '--restart-dockerd'], { timeoutMs: 120_000, cwd: root });
-        r = await dockerOk(['network', 'rm', name]);
-      }
-    }
-    if (r.exitCode !== 0 && !MISSING.test(r.stderr)) failures.push(`${name}: ${r.stderr.trim()}`);
+    const r = await removeDockerNetwork(name);
+    if (!r.ok) failures.push(`${name}: ${r.stderr}`);
   }
   if (failures.length) throw new Error(`docker network rm failed: ${failures.join('; ')}`);
 }
