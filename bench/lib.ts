@@ -10,7 +10,16 @@ import { cpus, loadavg, release } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+/**
+ * The repository: the nearest folder above this file with a package.json — this file runs as
+ * dist/bench/lib.js (the bench) and as bench/lib.ts (the tests, through ts-jest), at different depths.
+ */
+export const ROOT = ((): string => {
+  for (let d = path.dirname(fileURLToPath(import.meta.url)); ; d = path.dirname(d)) {
+    if (existsSync(path.join(d, 'package.json'))) return d;
+    if (path.dirname(d) === d) throw new Error('bench/lib: no package.json above this file');
+  }
+})();
 
 /** The value after a flag, or the default. */
 export function arg(name: string, dflt: number): number {
