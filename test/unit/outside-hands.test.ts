@@ -158,6 +158,11 @@ describe('the forward shim removed by someone else', () => {
         else this.jump = true;
         return ok();
       }
+      if (cmd === 'iptables' && args.includes('-D')) {
+        if (args.includes('FORWARD')) this.forwardJump = false;
+        else this.jump = false;
+        return ok();
+      }
       return ok();
     }
   }
@@ -183,6 +188,39 @@ describe('the forward shim removed by someone else', () => {
     // reachable: from DOCKER-USER while FORWARD leads there, else first in FORWARD
     expect(r.dockerJump ? r.jump : r.forwardJump).toBe(true);
     expect(reasons).toEqual(['shim_missing']);
+  });
+
+  // Docker 20.10, after every network it creates: `iptables -D FORWARD -j DOCKER-USER`, then
+  // `iptables -I FORWARD -j DOCKER-USER`. The monitor's check can come between the two.
+  test("Docker's jump to DOCKER-USER away for a moment (deleted and inserted again): tsbridge's jump stays in DOCKER-USER", async () => {
+    const r = new IptablesRunner();
+    const waits: number[] = [];
+    const sleep = async (ms: number) => {
+      waits.push(ms);
+      if (waits.length === 3) r.dockerJump = true; // Docker's second command
+    };
+    const reasons: string[] = [];
+    const fw = new NftFirewall(r, silentLogger(), { v4: 'iptables', v6: 'ip6tables-absent' }, undefined, { onReapply: (x) => reasons.push(x), sleep });
+    await fw.apply(view);
+    expect(r.jump).toBe(true);
+    r.dockerJump = false; // Docker's first command
+    await fw.refresh(view);
+    expect({ jump: r.jump, forwardJump: r.forwardJump, reasons }).toEqual({ jump: true, forwardJump: false, reasons: [] });
+    expect(waits.length).toBe(3);
+  });
+
+  test("Docker's jump to DOCKER-USER gone for longer than the grace (iptables -F FORWARD): tsbridge's jump moves first into FORWARD", async () => {
+    const r = new IptablesRunner();
+    let waited = 0;
+    const fw = new NftFirewall(r, silentLogger(), { v4: 'iptables', v6: 'ip6tables-absent' }, undefined, { userJumpGraceMs: 500, sleep: async (ms) => void (waited += ms) });
+    await fw.apply(view);
+    r.dockerJump = false;
+    await fw.refresh(view);
+    expect({ jump: r.jump, forwardJump: r.forwardJump }).toEqual({ jump: false, forwardJump: true });
+    expect(waited).toBe(500);
+    waited = 0;
+    await fw.refresh(view); // in FORWARD now: nothing to wait for
+    expect(waited).toBe(0);
   });
 });
 

@@ -32,7 +32,26 @@ export interface FirewallOptions {
    * `shim_missing` (the metrics count them).
    */
   onReapply?: (reason: ReapplyReason) => void;
+  /**
+   * How long tsbridge's jump stays in DOCKER-USER while FORWARD no longer leads there, before it
+   * moves first into FORWARD (default USER_JUMP_GRACE_MS).
+   */
+  userJumpGraceMs?: number;
+  /** Waiting between looks during that grace (tests pass a fake). */
+  sleep?: (ms: number) => Promise<void>;
 }
+
+/**
+ * Docker re-arranges its jump to DOCKER-USER by deleting it and inserting it again at the top of
+ * FORWARD (20.10 does so after every network it creates). The nft monitor sees the deletion and
+ * the check it triggers can run between the two commands: moving tsbridge's jump out of
+ * DOCKER-USER then would leave it in FORWARD behind Docker's until the next sweep. So a
+ * DOCKER-USER that FORWARD no longer jumps to keeps tsbridge's jump this long, looked at again
+ * every USER_JUMP_LOOK_MS; a jump gone for longer (`iptables -F FORWARD`) is not coming back
+ * soon, and tsbridge's goes first in FORWARD.
+ */
+export const USER_JUMP_GRACE_MS = 2000;
+const USER_JUMP_LOOK_MS = 100;
 
 export type ReapplyReason = 'table_missing' | 'chain_altered' | 'elements_altered' | 'shim_missing';
 
@@ -49,7 +68,12 @@ export class NftFirewall implements Firewall {
   ) {
     this.mark = opts.mark ?? DEFAULT_MARK;
     this.onReapply = opts.onReapply ?? (() => undefined);
+    this.userJumpGraceMs = opts.userJumpGraceMs ?? USER_JUMP_GRACE_MS;
+    this.sleep = opts.sleep ?? ((ms) => new Promise((res) => setTimeout(res, ms)));
   }
+
+  private readonly userJumpGraceMs: number;
+  private readonly sleep: (ms: number) => Promise<void>;
 
   /** Re-applications after outside changes, by reason, since start (the metrics hook counts them too). */
   readonly reapplied: Record<ReapplyReason, number> = { table_missing: 0, chain_altered: 0, elements_altered: 0, shim_missing: 0 };
@@ -280,16 +304,25 @@ export class NftFirewall implements Firewall {
   private async applyShim(bin: string, bridges: ShimBridge[]): Promise<FilterView | null> {
     const chain = this.owner.forwardChain;
     const ipt = (args: string[]) => this.runner.run(bin, ['-w', '5', '-t', 'filter', ...args]);
-    const probe = await this.runner.run(`${bin}-save`, [], { allowFail: true }).catch((e: unknown) => ({
-      exitCode: -1, stdout: '', stderr: e instanceof Error ? e.message : String(e),
-    }));
-    if (probe.exitCode !== 0) {
-      this.log.debug('iptables not usable; skipping forward shim', { bin, stderr: probe.stderr });
-      return null;
+    let view: FilterView | null | undefined;
+    let jumps: string[] = [];
+    // Looked at again while Docker's jump to DOCKER-USER is away and tsbridge's is in DOCKER-USER
+    // (USER_JUMP_GRACE_MS): Docker is most likely putting it back.
+    for (let waited = 0; ; waited += USER_JUMP_LOOK_MS) {
+      const probe = await this.runner.run(`${bin}-save`, [], { allowFail: true }).catch((e: unknown) => ({
+        exitCode: -1, stdout: '', stderr: e instanceof Error ? e.message : String(e),
+      }));
+      if (probe.exitCode !== 0) {
+        this.log.debug('iptables not usable; skipping forward shim', { bin, stderr: probe.stderr });
+        return null;
+      }
+      view = parseFilterSave(probe.stdout);
+      if (view === null) return null; // no filter table: nothing blocks forwarding here, nothing of ours can be left
+      jumps = view.rules.filter((r) => r.endsWith(` -j ${chain}`)).map((r) => r.split(' ')[1]!);
+      const userJumpAway = bridges.length > 0 && jumps.includes('DOCKER-USER') && shimParent(view) === 'FORWARD';
+      if (!userJumpAway || waited >= this.userJumpGraceMs) break;
+      await this.sleep(USER_JUMP_LOOK_MS);
     }
-    const view = parseFilterSave(probe.stdout);
-    if (view === null) return null; // no filter table: nothing blocks forwarding here, nothing of ours can be left
-    const jumps = view.rules.filter((r) => r.endsWith(` -j ${chain}`)).map((r) => r.split(' ')[1]!);
     if (bridges.length === 0) {
       this.shimWritten.delete(bin);
       for (const p of jumps) await this.runner.run(bin, ['-w', '5', '-t', 'filter', '-D', p, '-j', chain], { allowFail: true });
