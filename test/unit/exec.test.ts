@@ -3,16 +3,16 @@ import { isTsbridgeError } from '../../src/errors.js';
 
 describe('ExecRunner', () => {
   test('runs with an argument array and returns output', async () => {
-    const r = await new ExecRunner(5000).run('printf', ['%s|%s', 'a b', '$HOME;']);
+    const r = await new ExecRunner(60_000).run('printf', ['%s|%s', 'a b', '$HOME;']);
     expect(r.stdout).toBe('a b|$HOME;'); // no shell: nothing expanded or split
   });
 
   test('a non-zero exit is a KERNEL error naming the command and its stderr', async () => {
-    await expect(new ExecRunner(5000).run('sh', ['-c', 'echo boom >&2; exit 3'])).rejects.toThrow(/sh -c .*failed: boom/);
+    await expect(new ExecRunner(60_000).run('sh', ['-c', 'echo boom >&2; exit 3'])).rejects.toThrow(/sh -c .*failed: boom/);
   });
 
   test('allowFail returns the exit code instead', async () => {
-    expect((await new ExecRunner(5000).run('false', [], { allowFail: true })).exitCode).toBe(1);
+    expect((await new ExecRunner(60_000).run('false', [], { allowFail: true })).exitCode).toBe(1);
   });
 
   test('a hung command is killed with its whole process group at the deadline', async () => {

@@ -269,10 +269,12 @@ describe('saves written now and synced later (sync: false — Join and Leave)', 
   });
 
   test('a durable save before the store syncs on its own leaves it nothing to sync', async () => {
-    const { db, events } = await lazyDb(stateWith(3), 500);
+    // 3 s between the two saves is what it would take for the store's own sync to come first
+    // (a loaded CI host can stall a test for half a second).
+    const { db, events } = await lazyDb(stateWith(3), 3000);
     await flip(db, 2, true, false);
     await flip(db, 2, false, true);
-    await new Promise((r) => setTimeout(r, 700));
+    await new Promise((r) => setTimeout(r, 3300));
     expect(events.map((e) => e.syncs)).toEqual([0, 1]);
   });
 

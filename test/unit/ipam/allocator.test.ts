@@ -178,7 +178,7 @@ describe('allocateAddress: dynamic round robin', () => {
       'fd00::1389',
     );
     expect(allocateAddress(rec, { kind: 'gateway' }).address).toBe('fd00::1389');
-    expect(Date.now() - t0).toBeLessThan(2000);
+    expect(Date.now() - t0).toBeLessThan(30_000); // a bound on hanging, not a performance figure
   });
 
   test('a subPool holding only the network address is exhausted at once', () => {

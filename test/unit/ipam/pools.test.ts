@@ -48,7 +48,7 @@ describe('pickFreePool', () => {
     expect(pickFreePool(defaults, 6, taken)).toBe('fd00::e000:0:0:0/128');
     expect(pickFreePool(defaults, 6, [...taken, 'fd00::e000:0:0:0/128'])).toBe('fd00::e000:0:0:1/128');
     expect(pickFreePool(defaults, 6, [...taken, 'fd00::e000:0:0:0/67'])).toBeNull();
-    expect(Date.now() - t0).toBeLessThan(1000);
+    expect(Date.now() - t0).toBeLessThan(30_000); // a bound on hanging (a walk subnet by subnet never ends), not a performance figure
   });
 
   test('many taken subnets', () => {
