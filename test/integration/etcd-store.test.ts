@@ -60,7 +60,7 @@ describe('EtcdStore on a real etcd', () => {
           await new Promise((r) => setTimeout(r, 250));
         }
       }
-      await eventually(() => events.length === 2, 10_000);
+      await eventually(() => events.length === 2);
       expect(events.map((e) => e.kv.value)).toEqual(['before', 'after']);
     } finally {
       await w.cancel();

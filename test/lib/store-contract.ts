@@ -14,8 +14,8 @@ export interface StoreHarness {
   elapse(ms: number): Promise<void>;
 }
 
-/** Polls `check` until it holds (real watches are asynchronous). */
-export async function eventually(check: () => boolean, timeoutMs = 5000): Promise<void> {
+/** Polls `check` until it holds (real watches are asynchronous); the deadline is a bound on hanging (a loaded CI host is slow), not a figure. */
+export async function eventually(check: () => boolean, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!check()) {
     if (Date.now() > deadline) throw new Error('condition not met in time');
