@@ -181,6 +181,10 @@ export class FileStore implements StateStore, Compacting {
   }
 
   private async drainQueue(): Promise<void> {
+    // Never to the end without a pause: `enqueue` assigns `writing` when this returns, so a run
+    // that ended synchronously (a sync alone with the journal closed: nothing to do) would leave
+    // `writing` set for good — every later save queued behind a drain that never comes.
+    await Promise.resolve();
     while (this.queue.length > 0) {
       const batch = this.queue.splice(0);
       const sync = batch.some((b) => b.sync);

@@ -287,6 +287,25 @@ describe('saves written now and synced later (sync: false — Join and Leave)', 
     expect(events.map((e) => e.syncs)).toEqual([0, 1]);
   });
 
+  test('a sync asked for while a compaction has the journal closed does nothing, and the saves after it are written (it once left every later save waiting for good)', async () => {
+    const { db, store } = await lazyDb(stateWith(5), 60_000, 0);
+    await flip(db, 2, true, false); // a line no sync covers yet; compaction wanted (compactAt 0)
+    const job = store.beginCompaction(db.state);
+    await job.write();
+    const finish = job.finish();
+    // Until the new journal is in place the old one is closed: that is when the store's own sync
+    // (SYNC_LATER_MS after the line) can come.
+    const closed = () => (store as unknown as { journalFd: unknown }).journalFd === null;
+    for (let i = 0; i < 10_000 && !closed(); i++) await new Promise((r) => setImmediate(r));
+    expect(closed()).toBe(true);
+    await store.sync();
+    await finish;
+    const late = Symbol('late');
+    const next = await Promise.race([flip(db, 3, true, true), new Promise((r) => setTimeout(() => r(late), 10_000))]);
+    expect(next).not.toBe(late);
+    expect(await new FileStore(dir).load()).toEqual(db.state);
+  });
+
   test('compaction with unsynced lines and the store\'s own syncs coming in between loses nothing', async () => {
     const { db, store } = await lazyDb(stateWith(5), 1, 0);
     for (let round = 0; round < 60; round++) {
