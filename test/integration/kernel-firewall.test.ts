@@ -209,7 +209,7 @@ describe('start-up reconciliation', () => {
 
     // c2's container dies: its namespace (and so both veth ends) go away without Docker telling us
     await c2.ns.delete();
-    await waitFor(async () => !(await lab.tsbridgeLinks()).includes(hostVethName(c2.id)), 5000, { what: `${hostVethName(c2.id)} to vanish` });
+    await waitFor(async () => !(await lab.tsbridgeLinks()).includes(hostVethName(c2.id)), 30_000, { what: `${hostVethName(c2.id)} to vanish` });
     expect(await lab.reconciler().sweep()).toBe(1);
     expect(lab.db.state.endpoints[c2.id]).toBeUndefined();
     expect(lab.db.state.endpoints[c1.id]).toBeDefined();
