@@ -329,7 +329,10 @@ export class DriverService {
       try {
         if (elements) await this.kernel.firewall.removeEndpoint(elements);
         delete s.endpoints[endpointId];
-        await this.db.save();
+        // Written, synced by the next durable save — ReleaseAddress's, which Docker sends next — or
+        // the store's own a second later. A machine crash that loses it leaves a record whose veth
+        // is gone: start-up drops it (src/driver/reconcile.ts).
+        await this.db.save({ sync: false });
       } catch (e) {
         // Db puts the record back in memory: the kernel gets its elements back (a failed
         // removal may have removed them all the same).

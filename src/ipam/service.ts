@@ -260,7 +260,12 @@ export class IpamService {
         throw e;
       }
       s.pools[id] = { ...a.pool, since: { ...a.pool.since, [a.address]: this.now() } };
-      await this.db.save();
+      // A container's address: written, synced by the next durable save — CreateEndpoint's, which
+      // Docker sends next — or the store's own a second later. A machine crash that loses it loses
+      // no address in use: Docker releases the endpoints of the containers it had at its next
+      // start, and asks again. A gateway or an auxiliary address (a network being created) is synced
+      // at once.
+      await this.db.save({ sync: kind !== 'endpoint' });
       return a.cidr;
     });
   }
