@@ -76,6 +76,8 @@ export function loadNow(): number {
 export interface LoggedCall {
   call: string;
   ms: number;
+  /** The plugin process's CPU time during the call (its log's `cpuMs`). */
+  cpuMs: number;
   ok: boolean;
   /** When its log line arrived (ms since the epoch): about when the call ended. */
   at: number;
@@ -139,14 +141,14 @@ export class BenchPlugin {
   }
 
   private line(l: string): void {
-    let o: { call?: string; ms?: number; level?: string; message?: string; address?: string };
+    let o: { call?: string; ms?: number; cpuMs?: number; level?: string; message?: string; address?: string };
     try {
       o = JSON.parse(l) as typeof o;
     } catch {
       if (l.trim()) console.error(`[plugin] ${l}`);
       return;
     }
-    if (o.call && typeof o.ms === 'number') this.calls.push({ call: o.call, ms: o.ms, ok: o.level !== 'error', at: Date.now() });
+    if (o.call && typeof o.ms === 'number') this.calls.push({ call: o.call, ms: o.ms, cpuMs: o.cpuMs ?? NaN, ok: o.level !== 'error', at: Date.now() });
     if (o.message === 'metrics listening' && o.address) this.metricsAddress = o.address;
     if ((o.level === 'error' || o.level === 'warn') && this.opts.echoProblems !== false) console.error(`[plugin] ${l}`);
   }
@@ -154,6 +156,11 @@ export class BenchPlugin {
   /** Logged milliseconds of one call since log entry `from` (successful calls only). */
   ms(call: string, from = 0): number[] {
     return this.calls.slice(from).filter((c) => c.ok && c.call === call).map((c) => c.ms);
+  }
+
+  /** The plugin's CPU milliseconds during each of those calls (their log's `cpuMs`). */
+  callCpuMs(call: string, from = 0): number[] {
+    return this.calls.slice(from).filter((c) => c.ok && c.call === call).map((c) => c.cpuMs);
   }
 
   /** VmRSS of the node process, in MiB. */

@@ -16,7 +16,7 @@
  *      bottleneck would be busy nearly all of it);
  *   5. N live endpoints (default 200, `docker run -d` alternating between the drivers): the first
  *      40 starts against the last 40, both drivers; the plugin's per-call medians at zero against
- *      with N live; the node process's RSS;
+ *      with N live, wall time and its CPU time during the call; the node process's RSS;
  *   6. publishing one port with 0 and with 1,000 ports already published (tsbridge alone: map
  *      elements, not rules).
  *
@@ -48,9 +48,9 @@ const ms = (x: number) => x.toFixed(0);
 const row = (cells: string[], widths: number[]) => '  ' + cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('');
 
 /** The plugin's calls logged since `from`, of the lifecycle, as per-call lists (in order). */
-function callsSince(from: number): Map<string, number[]> {
+function callsSince(from: number, what: 'ms' | 'cpuMs' = 'ms'): Map<string, number[]> {
   const m = new Map<string, number[]>();
-  for (const c of LIFECYCLE) m.set(c, plugin.ms(c, from));
+  for (const c of LIFECYCLE) m.set(c, what === 'ms' ? plugin.ms(c, from) : plugin.callCpuMs(c, from));
   return m;
 }
 
@@ -67,7 +67,7 @@ function lifecycle(calls: Map<string, number[]>): { perCall: Map<string, number>
 
 // ------------------------------------------------------------------------------- 1. plain runs
 
-async function plainRuns(runs: number, ts: string, br: string): Promise<{ ts: number[]; br: number[]; calls: Map<string, number[]> }> {
+async function plainRuns(runs: number, ts: string, br: string): Promise<{ ts: number[]; br: number[]; calls: Map<string, number[]>; cpu: Map<string, number[]> }> {
   const t: number[] = [];
   const b: number[] = [];
   await timeRun(['run', '--rm', '--network', ts, IMAGE, 'true']); // warm both paths once
@@ -77,7 +77,7 @@ async function plainRuns(runs: number, ts: string, br: string): Promise<{ ts: nu
     t.push(await timeRun(['run', '--rm', '--network', ts, IMAGE, 'true']));
     b.push(await timeRun(['run', '--rm', '--network', br, IMAGE, 'true']));
   }
-  return { ts: t, br: b, calls: callsSince(from) };
+  return { ts: t, br: b, calls: callsSince(from), cpu: callsSince(from, 'cpuMs') };
 }
 
 function printRuns(title: string, ts: number[], br: number[]): void {
@@ -225,7 +225,7 @@ async function parallel(n: number, nets: { ts: string; br: string }): Promise<vo
 
 // ------------------------------------------------------------------------------- 5. live endpoints
 
-async function liveEndpoints(n: number, runs: number, nets: { ts: string; br: string }, zero: Map<string, number[]>): Promise<void> {
+async function liveEndpoints(n: number, runs: number, nets: { ts: string; br: string }, zero: { calls: Map<string, number[]>; cpu: Map<string, number[]> }): Promise<void> {
   const made: string[] = [];
   const start: Record<'ts' | 'br', number[]> = { ts: [], br: [] };
   const rssBefore = plugin.rssMiB();
@@ -261,13 +261,19 @@ async function liveEndpoints(n: number, runs: number, nets: { ts: string; br: st
     const plain = await plainRuns(runs, nets.ts, nets.br);
     printRuns(`docker run --rm with ${n} live endpoints per driver`, plain.ts, plain.br);
     printCalls(`The plugin's own time per call, at zero against with ${n} live (median ms)`, [
-      { label: 'zero', calls: zero },
+      { label: 'zero', calls: zero.calls },
       { label: `${n} live`, calls: plain.calls },
     ]);
-    const z = lifecycle(zero);
+    const z = lifecycle(zero.calls);
     const s = lifecycle(plain.calls);
     const worst = Math.max(...LIFECYCLE.map((c) => s.perCall.get(c)! / z.perCall.get(c)!));
     console.log(`  largest per-call ratio (${n} live / zero): ${worst.toFixed(2)}x; per lifecycle ${(s.perLifecycle / z.perLifecycle).toFixed(2)}x`);
+    // Where a call's time grows, whether the plugin works more or waits more (for the lock, a
+    // command, the disk, or a CPU busy with Docker's own work).
+    printCalls(`The plugin process's CPU time during each call, at zero against with ${n} live (median ms)`, [
+      { label: 'zero', calls: zero.cpu },
+      { label: `${n} live`, calls: plain.cpu },
+    ]);
   } finally {
     const t0 = Date.now();
     for (let i = 0; i < made.length; i += 50) await execa('docker', ['rm', '-f', ...made.slice(i, i + 50)], { reject: false });
@@ -380,7 +386,7 @@ async function main(): Promise<void> {
     await section('100 ports', () => hundredPorts(portRuns, ts, br));
     if (transferRuns > 0) await section('throughput', () => throughput(transferRuns, seconds, { ts, br }));
     if (par > 0) await section('parallel runs', () => parallel(par, { ts, br }));
-    if (endpoints > 0) await section('live endpoints', () => liveEndpoints(endpoints, Math.min(runs, 10), { ts, br }, plain.calls));
+    if (endpoints > 0) await section('live endpoints', () => liveEndpoints(endpoints, Math.min(runs, 10), { ts, br }, plain));
     if (!flag('--skip-scale')) await section('1,000 ports', () => thousandPorts(ts, scaleRuns));
     console.log(`\nplugin RSS (node itself) at the end: ${plugin.rssMiB().toFixed(0)} MiB; load ${machine().replace(/.*load ([^,]+),.*/, '$1')}`);
   } finally {

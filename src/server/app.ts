@@ -156,6 +156,7 @@ export function createApp(d: AppDeps): express.Express {
 
   app.use((_req, res, next) => {
     res.locals.started = process.hrtime.bigint();
+    res.locals.cpu = process.cpuUsage();
     next();
   });
   app.get(HEALTH_PATH, (_req, res) => sendHealth(d, res));
@@ -179,6 +180,9 @@ export function createApp(d: AppDeps): express.Express {
       }
       const out = await route.handler(body);
       fields.ms = msSince(started);
+      // The whole process's CPU meanwhile (calls rarely overlap): beside `ms`, it tells the
+      // plugin's own work from waiting — for the state lock, a command, the disk, or a CPU.
+      fields.cpuMs = cpuMsSince(res.locals.cpu as NodeJS.CpuUsage);
       if (QUIET.test(req.path)) d.log.debug('ok', fields);
       else d.log.info('ok', fields);
       observe(req.path, 'ok', started);
@@ -291,6 +295,11 @@ export function parseBody(raw: unknown, args: boolean): Record<string, unknown> 
 
 function msSince(t: bigint): number {
   return Number((process.hrtime.bigint() - t) / 1000n) / 1000;
+}
+
+function cpuMsSince(from: NodeJS.CpuUsage): number {
+  const d = process.cpuUsage(from);
+  return Math.round((d.user + d.system) / 10) / 100;
 }
 
 function secondsSince(t: bigint): number {
