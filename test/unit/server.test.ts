@@ -4,6 +4,8 @@
  * replay of every request recorded from Docker 20.10, in file order.
  */
 import http from 'node:http';
+import { PassThrough } from 'node:stream';
+import winston from 'winston';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -135,6 +137,30 @@ describe('handshake and plumbing', () => {
     expect(given.status).toBe(200);
     expect(given.body.Interface ?? null).toBeNull();
   });
+});
+
+test('one log line per call: the call, its IDs, ms, and cpuMs (the CPU time of the process meanwhile)', async () => {
+  const sink = new PassThrough();
+  const lines: Record<string, unknown>[] = [];
+  sink.on('data', (b: Buffer) => { for (const l of b.toString().split('\n')) if (l.trim()) lines.push(JSON.parse(l) as Record<string, unknown>); });
+  const log = winston.createLogger({ level: 'info', format: winston.format.json(), transports: [new winston.transports.Stream({ stream: sink })] });
+  const logged = `${socket}.log`;
+  const s = await new Promise<http.Server>((resolve, reject) => {
+    const x = createApp({ driver: w.driver, ipam: w.ipam, log }).listen(logged, () => resolve(x));
+    x.on('error', reject);
+  });
+  try {
+    const pool = await post(logged, '/IpamDriver.RequestPool', JSON.stringify({ AddressSpace: 'local', Pool: '10.78.0.0/24', SubPool: '', Options: {}, V6: false }));
+    expect(pool.status).toBe(200);
+  } finally {
+    await new Promise<void>((r) => s.close(() => r()));
+  }
+  await new Promise((r) => setImmediate(r));
+  const line = lines.find((l) => l.call === 'IpamDriver.RequestPool');
+  expect(line).toMatchObject({ message: 'ok', Pool: '10.78.0.0/24' });
+  expect(typeof line!.ms).toBe('number');
+  expect(typeof line!.cpuMs).toBe('number');
+  expect(line!.cpuMs as number).toBeGreaterThanOrEqual(0);
 });
 
 describe('replay of every request recorded from Docker 20.10', () => {
