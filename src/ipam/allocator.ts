@@ -29,6 +29,13 @@ export interface Allocation {
   cidr: string;
 }
 
+/** An address chosen in a pool, and where the round robin's cursor goes (the pool untouched). */
+export interface Choice {
+  address: string;
+  cidr: string;
+  cursor: string | null;
+}
+
 /**
  * Addresses of a prefix that may be handed to hosts. IPv4: no network or
  * broadcast address up to /30, /31 and /32 fully usable. IPv6: no
@@ -110,7 +117,7 @@ function parseCursor(cursor: string | null): { family: Family; value: bigint } |
   }
 }
 
-function allocateExplicit(pool: PoolRecord, prefix: Prefix, addressText: string, kind: AllocKind): Allocation {
+function chooseExplicit(pool: PoolRecord, prefix: Prefix, addressText: string): Choice {
   const { family, value } = parseAddress(addressText);
   const address = formatAddress(family, value);
   if (!containsAddress(prefix, family, value)) fail('ADDRESS_OUT_OF_POOL', { address, pool: pool.pool });
@@ -121,7 +128,7 @@ function allocateExplicit(pool: PoolRecord, prefix: Prefix, addressText: string,
     fail('BAD_ADDRESS', { value: addressText, detail: `it is ${what} of ${pool.pool}` });
   }
   if (held(pool, address)) fail('ADDRESS_IN_USE', { address, pool: pool.pool });
-  return { pool: withAddress(pool, address, kind, false), address, cidr: `${address}/${prefix.length}` };
+  return { address, cidr: `${address}/${prefix.length}`, cursor: pool.cursor };
 }
 
 /**
@@ -131,13 +138,22 @@ function allocateExplicit(pool: PoolRecord, prefix: Prefix, addressText: string,
  * then points at the new address. Returns a new record; the input is untouched.
  */
 export function allocateAddress(pool: PoolRecord, req: { address?: string | null; kind: AllocKind }): Allocation {
+  const c = chooseAddress(pool, req);
+  return { pool: withAddress(pool, c.address, req.kind, c.cursor !== pool.cursor), address: c.address, cidr: c.cidr };
+}
+
+/**
+ * The address `allocateAddress` would take, and the cursor after it, without copying the pool
+ * (the IPAM then changes the pool in place: Db.addresses).
+ */
+export function chooseAddress(pool: PoolRecord, req: { address?: string | null; kind: AllocKind }): Choice {
   const prefix = parsePrefix(pool.pool, 'pool');
-  if (req.address) return allocateExplicit(pool, prefix, req.address, req.kind);
+  if (req.address) return chooseExplicit(pool, prefix, req.address);
 
   const usable = usableRange(prefix);
   if (req.kind === 'gateway') {
     const address = findFree(pool, usable, usable.first) ?? exhausted(pool, false);
-    return { pool: withAddress(pool, address, req.kind, false), address, cidr: `${address}/${prefix.length}` };
+    return { address, cidr: `${address}/${prefix.length}`, cursor: pool.cursor };
   }
 
   const sub = pool.subPool ? parsePrefix(pool.subPool, 'ip range') : prefix;
@@ -151,7 +167,7 @@ export function allocateAddress(pool: PoolRecord, req: { address?: string | null
   // Right after the cursor, wrapping past the end; the range start without a usable cursor.
   const start = inRange && cursor.value < range.last ? cursor.value + 1n : range.first;
   const address = findFree(pool, range, start) ?? exhausted(pool, true);
-  return { pool: withAddress(pool, address, req.kind, true), address, cidr: `${address}/${prefix.length}` };
+  return { address, cidr: `${address}/${prefix.length}`, cursor: address };
 }
 
 /** Releases an address. Idempotent: an address not held returns an equal (copied) record. */

@@ -8,8 +8,8 @@ import { fail, isTsbridgeError, TsbridgeError } from '../errors.js';
 import type { State } from '../state/types.js';
 import type { Db } from '../state/db.js';
 import type { HostView } from '../kernel/types.js';
-import { canonicalAddress, canonicalPrefix, parsePrefix, overlaps, parseAddress } from '../net/addr.js';
-import { allocateAddress, newPoolRecord, poolId, releaseAddress } from './allocator.js';
+import { canonicalAddress, canonicalPrefix, formatAddress, parsePrefix, overlaps, parseAddress } from '../net/addr.js';
+import { allocateAddress, chooseAddress, newPoolRecord, poolId, releaseAddress } from './allocator.js';
 import { defaultsOfSize, pickFreePool, sizeOnlyRequest } from './pools.js';
 import type { AllocKind, DefaultPool, Family, PoolRecord } from './types.js';
 import type { Logger } from '../logging.js';
@@ -249,7 +249,7 @@ export class IpamService {
       if (rec.overlay) return this.requestOverlayAddress(s, rec, address, kind);
       let a;
       try {
-        a = allocateAddress(rec, { address: address || null, kind });
+        a = chooseAddress(rec, { address: address || null, kind });
       } catch (e) {
         // The IPAM never learns a network's name, but when a tsbridge network uses this
         // pool its ID tells the user which network is full (`docker network ls` shows it).
@@ -259,7 +259,8 @@ export class IpamService {
         }
         throw e;
       }
-      s.pools[id] = { ...a.pool, since: { ...a.pool.since, [a.address]: this.now() } };
+      // In place: the cost does not grow with the addresses the pool holds.
+      this.db.addresses(id, { set: { [a.address]: kind }, since: { [a.address]: this.now() }, cursor: a.cursor });
       // A container's address: written, synced by the next durable save — CreateEndpoint's, which
       // Docker sends next — or the store's own a second later. A machine crash that loses it loses
       // no address in use: Docker releases the endpoints of the containers it had at its next
@@ -274,12 +275,14 @@ export class IpamService {
     const released = await this.db.tx(async (s) => {
       const rec = ownPool(s, id);
       if (!rec || address === '') return undefined;
-      parseAddress(address.split('/')[0]!);
-      const next = releaseAddress(rec, address.split('/')[0]!);
-      if (Object.keys(next.allocated).length === Object.keys(rec.allocated).length) return undefined;
-      s.pools[id] = withoutStale(next);
+      const { family, value } = parseAddress(address.split('/')[0]!);
+      const canonical = formatAddress(family, value);
+      if (family !== rec.family || !Object.hasOwn(rec.allocated, canonical)) return undefined;
+      const overlay = rec.overlay && rec.allocated[canonical] === 'endpoint' ? rec.overlay.name : undefined;
+      // In place, as RequestAddress: its allocation time goes with it.
+      this.db.addresses(id, { del: [canonical] });
       await this.db.save();
-      return rec.overlay && rec.allocated[canonicalAddress(address.split('/')[0]!)] === 'endpoint' ? rec.overlay.name : undefined;
+      return overlay;
     });
     // Given back in etcd after the state: unreachable now, the next reconcile deletes the key.
     if (released) await this.bestEffort(`releasing ${address} in overlay ${released}`, (c) => c.release(released, canonicalAddress(address.split('/')[0]!)));

@@ -1,6 +1,6 @@
 import { Mutex } from './mutex.js';
 import { encodeEndpoint, encodeNetwork } from './disk.js';
-import { applyAddresses, type Change } from './journal.js';
+import { applyAddresses, type AddrChange, type Change } from './journal.js';
 import { isCompacting, type CommitOptions, type StateStore } from './store.js';
 import type { State } from './types.js';
 import type { AllocKind, PoolRecord } from '../ipam/types.js';
@@ -13,8 +13,19 @@ type Key = `${Collection}\0${string}` | 'ulaBase';
 const ABSENT = Symbol('absent');
 
 /** What one operation changed: each record touched, as it was before (for the rollback). */
+/** A pool's addresses as they were before the operation changed them in place (Db.addresses). */
+interface AddressesBefore {
+  allocated: Map<string, AllocKind | typeof ABSENT>;
+  since: Map<string, number | typeof ABSENT>;
+  cursor: string | null;
+  /** The pool had no `since` map before. */
+  noSince: boolean;
+}
+
 class Changes {
   readonly before = new Map<Key, unknown>();
+  /** Pools whose addresses were changed in place, by pool ID (a pool also in `before` is not here). */
+  readonly addresses = new Map<string, AddressesBefore>();
   /** Proxies handed out, per object and record (the same object read twice is the same proxy). */
   readonly proxies = new WeakMap<object, Map<Key, object>>();
   open = true;
@@ -139,6 +150,10 @@ export class Db {
   // ------------------------------------------------------------------ rollback
 
   private async rollback(c: Changes): Promise<void> {
+    for (const [id, b] of c.addresses) {
+      const pool = this.state.pools[id];
+      if (pool) undoAddresses(pool, b);
+    }
     for (const [key, before] of c.before) {
       if (key === 'ulaBase') {
         this.state.ulaBase = before as string | null;
@@ -150,7 +165,7 @@ export class Db {
       else map[id] = before;
     }
     // What this operation committed before it failed is on disk: put the old values there too.
-    if (c.committed && c.before.size > 0) {
+    if (c.committed && (c.before.size > 0 || c.addresses.size > 0)) {
       const ops = this.changesOf(c);
       try {
         await this.store.commit(ops, this.state);
@@ -178,7 +193,50 @@ export class Db {
       else if (coll === 'endpoints') ops.push({ t: 'ep', id, v: has ? encodeEndpoint(this.state.endpoints[id]!) : null });
       else ops.push(this.poolChange(id, has ? this.state.pools[id]! : null));
     }
+    for (const [id, b] of c.addresses) {
+      const now = this.state.pools[id];
+      if (now) ops.push(addressChange(id, now, b));
+    }
     return ops;
+  }
+
+  /**
+   * Takes and gives back addresses of a pool in place (inside tx): the IPAM's change for one
+   * container. Replacing the pool record instead costs as much as the pool holds — the record
+   * copied for the rollback, compared for the save; this costs as much as the addresses named.
+   * `set`: taken (with `since`, their allocation times); `del`: given back (their times too);
+   * `cursor`: the round robin's new position, when it moves.
+   */
+  addresses(poolId: string, change: { set?: Record<string, AllocKind>; since?: Record<string, number>; del?: string[]; cursor?: string | null }): void {
+    const c = this.current;
+    if (!c || !c.open) throw new Error('Db.addresses outside a transaction');
+    const pool = this.state.pools[poolId];
+    if (!pool) throw new Error(`Db.addresses: no pool ${poolId}`);
+    // A pool the operation already changed as a whole: its rollback and save cover this too.
+    let b = c.before.has(`pools\0${poolId}`) ? null : c.addresses.get(poolId);
+    if (b === undefined) {
+      b = { allocated: new Map(), since: new Map(), cursor: pool.cursor, noSince: pool.since === undefined };
+      c.addresses.set(poolId, b);
+    }
+    const keep = (a: string) => {
+      if (!b) return;
+      if (!b.allocated.has(a)) b.allocated.set(a, Object.hasOwn(pool.allocated, a) ? pool.allocated[a]! : ABSENT);
+      if (!b.since.has(a)) b.since.set(a, pool.since && Object.hasOwn(pool.since, a) ? pool.since[a]! : ABSENT);
+    };
+    for (const a of change.del ?? []) {
+      keep(a);
+      delete pool.allocated[a];
+      if (pool.since) delete pool.since[a];
+    }
+    for (const [a, kind] of Object.entries(change.set ?? {})) {
+      keep(a);
+      pool.allocated[a] = kind;
+    }
+    for (const [a, t] of Object.entries(change.since ?? {})) {
+      keep(a);
+      (pool.since ??= {})[a] = t;
+    }
+    if (change.cursor !== undefined) pool.cursor = change.cursor;
   }
 
   /**
@@ -226,7 +284,16 @@ export class Db {
   private track(c: Changes): State {
     const touch = (key: Key, current: unknown) => {
       if (!c.open) throw new Error('the state was changed after its operation ended (a reference kept past Db.tx)');
-      if (!c.before.has(key)) c.before.set(key, current === ABSENT ? ABSENT : clone(current));
+      if (c.before.has(key)) return;
+      const before = current === ABSENT ? ABSENT : clone(current);
+      // A pool whose addresses this operation changed in place: what it was before those.
+      const poolId = key.startsWith('pools\0') ? key.slice(6) : null;
+      const addressed = poolId === null ? undefined : c.addresses.get(poolId);
+      if (addressed && before !== ABSENT) {
+        undoAddresses(before as PoolRecord, addressed);
+        c.addresses.delete(poolId!);
+      }
+      c.before.set(key, before);
     };
     const recordOf = (coll: Collection, id: string): Key => `${coll}\0${id}`;
     const current = (coll: Collection, id: string) => (Object.hasOwn(this.state[coll], id) ? (this.state[coll] as Record<string, unknown>)[id] : ABSENT);
@@ -351,4 +418,38 @@ export class Db {
     await this.drain();
     await this.store.sync?.();
   }
+}
+
+/** Puts a pool's addresses back as they were before in-place changes (Db.addresses). */
+function undoAddresses(pool: PoolRecord, b: AddressesBefore): void {
+  for (const [a, k] of b.allocated) {
+    if (k === ABSENT) delete pool.allocated[a];
+    else pool.allocated[a] = k;
+  }
+  if (b.noSince) delete pool.since;
+  else {
+    const since = (pool.since ??= {});
+    for (const [a, t] of b.since) {
+      if (t === ABSENT) delete since[a];
+      else since[a] = t;
+    }
+  }
+  pool.cursor = b.cursor;
+}
+
+/** The journal change for a pool's in-place address changes: the addresses named, as they are now. */
+function addressChange(id: string, now: PoolRecord, b: AddressesBefore): AddrChange {
+  const set: Record<string, AllocKind> = {};
+  const del: string[] = [];
+  for (const a of b.allocated.keys()) {
+    if (Object.hasOwn(now.allocated, a)) set[a] = now.allocated[a]!;
+    else del.push(a);
+  }
+  const op: AddrChange = { t: 'addr', id, set, del, cursor: now.cursor };
+  if (now.since) {
+    const since: Record<string, number> = {};
+    for (const a of b.since.keys()) if (Object.hasOwn(now.since, a)) since[a] = now.since[a]!;
+    op.since = since;
+  }
+  return op;
 }

@@ -237,3 +237,78 @@ describe('Db', () => {
     expect(db.busy).toBe(0);
   });
 });
+
+describe('Db.addresses: a pool changed in place, address by address', () => {
+  const P = 'tsb-v4-10.9.0.0/24';
+  /** A pool holding `n` more addresses, with allocation times, already on the store. */
+  async function bigPool(n: number): Promise<{ db: Db; store: MemoryStore }> {
+    const s = sampleState();
+    const pool = s.pools[P]!;
+    pool.pool = '10.9.0.0/16';
+    pool.since = {};
+    for (let i = 0; i < n; i++) {
+      const a = `10.9.${1 + Math.floor(i / 250)}.${1 + (i % 250)}`;
+      pool.allocated[a] = 'endpoint';
+      pool.since[a] = 1000 + i;
+    }
+    const store = new MemoryStore();
+    const db = new Db(store, s);
+    await db.tx(async () => db.save()); // nothing changed: nothing written
+    store.saved = structuredClone(s);
+    return { db, store };
+  }
+
+  test('the save writes the addresses named and the cursor, whatever the pool holds', async () => {
+    for (const n of [0, 1000]) {
+      const { db, store } = await bigPool(n);
+      await db.tx(async () => {
+        db.addresses(P, { set: { '10.9.200.7': 'endpoint' }, since: { '10.9.200.7': 5 }, cursor: '10.9.200.7' });
+        await db.save({ sync: false });
+      });
+      expect(store.changes.at(-1)).toEqual([{ t: 'addr', id: P, set: { '10.9.200.7': 'endpoint' }, del: [], cursor: '10.9.200.7', since: { '10.9.200.7': 5 } }]);
+      await db.tx(async () => {
+        db.addresses(P, { del: ['10.9.200.7'] });
+        await db.save();
+      });
+      expect(store.changes.at(-1)).toEqual([{ t: 'addr', id: P, set: {}, del: ['10.9.200.7'], cursor: '10.9.200.7', since: {} }]);
+      expect(db.state.pools[P]!.allocated['10.9.200.7']).toBeUndefined();
+      expect(db.state.pools[P]!.since!['10.9.200.7']).toBeUndefined();
+    }
+  });
+
+  test('a failing operation puts the addresses back as they were, and commits that when it had saved', async () => {
+    const { db, store } = await bigPool(3);
+    const before = structuredClone(db.state);
+    await expect(
+      db.tx(async () => {
+        db.addresses(P, { set: { '10.9.0.9': 'endpoint' }, since: { '10.9.0.9': 7 }, cursor: '10.9.0.9' });
+        db.addresses(P, { del: ['10.9.1.1'] });
+        await db.save();
+        db.addresses(P, { set: { '10.9.1.1': 'aux' } });
+        throw new Error('later step failed');
+      }),
+    ).rejects.toThrow('later step failed');
+    expect(db.state).toEqual(before);
+    // What was saved is put back on the store too (MemoryStore checks the journal against the state).
+    expect(store.changes.at(-1)).toEqual([{ t: 'addr', id: P, set: { '10.9.1.1': 'endpoint' }, del: ['10.9.0.9'], cursor: null, since: { '10.9.1.1': 1000 } }]);
+  });
+
+  test('the same pool changed as a whole after in place: the rollback still finds it as it was', async () => {
+    const { db } = await bigPool(2);
+    const before = structuredClone(db.state);
+    await expect(
+      db.tx(async (s) => {
+        db.addresses(P, { set: { '10.9.0.9': 'endpoint' }, cursor: '10.9.0.9' });
+        s.pools[P]!.subPool = '10.9.0.0/24'; // the whole record, through the tracked state
+        db.addresses(P, { del: ['10.9.1.1'] });
+        throw new Error('failed');
+      }),
+    ).rejects.toThrow('failed');
+    expect(db.state).toEqual(before);
+  });
+
+  test('outside a transaction it refuses', () => {
+    const db = new Db(new MemoryStore(), sampleState());
+    expect(() => db.addresses(P, { del: ['10.9.0.1'] })).toThrow(/outside a transaction/);
+  });
+});
