@@ -114,6 +114,10 @@ async function startLocked(config: Config, log: Logger, releaseLock: () => Promi
     const s = app.listen(config.socket, () => resolve(s));
     s.on('error', reject);
   });
+  // Docker's plugin client keeps its connections with no idle limit, and a call whose connection
+  // the server closed meanwhile is sent again with its body already consumed: empty. So an idle
+  // connection is never closed from this side (Node's default closes it after 5 s).
+  server.keepAliveTimeout = 0;
   jsonClientErrors(server, log);
   await fs.chmod(config.socket, 0o660);
   log.info('listening', { socket: config.socket, stateDir: config.stateDir, instance: owner.instance, table: owner.table });

@@ -9,6 +9,7 @@
  * Needs root (namespaces) and the build.
  */
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -89,6 +90,32 @@ test('a second plugin on the same state directory refuses to start, naming the f
   expect(await third.exited).toBe(0);
   expect(existsSync(path.join(state, '.tsbridge.lock'))).toBe(false);
 });
+
+// Docker's plugin client keeps connections open with no idle limit, and re-sends a call whose
+// connection failed with the body it already consumed: empty. A server closing idle connections
+// (Node's default: after 5 s) races with it — seen as a RevokeExternalConnectivity with an empty
+// body during 400 parallel removals on Docker 20.10.
+test('a kept-alive connection is not closed under an idle client', async () => {
+  const p = await startPlugin('tsbt-keepalive', { TSBRIDGE_STATE_DIR: path.join(dir, 'state-ka') });
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const call = () =>
+    new Promise<{ status: number; reused: boolean }>((resolve, reject) => {
+      const req = http.request({ socketPath: p.socket, path: '/Plugin.Activate', method: 'POST', agent }, (res) => {
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, reused: req.reusedSocket }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  try {
+    expect(await call()).toEqual({ status: 200, reused: false });
+    await new Promise((r) => setTimeout(r, 6500)); // past Node's default keep-alive timeout
+    expect(await call()).toEqual({ status: 200, reused: true });
+  } finally {
+    agent.destroy();
+    await stopProcess(p.proc);
+  }
+}, 30_000);
 
 test('TSBRIDGE_SOCKET that is a number (a TCP port to Express) is refused at start, exit 2', async () => {
   const p = await startPlugin('x', { TSBRIDGE_SOCKET: '9000', TSBRIDGE_STATE_DIR: path.join(dir, 'state') });
