@@ -12,7 +12,6 @@ type Key = `${Collection}\0${string}` | 'ulaBase';
 
 const ABSENT = Symbol('absent');
 
-/** What one operation changed: each record touched, as it was before (for the rollback). */
 /** A pool's addresses as they were before the operation changed them in place (Db.addresses). */
 interface AddressesBefore {
   allocated: Map<string, AllocKind | typeof ABSENT>;
@@ -22,6 +21,7 @@ interface AddressesBefore {
   noSince: boolean;
 }
 
+/** What one operation changed: each record touched, as it was before (for the rollback). */
 class Changes {
   readonly before = new Map<Key, unknown>();
   /** Pools whose addresses were changed in place, by pool ID (a pool also in `before` is not here). */
