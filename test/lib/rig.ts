@@ -292,7 +292,7 @@ export async function createRig(opts: RigOptions = {}): Promise<Rig> {
       const t = Date.now();
       // Clean stops first (dockerd stops its containers), then the manifest does the rest.
       await Promise.all(hosts.map((h) => h.stop().catch(() => undefined)));
-      await etcd?.stop().catch(() => undefined);
+      await etcd?.dispose().catch(() => undefined); // stopped, and its data directory removed
       const r = await shOk('bash', [path.join(REPO_ROOT, 'scripts', 'rig-down.sh'), dir], { timeoutMs: 120_000 });
       timings.destroy = Date.now() - t;
       if (r.exitCode !== 0) throw new Error(`rig-down.sh ${dir} failed: ${r.stdout}\n${r.stderr}`);
