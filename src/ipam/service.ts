@@ -282,9 +282,9 @@ export class IpamService {
       // In place, as RequestAddress: its allocation time goes with it.
       this.db.addresses(id, { del: [canonical] });
       await this.db.save();
-      return overlay;
+      return overlay ? { overlay, address: canonical } : undefined;
     });
     // Given back in etcd after the state: unreachable now, the next reconcile deletes the key.
-    if (released) await this.bestEffort(`releasing ${address} in overlay ${released}`, (c) => c.release(released, canonicalAddress(address.split('/')[0]!)));
+    if (released) await this.bestEffort(`releasing ${address} in overlay ${released.overlay}`, (c) => c.release(released.overlay, released.address));
   }
 }
